@@ -1,0 +1,198 @@
+//! Settings of a run: the pipeline file (`pipelines/*.toml`), overridden by flags, over defaults;
+//! secrets from the environment only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::normalise::PiiKey;
+use crate::period::Convention;
+use crate::source::SourceConfig;
+
+/// A pipeline file: one per deployment. Every key is optional; see `pipelines/demo.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// A name for logs and the run record.
+    pub name: Option<String>,
+    /// Output root: a folder, `file://…` or `s3://bucket/prefix`.
+    pub output: Option<String>,
+    pub period_convention: Option<Convention>,
+    /// How far before the cursor the next pull starts, e.g. "3d", "12h", "0s".
+    pub lookback: Option<String>,
+    #[serde(default)]
+    pub source: SourceSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    pub url: Option<String>,
+    pub page_size: Option<u32>,
+    pub timeout_secs: Option<u64>,
+    pub connect_timeout_secs: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub backoff_base_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+    pub retry_after_max_secs: Option<u64>,
+}
+
+impl PipelineFile {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the pipeline file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("the pipeline file {} is not valid: {e}", path.display()))
+    }
+}
+
+/// Flags that override the pipeline file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub pipeline: Option<PathBuf>,
+    pub source_url: Option<String>,
+    pub output: Option<String>,
+    pub convention: Option<Convention>,
+}
+
+/// Everything a run needs, resolved.
+#[derive(Debug)]
+pub struct Settings {
+    pub name: String,
+    pub output: String,
+    pub convention: Convention,
+    pub lookback: Duration,
+    pub source: SourceConfig,
+    pub token: Secret,
+    pub pii_key: PiiKey,
+}
+
+/// A secret string that never prints.
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Parses "3d", "12h", "30m", "45s" or "0".
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("{s:?} is not a duration: use 3d, 12h, 30m or 45s"))?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3_600,
+        "m" => n * 60,
+        "s" => n,
+        _ => bail!("{s:?} is not a duration: use 3d, 12h, 30m or 45s"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// The source token: `MOTCUA_SOURCE_TOKEN`, or the file named by `MOTCUA_SOURCE_TOKEN_FILE`.
+pub fn source_token() -> Result<Secret> {
+    if let Ok(t) = std::env::var("MOTCUA_SOURCE_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok(Secret(t.trim().to_string()));
+        }
+    }
+    if let Ok(f) = std::env::var("MOTCUA_SOURCE_TOKEN_FILE") {
+        let t = std::fs::read_to_string(&f).with_context(|| format!("cannot read MOTCUA_SOURCE_TOKEN_FILE ({f})"))?;
+        if t.trim().is_empty() {
+            bail!("MOTCUA_SOURCE_TOKEN_FILE ({f}) is empty: put the case system's token in it");
+        }
+        return Ok(Secret(t.trim().to_string()));
+    }
+    bail!("no source token: set MOTCUA_SOURCE_TOKEN, or MOTCUA_SOURCE_TOKEN_FILE to a file holding it")
+}
+
+/// The personal-data key: `MOTCUA_PII_KEY`, at least 16 characters.
+pub fn pii_key() -> Result<PiiKey> {
+    match std::env::var("MOTCUA_PII_KEY") {
+        Ok(k) if k.len() >= 16 => Ok(PiiKey::new(k.as_bytes())),
+        Ok(_) => bail!("MOTCUA_PII_KEY is shorter than 16 characters: use a long random secret (e.g. `openssl rand -hex 32`) and keep it stable across runs"),
+        Err(_) => bail!("MOTCUA_PII_KEY is not set: set it to a long random secret (e.g. `openssl rand -hex 32`); it keys applicant_key and must stay the same across runs"),
+    }
+}
+
+impl Settings {
+    /// Resolves flags over the pipeline file over defaults, and reads the secrets.
+    pub fn resolve(o: &Overrides) -> Result<Settings> {
+        let file = match &o.pipeline {
+            Some(p) => PipelineFile::load(p)?,
+            None => PipelineFile::default(),
+        };
+        let url = o.source_url.clone().or(file.source.url.clone()).context(
+            "no source URL: give --source-url or set source.url in the pipeline file (--pipeline)",
+        )?;
+        let mut url = url::Url::parse(&url).with_context(|| format!("source URL {url:?} is not a URL"))?;
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let mut source = SourceConfig::new(url);
+        let s = &file.source;
+        if let Some(v) = s.page_size {
+            if !(1..=1000).contains(&v) {
+                bail!("source.page_size is {v}: the source takes 1 to 1000");
+            }
+            source.page_size = v;
+        }
+        if let Some(v) = s.timeout_secs {
+            source.timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = s.connect_timeout_secs {
+            source.connect_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = s.max_attempts {
+            source.max_attempts = v.max(1);
+        }
+        if let Some(v) = s.backoff_base_ms {
+            source.backoff_base = Duration::from_millis(v);
+        }
+        if let Some(v) = s.backoff_max_ms {
+            source.backoff_max = Duration::from_millis(v);
+        }
+        if let Some(v) = s.retry_after_max_secs {
+            source.retry_after_max = Duration::from_secs(v);
+        }
+        Ok(Settings {
+            name: file.name.clone().unwrap_or_else(|| "motcua".into()),
+            output: o.output.clone().or(file.output.clone()).unwrap_or_else(|| "./data".into()),
+            convention: o.convention.or(file.period_convention).unwrap_or_default(),
+            lookback: parse_duration(file.lookback.as_deref().unwrap_or("3d"))?,
+            source,
+            token: source_token()?,
+            pii_key: pii_key()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3d").unwrap(), Duration::from_secs(259_200));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("3 days").is_err());
+    }
+
+    #[test]
+    fn the_demo_pipeline_file_parses_and_unknown_keys_are_refused() {
+        let f = PipelineFile::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/demo.toml"))).unwrap();
+        assert_eq!(f.period_convention, Some(Convention::Decree09));
+        assert!(toml::from_str::<PipelineFile>("outptu = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,567 @@
+//! Stage 3: normalise, reject and deduplicate.
+//!
+//! Every case record of a pulled page is read into typed columns: each date shape of
+//! `source-api.md` in Vietnam time, text trimmed and NFC-normalised, enums from strings or
+//! numbers, personal data dropped or keyed (`outputs.md`). The reject rules of
+//! [`crate::rules::reject`] split off the unusable records with their reason. polars then keeps the
+//! latest valid version per case and upserts it into the staging table `cases/`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Asia::Ho_Chi_Minh;
+use hmac::{Hmac, Mac};
+use polars::prelude::*;
+use serde_json::Value;
+use sha2::Sha256;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::rules::{self, Case};
+
+// ---------------------------------------------------------------------------------------------
+// Value shapes
+// ---------------------------------------------------------------------------------------------
+
+/// Trimmed, NFC-normalised text; `""` and `null` are absent. Numbers are read as their text.
+pub fn text(v: Option<&Value>) -> Option<String> {
+    let s = match v? {
+        Value::String(s) => s.trim().nfc().collect::<String>(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => return None,
+        other => other.to_string(),
+    };
+    let s = s.trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// An enumeration given as `"4"` or `4`. `Err` carries the value as served.
+pub fn enum_code(v: Option<&Value>) -> Result<Option<i32>, String> {
+    match text(v) {
+        None => Ok(None),
+        Some(s) => s.parse::<i32>().map(Some).map_err(|_| s),
+    }
+}
+
+/// A `"0"`/`"1"` flag (also `0`/`1` and `true`/`false`).
+pub fn flag(v: Option<&Value>) -> Option<bool> {
+    match text(v)?.as_str() {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// A date-time in any shape of `source-api.md`, as microseconds since the epoch (UTC).
+/// Local shapes are read in Vietnam time. `Ok(None)` is absent; `Err` is unreadable.
+pub fn instant(v: Option<&Value>) -> Result<Option<i64>, String> {
+    let Some(s) = text(v) else { return Ok(None) };
+    parse_instant(&s).map(Some).ok_or(s)
+}
+
+/// Parses `yyyyMMddHHmmss`, `dd/MM/yyyy HH:mm:ss`, `dd/MM/yyyy` (local) or ISO 8601 with an offset.
+pub fn parse_instant(s: &str) -> Option<i64> {
+    let local = |ndt: NaiveDateTime| Ho_Chi_Minh.from_local_datetime(&ndt).single().map(|t| t.timestamp_micros());
+    if s.len() == 14 && s.bytes().all(|b| b.is_ascii_digit()) {
+        return NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S").ok().and_then(local);
+    }
+    if s.len() == 19 && s.as_bytes()[2] == b'/' {
+        return NaiveDateTime::parse_from_str(s, "%d/%m/%Y %H:%M:%S").ok().and_then(local);
+    }
+    if s.len() == 10 && s.as_bytes()[2] == b'/' {
+        return NaiveDate::parse_from_str(s, "%d/%m/%Y").ok().and_then(|d| local(d.and_hms_opt(0, 0, 0)?));
+    }
+    if s.len() >= 20 && s.as_bytes()[4] == b'-' && s.as_bytes()[10] == b'T' {
+        return DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_micros());
+    }
+    None
+}
+
+/// The Vietnam-local calendar date of an instant.
+pub fn local_date(micros: i64) -> NaiveDate {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .expect("instant in range")
+        .with_timezone(&Ho_Chi_Minh)
+        .date_naive()
+}
+
+/// An instant as the source's `yyyyMMddHHmmss` in Vietnam time (for `updated_from`).
+pub fn source_timestamp(micros: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .expect("instant in range")
+        .with_timezone(&Ho_Chi_Minh)
+        .format("%Y%m%d%H%M%S")
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Personal data
+// ---------------------------------------------------------------------------------------------
+
+/// The secret that keys `applicant_key` (HMAC-SHA-256 of `SoGiayToChuHoSo`).
+#[derive(Clone)]
+pub struct PiiKey(Vec<u8>);
+
+impl PiiKey {
+    pub fn new(secret: &[u8]) -> Self {
+        PiiKey(secret.to_vec())
+    }
+
+    pub fn applicant_key(&self, id_number: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(id_number.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+impl std::fmt::Debug for PiiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PiiKey(<redacted>)")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records → columns
+// ---------------------------------------------------------------------------------------------
+
+/// The staging table `cases/`: column name and type, in file order. See `schemas/cases.json`.
+pub fn staging_schema() -> Vec<(&'static str, DataType)> {
+    let ts = DataType::Datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC));
+    vec![
+        ("case_id", DataType::String),
+        ("agency_code", DataType::String),
+        ("agency_name_text", DataType::String),
+        ("procedure_code", DataType::String),
+        ("procedure_name", DataType::String),
+        ("field_code", DataType::String),
+        ("field_name", DataType::String),
+        ("channel", DataType::Int32),
+        ("applicant_kind", DataType::Int32),
+        ("applicant_key", DataType::String),
+        ("status", DataType::Int32),
+        ("submitted_at", ts.clone()),
+        ("accepted_at", ts.clone()),
+        ("due_at", ts.clone()),
+        ("extended_due_at", ts.clone()),
+        ("processed_at", ts.clone()),
+        ("returned_at", ts.clone()),
+        ("refused_at", ts.clone()),
+        ("updated_at", ts),
+        ("supplement_requests", DataType::Int64),
+        ("paid_online", DataType::Boolean),
+        ("digitized", DataType::Boolean),
+        ("submitted_date", DataType::Date),
+        ("accepted_date", DataType::Date),
+        ("refused_date", DataType::Date),
+        ("end_date", DataType::Date),
+        ("due_date", DataType::Date),
+        ("source_run_id", DataType::String),
+    ]
+}
+
+/// A `Timestamp(microsecond, UTC)` column from epoch microseconds. (polars 0.55 drops the time
+/// zone when casting a null-free `Int64` column to a zoned `Datetime`, so build it directly.)
+pub fn utc_micros(name: &str, values: Vec<Option<i64>>) -> Column {
+    Int64Chunked::from_iter_options(name.into(), values.into_iter())
+        .into_datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC))
+        .into_column()
+}
+
+#[derive(Default)]
+struct CaseColumns {
+    strings: BTreeMap<&'static str, Vec<Option<String>>>,
+    ints: BTreeMap<&'static str, Vec<Option<i32>>>,
+    instants: BTreeMap<&'static str, Vec<Option<i64>>>,
+    dates: BTreeMap<&'static str, Vec<Option<i32>>>,
+    supplements: Vec<Option<i64>>,
+    flags: BTreeMap<&'static str, Vec<Option<bool>>>,
+    order: Vec<i64>,
+    len: usize,
+}
+
+fn days(d: Option<NaiveDate>) -> Option<i32> {
+    d.map(|d| (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32)
+}
+
+/// One rejected record, for `quality/rejects/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub record_key: Option<String>,
+    pub reason: &'static str,
+    pub detail: String,
+    pub raw_path: String,
+    pub raw_index: i64,
+    pub updated_at: Option<i64>,
+}
+
+/// Counts kept for the run record.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NormaliseStats {
+    pub records: u64,
+    pub valid: u64,
+    pub rejected: u64,
+    pub rejected_by_reason: BTreeMap<String, u64>,
+}
+
+/// Reads pulled pages into typed, PII-free columns, splitting off rejects.
+pub struct Normaliser {
+    key: PiiKey,
+    run_id: String,
+    cols: CaseColumns,
+    rejects: Vec<Reject>,
+    pub stats: NormaliseStats,
+}
+
+/// What normalising one pull produced.
+pub struct Normalised {
+    /// Valid records in arrival order (several versions of a case possible), column `_order`
+    /// holds the arrival sequence.
+    pub cases: DataFrame,
+    pub rejects: Vec<Reject>,
+    pub stats: NormaliseStats,
+}
+
+impl Normaliser {
+    pub fn new(key: PiiKey, run_id: &str) -> Self {
+        Normaliser { key, run_id: run_id.to_string(), cols: CaseColumns::default(), rejects: vec![], stats: Default::default() }
+    }
+
+    /// Adds the records of one `/v1/hoso` page (its `data` array), landed at `raw_path`.
+    pub fn add_records(&mut self, raw_path: &str, records: &[Value]) {
+        for (i, rec) in records.iter().enumerate() {
+            self.add_record(raw_path, i as i64, rec);
+        }
+    }
+
+    fn add_record(&mut self, raw_path: &str, raw_index: i64, rec: &Value) {
+        self.stats.records += 1;
+        let get = |k: &str| rec.get(k);
+        let mut unreadable: Vec<(String, String)> = vec![];
+        let mut date = |field: &str, v: Option<&Value>| match instant(v) {
+            Ok(t) => t,
+            Err(shown) => {
+                unreadable.push((field.to_string(), shown));
+                None
+            }
+        };
+        let submitted_at = date("NgayNopHoSo", get("NgayNopHoSo"));
+        let accepted_at = date("NgayTiepNhan", get("NgayTiepNhan"));
+        let due_at = date("NgayHenTra", get("NgayHenTra"));
+        let processed_at = date("NgayKetThucXuLy", get("NgayKetThucXuLy"));
+        let returned_at = date("NgayTra", get("NgayTra"));
+        let refused_at = date("NgayTuChoi", get("NgayTuChoi"));
+        let updated_at = date("NgayCapNhat", get("NgayCapNhat"));
+        let mut supplements = 0i64;
+        let mut extended_due_at: Option<i64> = None;
+        if let Some(Value::Array(items)) = get("DanhSachHoSoBoSung") {
+            supplements = items.len() as i64;
+            for (j, item) in items.iter().enumerate() {
+                for f in ["NgayYeuCauBoSung", "NgayBoSung", "NgayHenTraMoi"] {
+                    let t = date(&format!("DanhSachHoSoBoSung[{j}].{f}"), item.get(f));
+                    if f == "NgayHenTraMoi" {
+                        extended_due_at = extended_due_at.max(t);
+                    }
+                }
+            }
+        }
+        let (status, status_text) = match enum_code(get("TrangThaiHoSo")) {
+            Ok(s) => (s, s.map(|s| s.to_string())),
+            Err(shown) => (None, Some(shown)),
+        };
+        let effective_due = extended_due_at.or(due_at);
+        let case = Case {
+            case_id: text(get("MaHoSo")),
+            agency_code: text(get("MaDonVi")),
+            status,
+            status_text,
+            updated_at,
+            accepted_date: accepted_at.map(local_date),
+            submitted_date: submitted_at.map(local_date),
+            refused_date: refused_at.map(local_date),
+            end_date: processed_at.or(returned_at).map(local_date),
+            due_date: effective_due.map(local_date),
+            unreadable,
+        };
+        if let Some((reason, detail)) = rules::reject(&case) {
+            self.stats.rejected += 1;
+            *self.stats.rejected_by_reason.entry(reason.code().to_string()).or_default() += 1;
+            self.rejects.push(Reject {
+                record_key: case.case_id,
+                reason: reason.code(),
+                detail,
+                raw_path: raw_path.to_string(),
+                raw_index,
+                updated_at: case.updated_at,
+            });
+            return;
+        }
+        self.stats.valid += 1;
+        let c = &mut self.cols;
+        let mut s = |k: &'static str, v: Option<String>| c.strings.entry(k).or_default().push(v);
+        s("case_id", case.case_id);
+        s("agency_code", case.agency_code);
+        s("agency_name_text", text(get("DonViXuLy")));
+        s("procedure_code", text(get("MaTTHC")));
+        s("procedure_name", text(get("TenTTHC")));
+        s("field_code", text(get("MaLinhVuc")));
+        s("field_name", text(get("TenLinhVuc")));
+        s("applicant_key", text(get("SoGiayToChuHoSo")).map(|id| self.key.applicant_key(&id)));
+        s("source_run_id", Some(self.run_id.clone()));
+        let mut n = |k: &'static str, v: Option<i32>| c.ints.entry(k).or_default().push(v);
+        // An enum the source sends in no known shape counts as absent (channel: in person).
+        n("channel", enum_code(get("KenhThucHien")).unwrap_or(None));
+        n("applicant_kind", enum_code(get("LoaiDoiTuong")).unwrap_or(None));
+        n("status", case.status);
+        let mut i = |k: &'static str, v: Option<i64>| c.instants.entry(k).or_default().push(v);
+        i("submitted_at", submitted_at);
+        i("accepted_at", accepted_at);
+        i("due_at", due_at);
+        i("extended_due_at", extended_due_at);
+        i("processed_at", processed_at);
+        i("returned_at", returned_at);
+        i("refused_at", refused_at);
+        i("updated_at", updated_at);
+        let mut d = |k: &'static str, v: Option<NaiveDate>| c.dates.entry(k).or_default().push(days(v));
+        d("submitted_date", case.submitted_date);
+        d("accepted_date", case.accepted_date);
+        d("refused_date", case.refused_date);
+        d("end_date", case.end_date);
+        d("due_date", case.due_date);
+        c.supplements.push(Some(supplements));
+        c.flags.entry("paid_online").or_default().push(flag(get("DuocThanhToanTrucTuyen")));
+        c.flags.entry("digitized").or_default().push(flag(get("HoSoCoThanhPhanSoHoa")));
+        c.order.push(self.stats.records as i64);
+        c.len += 1;
+    }
+
+    pub fn finish(self) -> Result<Normalised> {
+        let mut c = self.cols;
+        let mut columns: Vec<Column> = Vec::new();
+        for (name, dtype) in staging_schema() {
+            let col = match &dtype {
+                DataType::String => Column::new(name.into(), c.strings.remove(name).unwrap_or_default()),
+                DataType::Int32 => Column::new(name.into(), c.ints.remove(name).unwrap_or_default()),
+                DataType::Int64 => Column::new(name.into(), std::mem::take(&mut c.supplements)),
+                DataType::Boolean => Column::new(name.into(), c.flags.remove(name).unwrap_or_default()),
+                DataType::Date => Column::new(name.into(), c.dates.remove(name).unwrap_or_default()).cast(&dtype)?,
+                DataType::Datetime(..) => utc_micros(name, c.instants.remove(name).unwrap_or_default()),
+                other => anyhow::bail!("staging column {name} has unsupported type {other}"),
+            };
+            columns.push(col);
+        }
+        columns.push(Column::new("_order".into(), std::mem::take(&mut c.order)));
+        let cases = DataFrame::new(c.len, columns).map_err(anyhow::Error::from).context("building the staging frame")?;
+        Ok(Normalised { cases, rejects: self.rejects, stats: self.stats })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agencies and the procedure catalog
+// ---------------------------------------------------------------------------------------------
+
+/// An agency of `/v1/donvi`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agency {
+    pub code: String,
+    pub name: Option<String>,
+    /// `Cap`: 1 province, 2 district, 3 commune.
+    pub cap: Option<i32>,
+    pub parent: Option<String>,
+}
+
+/// Reads `/v1/donvi` entries; an entry without `MaDonVi` is skipped and counted, a repeated code
+/// keeps its first entry.
+pub fn agencies(data: &[Value]) -> (Vec<Agency>, u64) {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = vec![];
+    let mut skipped = 0;
+    for d in data {
+        let Some(code) = text(d.get("MaDonVi")) else {
+            skipped += 1;
+            continue;
+        };
+        if !seen.insert(code.clone()) {
+            skipped += 1;
+            continue;
+        }
+        out.push(Agency {
+            code,
+            name: text(d.get("TenDonVi")),
+            cap: enum_code(d.get("Cap")).unwrap_or(None),
+            parent: text(d.get("MaDonViCha")),
+        });
+    }
+    (out, skipped)
+}
+
+/// A procedure of `/v1/tthc`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Procedure {
+    pub code: String,
+    pub name: Option<String>,
+    pub field_code: Option<String>,
+    pub field_name: Option<String>,
+    /// `CapThucHien`: the levels (1, 2, 3) that handle it.
+    pub levels: Vec<i32>,
+    /// `MucDoDVC`: 2 full online, 1 partly online, 0 none.
+    pub online: Option<i32>,
+    pub one_stop: bool,
+    pub inter_agency: bool,
+}
+
+/// Reads `/v1/tthc` entries (`CapThucHien` as an array of strings or numbers, or `"1,2"`).
+pub fn procedures(data: &[Value]) -> (Vec<Procedure>, u64) {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = vec![];
+    let mut skipped = 0;
+    for d in data {
+        let Some(code) = text(d.get("MaTTHC")) else {
+            skipped += 1;
+            continue;
+        };
+        if !seen.insert(code.clone()) {
+            skipped += 1;
+            continue;
+        }
+        let mut levels: Vec<i32> = match d.get("CapThucHien") {
+            Some(Value::Array(items)) => items.iter().filter_map(|v| enum_code(Some(v)).ok().flatten()).collect(),
+            other => text(other)
+                .map(|s| s.split([',', ';', ' ']).filter_map(|p| p.trim().parse().ok()).collect())
+                .unwrap_or_default(),
+        };
+        levels.sort_unstable();
+        levels.dedup();
+        out.push(Procedure {
+            code,
+            name: text(d.get("TenTTHC")),
+            field_code: text(d.get("MaLinhVuc")),
+            field_name: text(d.get("TenLinhVuc")),
+            levels,
+            online: enum_code(d.get("MucDoDVC")).unwrap_or(None),
+            one_stop: flag(d.get("MotCua")).unwrap_or(false),
+            inter_agency: flag(d.get("LienThong")).unwrap_or(false),
+        });
+    }
+    (out, skipped)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deduplicate and upsert (polars)
+// ---------------------------------------------------------------------------------------------
+
+/// Keeps the latest version of each case: greatest `updated_at`, on a tie the one received last
+/// (greatest `_order`). Rejected records never get here, so they never replace a valid version.
+pub fn latest_per_case(lf: LazyFrame) -> LazyFrame {
+    lf.sort(
+        ["case_id", "updated_at", "_order"],
+        SortMultipleOptions::default().with_maintain_order(true).with_nulls_last(false),
+    )
+    .unique_stable_generic(Some(vec![col("case_id")]), UniqueKeepStrategy::Last)
+}
+
+/// Number of staging buckets (`cases/bucket=NN/part-0.parquet`). A case stays in its bucket for
+/// life, so an upsert rewrites only the buckets its new records fall in.
+pub const BUCKETS: u32 = 16;
+
+/// The bucket of a case id: stable across runs, platforms and versions.
+pub fn bucket_of(case_id: &str) -> u32 {
+    use sha2::Digest;
+    let h = Sha256::digest(case_id.as_bytes());
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % BUCKETS
+}
+
+/// Splits newly normalised cases by bucket.
+pub fn by_bucket(cases: &DataFrame) -> Result<BTreeMap<u32, DataFrame>> {
+    let ids = cases.column("case_id")?.str()?.clone();
+    let buckets: Vec<u32> = ids.iter().map(|id| bucket_of(id.unwrap_or(""))).collect();
+    let mut with = cases.clone();
+    with.with_column(Column::new("_bucket".into(), buckets))?;
+    let mut out = BTreeMap::new();
+    for part in with.partition_by(["_bucket"], true)? {
+        let b = part.column("_bucket")?.u32()?.get(0).unwrap_or(0);
+        out.insert(b, part.drop("_bucket")?);
+    }
+    Ok(out)
+}
+
+/// Merges `new` records (with `_order`) into an existing staging bucket; returns the bucket
+/// with one row per case and no helper columns, and how many new records were superseded.
+pub fn upsert(existing: Option<DataFrame>, new: DataFrame) -> Result<DataFrame> {
+    let names: Vec<Expr> = staging_schema().iter().map(|(n, _)| col(*n)).collect();
+    let mut frames = vec![];
+    if let Some(old) = existing {
+        // Rows already staged lose a tie on updated_at against anything newly received.
+        frames.push(old.lazy().select(names.clone()).with_column(lit(-1i64).cast(DataType::Int64).alias("_order")));
+    }
+    frames.push(new.lazy());
+    let all = concat(frames, UnionArgs::default())?;
+    let out = latest_per_case(all).select(names).sort(["case_id"], Default::default()).collect()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_date_shape_reads_in_vietnam_time() {
+        let want = parse_instant("20240915020000").unwrap();
+        assert_eq!(parse_instant("2024-09-14T19:00:00Z"), Some(want));
+        assert_eq!(parse_instant("2024-09-15T02:00:00+07:00"), Some(want));
+        assert_eq!(parse_instant("15/09/2024 02:00:00"), Some(want));
+        assert_eq!(local_date(want).to_string(), "2024-09-15");
+        assert_eq!(local_date(parse_instant("15/09/2024").unwrap()).to_string(), "2024-09-15");
+        assert_eq!(source_timestamp(want), "20240915020000");
+        for bad in ["2024/08/01", "32/07/2024 09:00:00", "20241301000000", "yesterday", "2024-09-14"] {
+            assert_eq!(parse_instant(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn shapes_of_values() {
+        assert_eq!(text(Some(&json!("  Chu\u{031b}ng thu\u{031b}\u{0323}c  "))).unwrap(), "Chưng thực");
+        assert_eq!(text(Some(&json!(""))), None);
+        assert_eq!(text(Some(&Value::Null)), None);
+        assert_eq!(enum_code(Some(&json!(4))), Ok(Some(4)));
+        assert_eq!(enum_code(Some(&json!(" 10 "))), Ok(Some(10)));
+        assert_eq!(enum_code(Some(&json!("x"))), Err("x".to_string()));
+        assert_eq!(flag(Some(&json!(1))), Some(true));
+        assert_eq!(instant(Some(&json!("32/07/2024"))), Err("32/07/2024".to_string()));
+    }
+
+    #[test]
+    fn applicant_key_is_keyed_and_stable() {
+        let a = PiiKey::new(b"k1").applicant_key("046090001234");
+        assert_eq!(a, PiiKey::new(b"k1").applicant_key("046090001234"));
+        assert_ne!(a, PiiKey::new(b"k2").applicant_key("046090001234"));
+        assert_eq!(a.len(), 64);
+        assert!(!a.contains("046090001234"));
+    }
+
+    #[test]
+    fn latest_version_wins_and_rejects_never_replace() {
+        let mut n = Normaliser::new(PiiKey::new(b"k"), "r1");
+        let base = json!({"MaHoSo":"A","MaDonVi":"X","TrangThaiHoSo":"4","NgayTiepNhan":"20240701080000","NgayCapNhat":"20240701090000"});
+        let mut newer = base.clone();
+        newer["NgayCapNhat"] = json!("20240702090000");
+        newer["TrangThaiHoSo"] = json!(9);
+        newer["NgayKetThucXuLy"] = json!("20240702080000");
+        let mut broken = newer.clone();
+        broken["NgayCapNhat"] = json!("20240703090000");
+        broken["NgayTra"] = json!("31/02/2024");
+        n.add_records("raw/p1", &[newer.clone(), base.clone(), broken]);
+        let out = n.finish().unwrap();
+        assert_eq!(out.rejects.len(), 1);
+        assert_eq!(out.rejects[0].reason, "unreadable_date");
+        let staged = upsert(None, out.cases).unwrap();
+        assert_eq!(staged.height(), 1);
+        assert_eq!(staged.column("status").unwrap().i32().unwrap().get(0), Some(9));
+        // A later run bringing the older version again does not move the case back.
+        let mut n = Normaliser::new(PiiKey::new(b"k"), "r2");
+        n.add_records("raw/p2", &[base]);
+        let again = upsert(Some(staged), n.finish().unwrap().cases).unwrap();
+        assert_eq!(again.column("status").unwrap().i32().unwrap().get(0), Some(9));
+    }
+}

@@ -1,0 +1,61 @@
+//! Stage 2: the raw layer. Every response body, exactly as received, gzip-compressed, under
+//! `raw/run_id=<run>/<endpoint>/<seq>_<request>.json.gz`, written before anything parses it.
+//! It holds personal data (restricted) and is enough to rebuild everything without the source.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use flate2::{read::GzDecoder, write::GzEncoder, Compression};
+
+use crate::store::Store;
+
+/// Lands the bodies of one run.
+pub struct RawLog {
+    store: Store,
+    run_id: String,
+    seq: AtomicU64,
+    pub bytes_written: AtomicU64,
+}
+
+impl RawLog {
+    pub fn new(store: Store, run_id: &str) -> Self {
+        RawLog { store, run_id: run_id.to_string(), seq: AtomicU64::new(0), bytes_written: AtomicU64::new(0) }
+    }
+
+    /// The path a body of `endpoint` asked with `query` lands at; `seq` keeps arrival order.
+    pub fn path_for(&self, seq: u64, endpoint: &str, query: &[(&str, String)]) -> String {
+        let name = endpoint.trim_matches('/').replace('/', "-");
+        let mut req = String::new();
+        for (k, v) in query {
+            req.push('_');
+            req.push_str(k);
+            req.push('=');
+            req.extend(v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }));
+        }
+        format!("raw/run_id={}/{name}/{seq:06}{req}.json.gz", self.run_id)
+    }
+
+    /// Writes `body` compressed; returns its path.
+    pub async fn land(&self, endpoint: &str, query: &[(&str, String)], body: &[u8]) -> Result<String> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.path_for(seq, endpoint, query);
+        let gz = gzip(body)?;
+        self.bytes_written.fetch_add(gz.len() as u64, Ordering::Relaxed);
+        self.store.publish(&path, Bytes::from(gz)).await.context("landing a raw response")?;
+        Ok(path)
+    }
+}
+
+pub fn gzip(body: &[u8]) -> Result<Vec<u8>> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 6), Compression::fast());
+    enc.write_all(body)?;
+    Ok(enc.finish()?)
+}
+
+pub fn gunzip(gz: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    GzDecoder::new(gz).read_to_end(&mut out).context("a raw file is not valid gzip")?;
+    Ok(out)
+}

@@ -1,0 +1,158 @@
+//! The output root: a local folder, a `file://` URL or an object-store URL (`s3://bucket/prefix`),
+//! reached through `object_store`. Credentials and endpoints come from the environment only
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`).
+//!
+//! [`Store::publish`] is the one way readers' files are written: each object is replaced by one
+//! write, so a reader sees the old file or the new one. On a local folder, where `object_store`
+//! stages uploads beside their destination, the bytes go to `_staging/<run_id>/` first and are
+//! renamed into place; on an object store a single PUT (or a completed multipart upload) is
+//! atomic by itself.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Objects at least this large go up in parts.
+const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
+const PART_SIZE: usize = 16 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct Store {
+    os: Arc<dyn ObjectStore>,
+    /// The root as the user gave it, for messages.
+    pub url: String,
+    local: Option<PathBuf>,
+    staging: String,
+    seq: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.url)
+    }
+}
+
+impl Store {
+    /// Opens the root `url` for the run `run_id` (which names its staging folder).
+    pub fn open(url: &str, run_id: &str) -> Result<Store> {
+        let staging = format!("_staging/{run_id}");
+        let seq = Arc::new(AtomicU64::new(0));
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("output {url:?} names no bucket: use s3://bucket/prefix");
+            }
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .with_context(|| format!("cannot open {url}: check AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL"))?;
+            let os: Arc<dyn ObjectStore> = match prefix.trim_matches('/') {
+                "" => Arc::new(s3),
+                p => Arc::new(PrefixStore::new(s3, p)),
+            };
+            return Ok(Store { os, url: url.to_string(), local: None, staging, seq });
+        }
+        if url.contains("://") && !url.starts_with("file://") {
+            bail!("output {url:?}: only local folders, file:// and s3:// roots are built in");
+        }
+        let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+        std::fs::create_dir_all(&path).with_context(|| format!("cannot create the output folder {}: check the path and its permissions", path.display()))?;
+        let path = path.canonicalize()?;
+        let fs = LocalFileSystem::new_with_prefix(&path)?;
+        Ok(Store { os: Arc::new(fs), url: url.to_string(), local: Some(path), staging, seq })
+    }
+
+    /// The local folder behind the root, when it is one.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local.as_deref()
+    }
+
+    /// Reads an object; `None` when it does not exist.
+    pub async fn get(&self, path: &str) -> Result<Option<Bytes>> {
+        match self.os.get(&Path::from(path)).await {
+            Ok(r) => Ok(Some(r.bytes().await.with_context(|| format!("reading {path} from {}", self.url))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {path} from {}", self.url)),
+        }
+    }
+
+    /// Lists the objects under `prefix` with their sizes, sorted by path.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let p = Path::from(prefix);
+        let mut out: Vec<(String, u64)> = self
+            .os
+            .list(Some(&p))
+            .map_ok(|m| (m.location.to_string(), m.size))
+            .try_collect()
+            .await
+            .with_context(|| format!("listing {prefix} in {}", self.url))?;
+        out.sort();
+        Ok(out)
+    }
+
+    async fn put_direct(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        if bytes.len() >= MULTIPART_THRESHOLD && self.local.is_none() {
+            let mut up = self.os.put_multipart(path).await?;
+            for chunk in bytes.chunks(PART_SIZE) {
+                up.put_part(PutPayload::from(bytes.slice_ref(chunk))).await?;
+            }
+            up.complete().await?;
+        } else {
+            self.os.put(path, PutPayload::from(bytes)).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the object at `path` with `bytes` in one atomic step.
+    pub async fn publish(&self, path: &str, bytes: Bytes) -> Result<()> {
+        let dest = Path::from(path);
+        let ctx = || format!("writing {path} to {}", self.url);
+        if self.local.is_some() {
+            let n = self.seq.fetch_add(1, Ordering::Relaxed);
+            let tmp = Path::from(format!("{}/{n:06}.tmp", self.staging));
+            self.put_direct(&tmp, bytes).await.with_context(ctx)?;
+            self.os.rename(&tmp, &dest).await.with_context(ctx)?;
+        } else {
+            self.put_direct(&dest, bytes).await.with_context(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Creates `path` only if it does not exist yet; `false` when it already does.
+    pub async fn create(&self, path: &str, bytes: Bytes) -> Result<bool> {
+        let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+        match self.os.put_opts(&Path::from(path), PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("creating {path} in {}", self.url)),
+        }
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        match self.os.delete(&Path::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting {path} in {}", self.url)),
+        }
+    }
+
+    /// Removes this run's staging folder (local roots only use one).
+    pub async fn clean_staging(&self) -> Result<()> {
+        for (p, _) in self.list(&self.staging).await? {
+            self.delete(&p).await?;
+        }
+        if let Some(root) = &self.local {
+            let dir = root.join(&self.staging);
+            let _ = std::fs::remove_dir(&dir);
+            let _ = std::fs::remove_dir(root.join("_staging"));
+        }
+        Ok(())
+    }
+}
