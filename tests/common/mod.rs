@@ -1,0 +1,102 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use motcua::config::{Secret, Settings};
+use motcua::normalise::PiiKey;
+use motcua::period::Convention;
+use motcua::source::SourceConfig;
+use polars::prelude::*;
+
+pub const TOKEN: &str = "test-token-7f3a";
+pub const PII_KEY: &str = "test-pii-key-0123456789";
+
+pub fn shared() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"))
+}
+
+pub fn example_dir() -> PathBuf {
+    shared().join("reference/example")
+}
+
+/// Settings for a run against `url` into `output`, with quick retries.
+pub fn settings(url: &str, output: &Path, convention: Convention) -> Settings {
+    let mut source = SourceConfig::new(url::Url::parse(url).unwrap());
+    source.backoff_base = Duration::from_millis(20);
+    source.backoff_max = Duration::from_millis(200);
+    Settings {
+        name: "test".into(),
+        output: output.to_str().unwrap().to_string(),
+        convention,
+        lookback: Duration::from_secs(3 * 86_400),
+        source,
+        token: Secret::new(TOKEN),
+        pii_key: PiiKey::new(PII_KEY.as_bytes()),
+    }
+}
+
+pub fn read_parquet(path: &Path) -> DataFrame {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    motcua::publish::decode(bytes.into()).unwrap()
+}
+
+/// A small CSV (no quoted commas) as header and rows of cells.
+pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<String> = lines.next().unwrap().split(',').map(|s| s.trim().to_string()).collect();
+    let rows = lines.map(|l| l.split(',').map(|s| s.trim().to_string()).collect()).collect();
+    (header, rows)
+}
+
+/// The value of `column` in `row` of `df` as text ("" for null), rates rounded to six places.
+pub fn cell(df: &DataFrame, column: &str, row: usize) -> String {
+    let c = df.column(column).unwrap_or_else(|_| panic!("no column {column}"));
+    match c.dtype() {
+        DataType::Int64 => c.i64().unwrap().get(row).map(|v| v.to_string()).unwrap_or_default(),
+        DataType::Float64 => c.f64().unwrap().get(row).map(|v| format!("{v:.6}")).unwrap_or_default(),
+        DataType::String => c.str().unwrap().get(row).unwrap_or_default().to_string(),
+        other => panic!("{column} has type {other}"),
+    }
+}
+
+/// Rows of `df` keyed by the given key columns.
+pub fn rows_by(df: &DataFrame, keys: &[&str]) -> BTreeMap<Vec<String>, usize> {
+    (0..df.height()).map(|i| (keys.iter().map(|k| cell(df, k, i)).collect(), i)).collect()
+}
+
+/// Asserts that every cell of the expected CSV equals the published table, row for row.
+pub fn assert_table_equals_csv(df: &DataFrame, csv: &Path, keys: &[&str]) {
+    let (header, rows) = read_csv(csv);
+    let published = rows_by(df, keys);
+    assert_eq!(published.len(), rows.len(), "{}: row count (published keys {:?})", csv.display(), published.keys());
+    for row in rows {
+        let key: Vec<String> = keys.iter().map(|k| row[header.iter().position(|h| h == k).unwrap()].clone()).collect();
+        let i = *published.get(&key).unwrap_or_else(|| panic!("{}: no published row {key:?}", csv.display()));
+        for (h, want) in header.iter().zip(&row) {
+            assert_eq!(&cell(df, h, i), want, "{}: {key:?} column {h}", csv.display());
+        }
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = vec![];
+    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().to_string());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
