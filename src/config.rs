@@ -41,8 +41,10 @@ pub struct SourceSection {
 
 impl PipelineFile {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the pipeline file {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("the pipeline file {} is not valid: {e}", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the pipeline file {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("the pipeline file {} is not valid: {e}", path.display()))
     }
 }
 
@@ -93,7 +95,9 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         return Ok(Duration::ZERO);
     }
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().with_context(|| format!("{s:?} is not a duration: use 3d, 12h, 30m or 45s"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration: use 3d, 12h, 30m or 45s"))?;
     let secs = match unit {
         "d" => n * 86_400,
         "h" => n * 3_600,
@@ -112,7 +116,8 @@ pub fn source_token() -> Result<Secret> {
         }
     }
     if let Ok(f) = std::env::var("MOTCUA_SOURCE_TOKEN_FILE") {
-        let t = std::fs::read_to_string(&f).with_context(|| format!("cannot read MOTCUA_SOURCE_TOKEN_FILE ({f})"))?;
+        let t = std::fs::read_to_string(&f)
+            .with_context(|| format!("cannot read MOTCUA_SOURCE_TOKEN_FILE ({f})"))?;
         if t.trim().is_empty() {
             bail!("MOTCUA_SOURCE_TOKEN_FILE ({f}) is empty: put the case system's token in it");
         }
@@ -140,7 +145,8 @@ impl Settings {
         let url = o.source_url.clone().or(file.source.url.clone()).context(
             "no source URL: give --source-url or set source.url in the pipeline file (--pipeline)",
         )?;
-        let mut url = url::Url::parse(&url).with_context(|| format!("source URL {url:?} is not a URL"))?;
+        let mut url =
+            url::Url::parse(&url).with_context(|| format!("source URL {url:?} is not a URL"))?;
         if !url.path().ends_with('/') {
             url.set_path(&format!("{}/", url.path()));
         }
@@ -172,7 +178,11 @@ impl Settings {
         }
         Ok(Settings {
             name: file.name.clone().unwrap_or_else(|| "motcua".into()),
-            output: o.output.clone().or(file.output.clone()).unwrap_or_else(|| "./data".into()),
+            output: o
+                .output
+                .clone()
+                .or(file.output.clone())
+                .unwrap_or_else(|| "./data".into()),
             convention: o.convention.or(file.period_convention).unwrap_or_default(),
             lookback: parse_duration(file.lookback.as_deref().unwrap_or("3d"))?,
             source,
@@ -195,7 +205,11 @@ mod tests {
 
     #[test]
     fn the_demo_pipeline_file_parses_and_unknown_keys_are_refused() {
-        let f = PipelineFile::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/demo.toml"))).unwrap();
+        let f = PipelineFile::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/demo.toml"
+        )))
+        .unwrap();
         assert_eq!(f.period_convention, Some(Convention::Decree09));
         assert!(toml::from_str::<PipelineFile>("outptu = \"x\"").is_err());
     }

@@ -40,10 +40,6 @@ impl KpiTables {
     }
 }
 
-fn utc_us() -> DataType {
-    DataType::Datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC))
-}
-
 fn agency_frame(agencies: &[Agency]) -> Result<DataFrame> {
     let codes: Vec<&str> = agencies.iter().map(|a| a.code.as_str()).collect();
     let names: Vec<Option<&str>> = agencies.iter().map(|a| a.name.as_deref()).collect();
@@ -85,22 +81,35 @@ fn counts() -> Vec<&'static str> {
 }
 
 fn level_rank() -> Expr {
-    LEVEL_ORDER.iter().enumerate().rev().fold(lit(99i32), |rest, (i, l)| {
-        when(col("level").eq(lit(*l))).then(lit(i as i32)).otherwise(rest)
-    })
+    LEVEL_ORDER
+        .iter()
+        .enumerate()
+        .rev()
+        .fold(lit(99i32), |rest, (i, l)| {
+            when(col("level").eq(lit(*l)))
+                .then(lit(i as i32))
+                .otherwise(rest)
+        })
 }
 
 fn period_columns(period: &Period) -> Vec<Expr> {
     vec![
-        lit(period.start).alias("period_start"),
-        lit(period.end).alias("period_end"),
+        rules::date(period.start).alias("period_start"),
+        rules::date(period.end).alias("period_end"),
         lit(period.convention.as_str()).alias("period_convention"),
     ]
 }
 
-fn stamp(run_id: &str, computed_at: i64) -> Vec<Expr> {
-    // Cast through Int64 first: a literal that is already a zoned Datetime keeps its zone.
-    vec![lit(run_id).alias("run_id"), lit(computed_at).cast(DataType::Int64).cast(utc_us()).alias("computed_at")]
+/// Appends `run_id` and `computed_at` (built as a column: polars 0.55 drops the zone when it
+/// casts an integer literal to a zoned `Datetime`).
+fn stamp(mut df: DataFrame, run_id: &str, computed_at: i64) -> Result<DataFrame> {
+    let h = df.height();
+    df.with_column(Column::new("run_id".into(), vec![run_id; h]))?;
+    df.with_column(crate::normalise::utc_micros(
+        "computed_at",
+        vec![Some(computed_at); h],
+    ))?;
+    Ok(df)
 }
 
 /// Computes the three tables of `period` from the staging `cases`.
@@ -115,12 +124,21 @@ pub fn compute(
     let (f, l) = (period.start, period.end);
     let lf = with_levels(cases, agencies)?;
     let count_cols: Vec<Expr> = counts().iter().map(|c| col(*c)).collect();
-    let any_count = count_cols.iter().cloned().map(|c| c.gt(lit(0i64))).reduce(|a, b| a.or(b)).expect("measures");
+    let any_count = count_cols
+        .iter()
+        .cloned()
+        .map(|c| c.gt(lit(0i64)))
+        .reduce(|a, b| a.or(b))
+        .expect("measures");
 
     // cases_by_agency
     let mut aggs = rules::count_aggs(f, l);
     aggs.push(col("level").first().alias("level"));
-    aggs.push(col("catalog_agency_name").first().alias("catalog_agency_name"));
+    aggs.push(
+        col("catalog_agency_name")
+            .first()
+            .alias("catalog_agency_name"),
+    );
     aggs.push(col("agency_name_text").min().alias("agency_name_text"));
     aggs.push(col("field_name").min().alias("case_field_name"));
     let mut select: Vec<Expr> = period_columns(period);
@@ -133,67 +151,134 @@ pub fn compute(
     ]);
     select.extend(count_cols.clone());
     select.extend(rules::rates());
-    select.extend(stamp(run_id, computed_at));
     let by_agency = lf
         .clone()
         .group_by([col("agency_code"), col("field_code")])
         .agg(aggs)
         .with_column(rules::received_total())
         .filter(any_count)
-        .join(field_frame(catalog)?.lazy(), [col("field_code")], [col("field_code")], JoinArgs::new(JoinType::Left))
-        .sort(["agency_code", "field_code"], SortMultipleOptions::default().with_nulls_last(true))
+        .join(
+            field_frame(catalog)?.lazy(),
+            [col("field_code")],
+            [col("field_code")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .sort(
+            ["agency_code", "field_code"],
+            SortMultipleOptions::default().with_nulls_last(true),
+        )
         .select(select)
         .collect()
         .map_err(anyhow::Error::from)
         .context("computing cases_by_agency")?;
+    let by_agency = stamp(by_agency, run_id, computed_at)?;
 
     // cases_by_level: the agency rows summed per level, the three levels always present.
     let sums: Vec<Expr> = counts().iter().map(|c| col(*c).sum().alias(*c)).collect();
-    let levels = by_agency.clone().lazy().group_by([col("level")]).agg(sums.clone());
+    let levels = by_agency
+        .clone()
+        .lazy()
+        .group_by([col("level")])
+        .agg(sums.clone());
     let base = df!("level" => ["province", "district", "commune"])?.lazy();
     let levels = base
-        .join(levels.clone(), [col("level")], [col("level")], JoinArgs::new(JoinType::Full).with_coalesce(JoinCoalesce::CoalesceColumns))
-        .with_columns(counts().iter().map(|c| col(*c).fill_null(lit(0i64))).collect::<Vec<_>>());
-    let all = by_agency.clone().lazy().select(sums).with_column(lit("all").alias("level"));
+        .join(
+            levels.clone(),
+            [col("level")],
+            [col("level")],
+            JoinArgs::new(JoinType::Full).with_coalesce(JoinCoalesce::CoalesceColumns),
+        )
+        .with_columns(
+            counts()
+                .iter()
+                .map(|c| col(*c).fill_null(lit(0i64)))
+                .collect::<Vec<_>>(),
+        );
+    let all = by_agency
+        .clone()
+        .lazy()
+        .select(sums)
+        .with_column(lit("all").alias("level"));
     let mut select: Vec<Expr> = period_columns(period);
     select.push(col("level"));
     select.extend(count_cols.iter().map(|c| c.clone().cast(DataType::Int64)));
     select.extend(rules::rates());
-    select.extend(stamp(run_id, computed_at));
-    let by_level = concat([levels, all.select([col("level")].into_iter().chain(count_cols.clone()).collect::<Vec<_>>())], UnionArgs::default())?
-        .sort_by_exprs([level_rank()], SortMultipleOptions::default())
-        .select(select)
-        .collect()
-        .map_err(anyhow::Error::from)
-        .context("computing cases_by_level")?;
+    let by_level = concat(
+        [
+            levels,
+            all.select(
+                [col("level")]
+                    .into_iter()
+                    .chain(count_cols.clone())
+                    .collect::<Vec<_>>(),
+            ),
+        ],
+        UnionArgs::default(),
+    )?
+    .sort_by_exprs([level_rank()], SortMultipleOptions::default())
+    .select(select)
+    .collect()
+    .map_err(anyhow::Error::from)
+    .context("computing cases_by_level")?;
+    let by_level = stamp(by_level, run_id, computed_at)?;
 
     // catalog_by_level
-    let received: Vec<Expr> = rules::measures(f, l).into_iter().filter(|(n, _)| *n == "received_new").map(|(_, e)| e).collect();
+    let received: Vec<Expr> = rules::measures(f, l)
+        .into_iter()
+        .filter(|(n, _)| *n == "received_new")
+        .map(|(_, e)| e)
+        .collect();
     let with_cases = lf
-        .filter(received.into_iter().next().expect("received_new is a measure"))
+        .filter(
+            received
+                .into_iter()
+                .next()
+                .expect("received_new is a measure"),
+        )
         .select([col("level"), col("procedure_code")])
         .unique(None, UniqueKeepStrategy::Any)
         .collect()?;
     let catalog = catalog_by_level(catalog, &with_cases, period, run_id, computed_at)?;
 
-    let mut identities = vec![];
-    for (table, df) in [("cases_by_agency", &by_agency), ("cases_by_level", &by_level)] {
-        for (name, check) in rules::identities() {
-            let failures = df.clone().lazy().filter(check.not()).collect()?.height() as u64;
-            identities.push(IdentityCheck {
-                period: period.id.to_string(),
-                table: table.into(),
-                identity: name.into(),
-                rows: df.height() as u64,
-                failures,
-            });
-        }
+    let mut identities = check_identities(period, "cases_by_agency", &by_agency)?;
+    identities.extend(check_identities(period, "cases_by_level", &by_level)?);
+    Ok(KpiTables {
+        period: *period,
+        by_agency,
+        by_level,
+        catalog,
+        identities,
+    })
+}
+
+/// Checks the identities of `kpi.md` on every row of a case table.
+pub fn check_identities(
+    period: &Period,
+    table: &str,
+    df: &DataFrame,
+) -> Result<Vec<IdentityCheck>> {
+    let mut out = vec![];
+    for (name, holds) in rules::identities() {
+        let failures = df.clone().lazy().filter(holds.not()).collect()?.height() as u64;
+        out.push(IdentityCheck {
+            period: period.id.to_string(),
+            table: table.into(),
+            identity: name.into(),
+            rows: df.height() as u64,
+            failures,
+        });
     }
-    Ok(KpiTables { period: *period, by_agency, by_level, catalog, identities })
+    Ok(out)
 }
 
 /// The procedure-catalog measures per level and for `all` (distinct procedures).
-fn catalog_by_level(catalog: &[Procedure], with_cases: &DataFrame, period: &Period, run_id: &str, computed_at: i64) -> Result<DataFrame> {
+fn catalog_by_level(
+    catalog: &[Procedure],
+    with_cases: &DataFrame,
+    period: &Period,
+    run_id: &str,
+    computed_at: i64,
+) -> Result<DataFrame> {
     let lv = with_cases.column("level")?.str()?;
     let pc = with_cases.column("procedure_code")?.str()?;
     let mut used: BTreeSet<(String, String)> = BTreeSet::new();
@@ -226,10 +311,23 @@ fn catalog_by_level(catalog: &[Procedure], with_cases: &DataFrame, period: &Peri
             ],
         ));
     }
-    let names = ["procedures", "one_stop", "inter_agency", "online_full", "online_partial", "with_cases"];
-    let mut cols: Vec<Column> = vec![Column::new("level".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>())];
+    let names = [
+        "procedures",
+        "one_stop",
+        "inter_agency",
+        "online_full",
+        "online_partial",
+        "with_cases",
+    ];
+    let mut cols: Vec<Column> = vec![Column::new(
+        "level".into(),
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+    )];
     for (i, n) in names.iter().enumerate() {
-        cols.push(Column::new((*n).into(), rows.iter().map(|r| r.1[i]).collect::<Vec<i64>>()));
+        cols.push(Column::new(
+            (*n).into(),
+            rows.iter().map(|r| r.1[i]).collect::<Vec<i64>>(),
+        ));
     }
     let df = DataFrame::new(rows.len(), cols)?;
     let ratio = |num: Expr| {
@@ -242,6 +340,61 @@ fn catalog_by_level(catalog: &[Procedure], with_cases: &DataFrame, period: &Peri
     select.extend(names.iter().map(|n| col(*n)));
     select.push(ratio(col("online_full") + col("online_partial")).alias("online_rate"));
     select.push(ratio(col("online_full")).alias("full_online_rate"));
-    select.extend(stamp(run_id, computed_at));
-    Ok(df.lazy().select(select).collect()?)
+    stamp(df.lazy().select(select).collect()?, run_id, computed_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalise::{Normaliser, PiiKey};
+    use crate::period::{Convention, PeriodId};
+    use serde_json::json;
+
+    #[test]
+    fn a_broken_identity_is_caught() {
+        let mut n = Normaliser::new(PiiKey::new(b"k"), "r");
+        n.add_records(
+            "raw/x",
+            &[json!({"MaHoSo":"A","MaDonVi":"X","TrangThaiHoSo":"9","NgayTiepNhan":"20240701080000",
+                     "NgayKetThucXuLy":"20240702080000","NgayHenTra":"20240705170000","NgayCapNhat":"20240702090000"})],
+        );
+        let cases = n.finish().unwrap().cases.drop("_order").unwrap();
+        let agencies = [Agency {
+            code: "X".into(),
+            name: None,
+            cap: Some(1),
+            parent: None,
+        }];
+        let period = "2024-Q3"
+            .parse::<PeriodId>()
+            .unwrap()
+            .resolve(Convention::Decree09);
+        let t = compute(&cases, &agencies, &[], &period, "r", 0).unwrap();
+        assert!(t.identities_hold());
+        assert_eq!(
+            t.by_level
+                .column("resolved_early")
+                .unwrap()
+                .i64()
+                .unwrap()
+                .get(0),
+            Some(1)
+        );
+        // Tamper with one figure: the check names the identity and the row count.
+        let tampered = t
+            .by_level
+            .clone()
+            .lazy()
+            .with_column(col("resolved_early") + lit(1i64))
+            .collect()
+            .unwrap();
+        let checks = check_identities(&period, "cases_by_level", &tampered).unwrap();
+        let broken: Vec<_> = checks.iter().filter(|c| c.failures > 0).collect();
+        assert_eq!(broken.len(), 1);
+        assert!(broken[0].identity.starts_with("resolved_total ="));
+        assert_eq!(
+            broken[0].failures, 4,
+            "province, district, commune and all rows were all tampered with"
+        );
+    }
 }

@@ -114,11 +114,22 @@ fn classify(e: &anyhow::Error) -> u8 {
 fn init_logs() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MOTCUA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
 }
 
-async fn publish_periods(common: &Common, command: &str, periods: Option<Vec<PeriodId>>) -> Result<(), (u8, String)> {
-    let settings = Settings::resolve(&common.overrides()).map_err(|e| (exit::USAGE, format!("{e:#}")))?;
+async fn publish_periods(
+    common: &Common,
+    command: &str,
+    periods: Option<Vec<PeriodId>>,
+) -> Result<(), (u8, String)> {
+    let settings =
+        Settings::resolve(&common.overrides()).map_err(|e| (exit::USAGE, format!("{e:#}")))?;
     let periods = periods.unwrap_or_else(|| run::default_periods(&settings));
     match run::execute(&settings, command, &periods).await {
         Ok(outcome) => {
@@ -128,7 +139,12 @@ async fn publish_periods(common: &Common, command: &str, periods: Option<Vec<Per
                     Err(e) => tracing::warn!(error = %e, "could not format the summary table"),
                 }
             }
-            println!("run {} published {} period(s) to {}", outcome.record.run_id, outcome.tables.len(), settings.output);
+            println!(
+                "run {} published {} period(s) to {}",
+                outcome.record.run_id,
+                outcome.tables.len(),
+                settings.output
+            );
             Ok(())
         }
         Err(e) => Err((classify(&e), format!("{e:#}"))),
@@ -148,15 +164,29 @@ async fn main() -> ExitCode {
             Ok(ids) => publish_periods(&common, "backfill", Some(ids)).await,
             Err(e) => Err((exit::USAGE, e)),
         },
-        Command::DemoSource { port, seed, scale, dataset, chaos, ready_file } => {
-            let token = std::env::var("MOTCUA_SOURCE_TOKEN").unwrap_or_else(|_| "demo-token".into());
-            let chaos = if chaos == "on" { demo::Chaos::all() } else { demo::Chaos::off() };
+        Command::DemoSource {
+            port,
+            seed,
+            scale,
+            dataset,
+            chaos,
+            ready_file,
+        } => {
+            let token =
+                std::env::var("MOTCUA_SOURCE_TOKEN").unwrap_or_else(|_| "demo-token".into());
+            let chaos = if chaos == "on" {
+                demo::Chaos::all()
+            } else {
+                demo::Chaos::off()
+            };
             let data = match dataset {
                 Some(dir) => demo::load_dataset(&dir),
                 None => Ok(demo::generate(seed, scale)),
             };
             match data {
-                Ok(data) => demo::run(data, &token, chaos, port, ready_file.as_deref()).await.map_err(|e| (exit::FAILED, format!("{e:#}"))),
+                Ok(data) => demo::run(data, &token, chaos, port, ready_file.as_deref())
+                    .await
+                    .map_err(|e| (exit::FAILED, format!("{e:#}"))),
                 Err(e) => Err((exit::USAGE, format!("{e:#}"))),
             }
         }

@@ -62,18 +62,31 @@ pub fn instant(v: Option<&Value>) -> Result<Option<i64>, String> {
 
 /// Parses `yyyyMMddHHmmss`, `dd/MM/yyyy HH:mm:ss`, `dd/MM/yyyy` (local) or ISO 8601 with an offset.
 pub fn parse_instant(s: &str) -> Option<i64> {
-    let local = |ndt: NaiveDateTime| Ho_Chi_Minh.from_local_datetime(&ndt).single().map(|t| t.timestamp_micros());
+    let local = |ndt: NaiveDateTime| {
+        Ho_Chi_Minh
+            .from_local_datetime(&ndt)
+            .single()
+            .map(|t| t.timestamp_micros())
+    };
     if s.len() == 14 && s.bytes().all(|b| b.is_ascii_digit()) {
-        return NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S").ok().and_then(local);
+        return NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S")
+            .ok()
+            .and_then(local);
     }
     if s.len() == 19 && s.as_bytes()[2] == b'/' {
-        return NaiveDateTime::parse_from_str(s, "%d/%m/%Y %H:%M:%S").ok().and_then(local);
+        return NaiveDateTime::parse_from_str(s, "%d/%m/%Y %H:%M:%S")
+            .ok()
+            .and_then(local);
     }
     if s.len() == 10 && s.as_bytes()[2] == b'/' {
-        return NaiveDate::parse_from_str(s, "%d/%m/%Y").ok().and_then(|d| local(d.and_hms_opt(0, 0, 0)?));
+        return NaiveDate::parse_from_str(s, "%d/%m/%Y")
+            .ok()
+            .and_then(|d| local(d.and_hms_opt(0, 0, 0)?));
     }
     if s.len() >= 20 && s.as_bytes()[4] == b'-' && s.as_bytes()[10] == b'T' {
-        return DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_micros());
+        return DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_micros());
     }
     None
 }
@@ -224,7 +237,13 @@ pub struct Normalised {
 
 impl Normaliser {
     pub fn new(key: PiiKey, run_id: &str) -> Self {
-        Normaliser { key, run_id: run_id.to_string(), cols: CaseColumns::default(), rejects: vec![], stats: Default::default() }
+        Normaliser {
+            key,
+            run_id: run_id.to_string(),
+            cols: CaseColumns::default(),
+            rejects: vec![],
+            stats: Default::default(),
+        }
     }
 
     /// Adds the records of one `/v1/hoso` page (its `data` array), landed at `raw_path`.
@@ -285,7 +304,11 @@ impl Normaliser {
         };
         if let Some((reason, detail)) = rules::reject(&case) {
             self.stats.rejected += 1;
-            *self.stats.rejected_by_reason.entry(reason.code().to_string()).or_default() += 1;
+            *self
+                .stats
+                .rejected_by_reason
+                .entry(reason.code().to_string())
+                .or_default() += 1;
             self.rejects.push(Reject {
                 record_key: case.case_id,
                 reason: reason.code(),
@@ -306,12 +329,18 @@ impl Normaliser {
         s("procedure_name", text(get("TenTTHC")));
         s("field_code", text(get("MaLinhVuc")));
         s("field_name", text(get("TenLinhVuc")));
-        s("applicant_key", text(get("SoGiayToChuHoSo")).map(|id| self.key.applicant_key(&id)));
+        s(
+            "applicant_key",
+            text(get("SoGiayToChuHoSo")).map(|id| self.key.applicant_key(&id)),
+        );
         s("source_run_id", Some(self.run_id.clone()));
         let mut n = |k: &'static str, v: Option<i32>| c.ints.entry(k).or_default().push(v);
         // An enum the source sends in no known shape counts as absent (channel: in person).
         n("channel", enum_code(get("KenhThucHien")).unwrap_or(None));
-        n("applicant_kind", enum_code(get("LoaiDoiTuong")).unwrap_or(None));
+        n(
+            "applicant_kind",
+            enum_code(get("LoaiDoiTuong")).unwrap_or(None),
+        );
         n("status", case.status);
         let mut i = |k: &'static str, v: Option<i64>| c.instants.entry(k).or_default().push(v);
         i("submitted_at", submitted_at);
@@ -322,15 +351,22 @@ impl Normaliser {
         i("returned_at", returned_at);
         i("refused_at", refused_at);
         i("updated_at", updated_at);
-        let mut d = |k: &'static str, v: Option<NaiveDate>| c.dates.entry(k).or_default().push(days(v));
+        let mut d =
+            |k: &'static str, v: Option<NaiveDate>| c.dates.entry(k).or_default().push(days(v));
         d("submitted_date", case.submitted_date);
         d("accepted_date", case.accepted_date);
         d("refused_date", case.refused_date);
         d("end_date", case.end_date);
         d("due_date", case.due_date);
         c.supplements.push(Some(supplements));
-        c.flags.entry("paid_online").or_default().push(flag(get("DuocThanhToanTrucTuyen")));
-        c.flags.entry("digitized").or_default().push(flag(get("HoSoCoThanhPhanSoHoa")));
+        c.flags
+            .entry("paid_online")
+            .or_default()
+            .push(flag(get("DuocThanhToanTrucTuyen")));
+        c.flags
+            .entry("digitized")
+            .or_default()
+            .push(flag(get("HoSoCoThanhPhanSoHoa")));
         c.order.push(self.stats.records as i64);
         c.len += 1;
     }
@@ -340,19 +376,36 @@ impl Normaliser {
         let mut columns: Vec<Column> = Vec::new();
         for (name, dtype) in staging_schema() {
             let col = match &dtype {
-                DataType::String => Column::new(name.into(), c.strings.remove(name).unwrap_or_default()),
-                DataType::Int32 => Column::new(name.into(), c.ints.remove(name).unwrap_or_default()),
+                DataType::String => {
+                    Column::new(name.into(), c.strings.remove(name).unwrap_or_default())
+                }
+                DataType::Int32 => {
+                    Column::new(name.into(), c.ints.remove(name).unwrap_or_default())
+                }
                 DataType::Int64 => Column::new(name.into(), std::mem::take(&mut c.supplements)),
-                DataType::Boolean => Column::new(name.into(), c.flags.remove(name).unwrap_or_default()),
-                DataType::Date => Column::new(name.into(), c.dates.remove(name).unwrap_or_default()).cast(&dtype)?,
-                DataType::Datetime(..) => utc_micros(name, c.instants.remove(name).unwrap_or_default()),
+                DataType::Boolean => {
+                    Column::new(name.into(), c.flags.remove(name).unwrap_or_default())
+                }
+                DataType::Date => {
+                    Column::new(name.into(), c.dates.remove(name).unwrap_or_default())
+                        .cast(&dtype)?
+                }
+                DataType::Datetime(..) => {
+                    utc_micros(name, c.instants.remove(name).unwrap_or_default())
+                }
                 other => anyhow::bail!("staging column {name} has unsupported type {other}"),
             };
             columns.push(col);
         }
         columns.push(Column::new("_order".into(), std::mem::take(&mut c.order)));
-        let cases = DataFrame::new(c.len, columns).map_err(anyhow::Error::from).context("building the staging frame")?;
-        Ok(Normalised { cases, rejects: self.rejects, stats: self.stats })
+        let cases = DataFrame::new(c.len, columns)
+            .map_err(anyhow::Error::from)
+            .context("building the staging frame")?;
+        Ok(Normalised {
+            cases,
+            rejects: self.rejects,
+            stats: self.stats,
+        })
     }
 }
 
@@ -425,9 +478,16 @@ pub fn procedures(data: &[Value]) -> (Vec<Procedure>, u64) {
             continue;
         }
         let mut levels: Vec<i32> = match d.get("CapThucHien") {
-            Some(Value::Array(items)) => items.iter().filter_map(|v| enum_code(Some(v)).ok().flatten()).collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| enum_code(Some(v)).ok().flatten())
+                .collect(),
             other => text(other)
-                .map(|s| s.split([',', ';', ' ']).filter_map(|p| p.trim().parse().ok()).collect())
+                .map(|s| {
+                    s.split([',', ';', ' '])
+                        .filter_map(|p| p.trim().parse().ok())
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         levels.sort_unstable();
@@ -455,7 +515,9 @@ pub fn procedures(data: &[Value]) -> (Vec<Procedure>, u64) {
 pub fn latest_per_case(lf: LazyFrame) -> LazyFrame {
     lf.sort(
         ["case_id", "updated_at", "_order"],
-        SortMultipleOptions::default().with_maintain_order(true).with_nulls_last(false),
+        SortMultipleOptions::default()
+            .with_maintain_order(true)
+            .with_nulls_last(false),
     )
     .unique_stable_generic(Some(vec![col("case_id")]), UniqueKeepStrategy::Last)
 }
@@ -492,11 +554,18 @@ pub fn upsert(existing: Option<DataFrame>, new: DataFrame) -> Result<DataFrame> 
     let mut frames = vec![];
     if let Some(old) = existing {
         // Rows already staged lose a tie on updated_at against anything newly received.
-        frames.push(old.lazy().select(names.clone()).with_column(lit(-1i64).cast(DataType::Int64).alias("_order")));
+        frames.push(
+            old.lazy()
+                .select(names.clone())
+                .with_column(lit(-1i64).cast(DataType::Int64).alias("_order")),
+        );
     }
     frames.push(new.lazy());
     let all = concat(frames, UnionArgs::default())?;
-    let out = latest_per_case(all).select(names).sort(["case_id"], Default::default()).collect()?;
+    let out = latest_per_case(all)
+        .select(names)
+        .sort(["case_id"], Default::default())
+        .collect()?;
     Ok(out)
 }
 
@@ -512,23 +581,38 @@ mod tests {
         assert_eq!(parse_instant("2024-09-15T02:00:00+07:00"), Some(want));
         assert_eq!(parse_instant("15/09/2024 02:00:00"), Some(want));
         assert_eq!(local_date(want).to_string(), "2024-09-15");
-        assert_eq!(local_date(parse_instant("15/09/2024").unwrap()).to_string(), "2024-09-15");
+        assert_eq!(
+            local_date(parse_instant("15/09/2024").unwrap()).to_string(),
+            "2024-09-15"
+        );
         assert_eq!(source_timestamp(want), "20240915020000");
-        for bad in ["2024/08/01", "32/07/2024 09:00:00", "20241301000000", "yesterday", "2024-09-14"] {
+        for bad in [
+            "2024/08/01",
+            "32/07/2024 09:00:00",
+            "20241301000000",
+            "yesterday",
+            "2024-09-14",
+        ] {
             assert_eq!(parse_instant(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn shapes_of_values() {
-        assert_eq!(text(Some(&json!("  Chu\u{031b}ng thu\u{031b}\u{0323}c  "))).unwrap(), "Chưng thực");
+        assert_eq!(
+            text(Some(&json!("  Chu\u{031b}ng thu\u{031b}\u{0323}c  "))).unwrap(),
+            "Chưng thực"
+        );
         assert_eq!(text(Some(&json!(""))), None);
         assert_eq!(text(Some(&Value::Null)), None);
         assert_eq!(enum_code(Some(&json!(4))), Ok(Some(4)));
         assert_eq!(enum_code(Some(&json!(" 10 "))), Ok(Some(10)));
         assert_eq!(enum_code(Some(&json!("x"))), Err("x".to_string()));
         assert_eq!(flag(Some(&json!(1))), Some(true));
-        assert_eq!(instant(Some(&json!("32/07/2024"))), Err("32/07/2024".to_string()));
+        assert_eq!(
+            instant(Some(&json!("32/07/2024"))),
+            Err("32/07/2024".to_string())
+        );
     }
 
     #[test]
@@ -557,11 +641,17 @@ mod tests {
         assert_eq!(out.rejects[0].reason, "unreadable_date");
         let staged = upsert(None, out.cases).unwrap();
         assert_eq!(staged.height(), 1);
-        assert_eq!(staged.column("status").unwrap().i32().unwrap().get(0), Some(9));
+        assert_eq!(
+            staged.column("status").unwrap().i32().unwrap().get(0),
+            Some(9)
+        );
         // A later run bringing the older version again does not move the case back.
         let mut n = Normaliser::new(PiiKey::new(b"k"), "r2");
         n.add_records("raw/p2", &[base]);
         let again = upsert(Some(staged), n.finish().unwrap().cases).unwrap();
-        assert_eq!(again.column("status").unwrap().i32().unwrap().get(0), Some(9));
+        assert_eq!(
+            again.column("status").unwrap().i32().unwrap().get(0),
+            Some(9)
+        );
     }
 }

@@ -98,9 +98,18 @@ impl FromStr for PeriodId {
         Ok(match rest {
             None => PeriodId::Year { year },
             Some("9M") | Some("9m") => PeriodId::NineMonths { year },
-            Some(r) if r.starts_with(['Q', 'q']) => PeriodId::Quarter { year, quarter: num(&r[1..], 1, 4)? },
-            Some(r) if r.starts_with(['H', 'h']) => PeriodId::Half { year, half: num(&r[1..], 1, 2)? },
-            Some(r) if r.len() == 2 => PeriodId::Month { year, month: num(r, 1, 12)? },
+            Some(r) if r.starts_with(['Q', 'q']) => PeriodId::Quarter {
+                year,
+                quarter: num(&r[1..], 1, 4)?,
+            },
+            Some(r) if r.starts_with(['H', 'h']) => PeriodId::Half {
+                year,
+                half: num(&r[1..], 1, 2)?,
+            },
+            Some(r) if r.len() == 2 => PeriodId::Month {
+                year,
+                month: num(r, 1, 12)?,
+            },
             Some(_) => return Err(bad()),
         })
     }
@@ -156,7 +165,9 @@ impl PeriodId {
             }
             // 15th of the month before the first month … 14th of the last month.
             Convention::Decree09 => {
-                let start = (first_day - Months::new(1)).with_day(15).expect("15th exists");
+                let start = (first_day - Months::new(1))
+                    .with_day(15)
+                    .expect("15th exists");
                 let end = last_month_first.with_day(14).expect("14th exists");
                 (start, end)
             }
@@ -165,18 +176,41 @@ impl PeriodId {
 
     pub fn resolve(&self, convention: Convention) -> Period {
         let (start, end) = self.bounds(convention);
-        Period { id: *self, convention, start, end }
+        Period {
+            id: *self,
+            convention,
+            start,
+            end,
+        }
     }
 
     /// The period of the same kind that follows this one.
     pub fn next(&self) -> PeriodId {
         match *self {
-            PeriodId::Month { year, month } if month == 12 => PeriodId::Month { year: year + 1, month: 1 },
-            PeriodId::Month { year, month } => PeriodId::Month { year, month: month + 1 },
-            PeriodId::Quarter { year, quarter } if quarter == 4 => PeriodId::Quarter { year: year + 1, quarter: 1 },
-            PeriodId::Quarter { year, quarter } => PeriodId::Quarter { year, quarter: quarter + 1 },
-            PeriodId::Half { year, half } if half == 2 => PeriodId::Half { year: year + 1, half: 1 },
-            PeriodId::Half { year, half } => PeriodId::Half { year, half: half + 1 },
+            PeriodId::Month { year, month } if month == 12 => PeriodId::Month {
+                year: year + 1,
+                month: 1,
+            },
+            PeriodId::Month { year, month } => PeriodId::Month {
+                year,
+                month: month + 1,
+            },
+            PeriodId::Quarter { year, quarter } if quarter == 4 => PeriodId::Quarter {
+                year: year + 1,
+                quarter: 1,
+            },
+            PeriodId::Quarter { year, quarter } => PeriodId::Quarter {
+                year,
+                quarter: quarter + 1,
+            },
+            PeriodId::Half { year, half } if half == 2 => PeriodId::Half {
+                year: year + 1,
+                half: 1,
+            },
+            PeriodId::Half { year, half } => PeriodId::Half {
+                year,
+                half: half + 1,
+            },
             PeriodId::NineMonths { year } => PeriodId::NineMonths { year: year + 1 },
             PeriodId::Year { year } => PeriodId::Year { year: year + 1 },
         }
@@ -185,12 +219,30 @@ impl PeriodId {
     /// The period of the same kind before this one.
     pub fn previous(&self) -> PeriodId {
         match *self {
-            PeriodId::Month { year, month } if month == 1 => PeriodId::Month { year: year - 1, month: 12 },
-            PeriodId::Month { year, month } => PeriodId::Month { year, month: month - 1 },
-            PeriodId::Quarter { year, quarter } if quarter == 1 => PeriodId::Quarter { year: year - 1, quarter: 4 },
-            PeriodId::Quarter { year, quarter } => PeriodId::Quarter { year, quarter: quarter - 1 },
-            PeriodId::Half { year, half } if half == 1 => PeriodId::Half { year: year - 1, half: 2 },
-            PeriodId::Half { year, half } => PeriodId::Half { year, half: half - 1 },
+            PeriodId::Month { year, month } if month == 1 => PeriodId::Month {
+                year: year - 1,
+                month: 12,
+            },
+            PeriodId::Month { year, month } => PeriodId::Month {
+                year,
+                month: month - 1,
+            },
+            PeriodId::Quarter { year, quarter } if quarter == 1 => PeriodId::Quarter {
+                year: year - 1,
+                quarter: 4,
+            },
+            PeriodId::Quarter { year, quarter } => PeriodId::Quarter {
+                year,
+                quarter: quarter - 1,
+            },
+            PeriodId::Half { year, half } if half == 1 => PeriodId::Half {
+                year: year - 1,
+                half: 2,
+            },
+            PeriodId::Half { year, half } => PeriodId::Half {
+                year,
+                half: half - 1,
+            },
             PeriodId::NineMonths { year } => PeriodId::NineMonths { year: year - 1 },
             PeriodId::Year { year } => PeriodId::Year { year: year - 1 },
         }
@@ -198,7 +250,10 @@ impl PeriodId {
 
     /// The quarter that contains local date `day` under `convention`.
     pub fn quarter_containing(day: NaiveDate, convention: Convention) -> PeriodId {
-        let mut q = PeriodId::Quarter { year: day.year(), quarter: (day.month0() / 3) + 1 };
+        let mut q = PeriodId::Quarter {
+            year: day.year(),
+            quarter: (day.month0() / 3) + 1,
+        };
         // Under Decree 09 a date on or after the 15th of a quarter's last month belongs to the next one.
         for _ in 0..2 {
             let (start, end) = q.bounds(convention);
@@ -270,7 +325,9 @@ mod tests {
         for id in ["2024-Q3", "2024-H1", "2024-9M", "2024", "2024-09"] {
             assert_eq!(id.parse::<PeriodId>().unwrap().to_string(), id);
         }
-        for bad in ["2024-Q5", "2024-13", "24-Q1", "2024-X", "2024-H3", "", "2024-1"] {
+        for bad in [
+            "2024-Q5", "2024-13", "24-Q1", "2024-X", "2024-H3", "", "2024-1",
+        ] {
             assert!(bad.parse::<PeriodId>().is_err(), "{bad} parsed");
         }
     }
@@ -282,9 +339,18 @@ mod tests {
         assert_eq!(ids, ["2023-Q3", "2023-Q4", "2024-Q1", "2024-Q2"]);
         assert!(range("2024-Q1".parse().unwrap(), "2024-03".parse().unwrap()).is_err());
         let d = NaiveDate::from_ymd_opt(2026, 9, 15).unwrap();
-        assert_eq!(PeriodId::quarter_containing(d, Convention::Decree09).to_string(), "2026-Q4");
-        assert_eq!(PeriodId::quarter_containing(d, Convention::Calendar).to_string(), "2026-Q3");
+        assert_eq!(
+            PeriodId::quarter_containing(d, Convention::Decree09).to_string(),
+            "2026-Q4"
+        );
+        assert_eq!(
+            PeriodId::quarter_containing(d, Convention::Calendar).to_string(),
+            "2026-Q3"
+        );
         let d = NaiveDate::from_ymd_opt(2026, 12, 20).unwrap();
-        assert_eq!(PeriodId::quarter_containing(d, Convention::Decree09).to_string(), "2027-Q1");
+        assert_eq!(
+            PeriodId::quarter_containing(d, Convention::Decree09).to_string(),
+            "2027-Q1"
+        );
     }
 }

@@ -41,8 +41,14 @@ pub struct ParquetEncoder {
 
 impl ParquetEncoder {
     pub fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("motcua-").tempdir().context("creating a scratch folder in the system temp dir")?;
-        Ok(ParquetEncoder { dir, seq: AtomicU64::new(0) })
+        let dir = tempfile::Builder::new()
+            .prefix("motcua-")
+            .tempdir()
+            .context("creating a scratch folder in the system temp dir")?;
+        Ok(ParquetEncoder {
+            dir,
+            seq: AtomicU64::new(0),
+        })
     }
 
     /// The Parquet bytes of `df`.
@@ -58,9 +64,15 @@ impl ParquetEncoder {
             arrow_schema: None,
             compat_level: None,
         };
-        let target = SinkTarget::Path(PlRefPath::from(path.to_str().context("temp path is not UTF-8")?));
+        let target = SinkTarget::Path(PlRefPath::from(
+            path.to_str().context("temp path is not UTF-8")?,
+        ));
         df.lazy()
-            .sink(SinkDestination::File { target }, FileWriteFormat::Parquet(Arc::new(opts)), UnifiedSinkArgs::default())?
+            .sink(
+                SinkDestination::File { target },
+                FileWriteFormat::Parquet(Arc::new(opts)),
+                UnifiedSinkArgs::default(),
+            )?
             .collect()
             .map_err(anyhow::Error::from)
             .context("encoding Parquet")?;
@@ -76,19 +88,36 @@ pub fn decode(bytes: Bytes) -> Result<DataFrame> {
 }
 
 /// Writes `df` as Parquet at `path`.
-pub async fn write_table(store: &Store, enc: &ParquetEncoder, path: &str, df: DataFrame) -> Result<WrittenFile> {
+pub async fn write_table(
+    store: &Store,
+    enc: &ParquetEncoder,
+    path: &str,
+    df: DataFrame,
+) -> Result<WrittenFile> {
     let rows = df.height() as u64;
     let bytes = enc.encode(df)?;
     let len = bytes.len() as u64;
     store.publish(path, Bytes::from(bytes)).await?;
-    Ok(WrittenFile { path: path.to_string(), bytes: len, rows: Some(rows) })
+    Ok(WrittenFile {
+        path: path.to_string(),
+        bytes: len,
+        rows: Some(rows),
+    })
 }
 
 /// The three KPI partitions of one period.
-pub async fn kpi_tables(store: &Store, enc: &ParquetEncoder, t: &KpiTables) -> Result<Vec<WrittenFile>> {
+pub async fn kpi_tables(
+    store: &Store,
+    enc: &ParquetEncoder,
+    t: &KpiTables,
+) -> Result<Vec<WrittenFile>> {
     let id = t.period.id.to_string();
     let mut out = vec![];
-    for (table, df) in [("cases_by_agency", &t.by_agency), ("cases_by_level", &t.by_level), ("catalog_by_level", &t.catalog)] {
+    for (table, df) in [
+        ("cases_by_agency", &t.by_agency),
+        ("cases_by_level", &t.by_level),
+        ("catalog_by_level", &t.catalog),
+    ] {
         let path = format!("kpi/{table}/period={id}/part-0.parquet");
         out.push(write_table(store, enc, &path, df.clone()).await?);
     }
@@ -100,12 +129,36 @@ pub fn rejects_frame(rejects: &[Reject], run_id: &str) -> Result<DataFrame> {
     let df = DataFrame::new(
         rejects.len(),
         vec![
-            Column::new("record_key".into(), rejects.iter().map(|r| r.record_key.clone()).collect::<Vec<_>>()),
-            Column::new("reason".into(), rejects.iter().map(|r| r.reason).collect::<Vec<_>>()),
-            Column::new("detail".into(), rejects.iter().map(|r| r.detail.clone()).collect::<Vec<_>>()),
-            crate::normalise::utc_micros("updated_at", rejects.iter().map(|r| r.updated_at).collect()),
-            Column::new("raw_path".into(), rejects.iter().map(|r| r.raw_path.clone()).collect::<Vec<_>>()),
-            Column::new("raw_index".into(), rejects.iter().map(|r| r.raw_index).collect::<Vec<_>>()),
+            Column::new(
+                "record_key".into(),
+                rejects
+                    .iter()
+                    .map(|r| r.record_key.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "reason".into(),
+                rejects.iter().map(|r| r.reason).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "detail".into(),
+                rejects.iter().map(|r| r.detail.clone()).collect::<Vec<_>>(),
+            ),
+            crate::normalise::utc_micros(
+                "updated_at",
+                rejects.iter().map(|r| r.updated_at).collect(),
+            ),
+            Column::new(
+                "raw_path".into(),
+                rejects
+                    .iter()
+                    .map(|r| r.raw_path.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "raw_index".into(),
+                rejects.iter().map(|r| r.raw_index).collect::<Vec<_>>(),
+            ),
             Column::new("run_id".into(), vec![run_id; rejects.len()]),
         ],
     )?;

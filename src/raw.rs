@@ -21,7 +21,12 @@ pub struct RawLog {
 
 impl RawLog {
     pub fn new(store: Store, run_id: &str) -> Self {
-        RawLog { store, run_id: run_id.to_string(), seq: AtomicU64::new(0), bytes_written: AtomicU64::new(0) }
+        RawLog {
+            store,
+            run_id: run_id.to_string(),
+            seq: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+        }
     }
 
     /// The path a body of `endpoint` asked with `query` lands at; `seq` keeps arrival order.
@@ -32,18 +37,33 @@ impl RawLog {
             req.push('_');
             req.push_str(k);
             req.push('=');
-            req.extend(v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }));
+            req.extend(v.chars().map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            }));
         }
         format!("raw/run_id={}/{name}/{seq:06}{req}.json.gz", self.run_id)
     }
 
     /// Writes `body` compressed; returns its path.
-    pub async fn land(&self, endpoint: &str, query: &[(&str, String)], body: &[u8]) -> Result<String> {
+    pub async fn land(
+        &self,
+        endpoint: &str,
+        query: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<String> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.path_for(seq, endpoint, query);
         let gz = gzip(body)?;
-        self.bytes_written.fetch_add(gz.len() as u64, Ordering::Relaxed);
-        self.store.publish(&path, Bytes::from(gz)).await.context("landing a raw response")?;
+        self.bytes_written
+            .fetch_add(gz.len() as u64, Ordering::Relaxed);
+        self.store
+            .publish(&path, Bytes::from(gz))
+            .await
+            .context("landing a raw response")?;
         Ok(path)
     }
 }
@@ -56,6 +76,8 @@ pub fn gzip(body: &[u8]) -> Result<Vec<u8>> {
 
 pub fn gunzip(gz: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    GzDecoder::new(gz).read_to_end(&mut out).context("a raw file is not valid gzip")?;
+    GzDecoder::new(gz)
+        .read_to_end(&mut out)
+        .context("a raw file is not valid gzip")?;
     Ok(out)
 }

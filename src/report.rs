@@ -23,7 +23,17 @@ pub fn level_table(t: &KpiTables) -> Result<String> {
     let mut out = format!("{} ({}, {} … {})\n", p.id, p.convention, p.start, p.end);
     out.push_str(&format!(
         "{:<9}{:>8}{:>7}{:>7}{:>9}{:>7}{:>8}{:>6}{:>7}{:>8}{:>6}\n",
-        "level", "received", "online", "onl%", "resolved", "early", "on time", "late", "ontm%", "in prog", "wait"
+        "level",
+        "received",
+        "online",
+        "onl%",
+        "resolved",
+        "early",
+        "on time",
+        "late",
+        "ontm%",
+        "in prog",
+        "wait"
     ));
     let levels = df.column("level")?.str()?;
     for row in 0..df.height() {

@@ -122,31 +122,56 @@ pub fn reject(case: &Case) -> Option<(RejectReason, String)> {
         return Some((MissingUpdatedAt, "NgayCapNhat is absent".into()));
     }
     if !case.unreadable.is_empty() {
-        let fields: Vec<String> = case.unreadable.iter().map(|(f, v)| format!("{f}={v:?}")).collect();
-        return Some((UnreadableDate, format!("not a date in any accepted shape: {}", fields.join(", "))));
+        let fields: Vec<String> = case
+            .unreadable
+            .iter()
+            .map(|(f, v)| format!("{f}={v:?}"))
+            .collect();
+        return Some((
+            UnreadableDate,
+            format!("not a date in any accepted shape: {}", fields.join(", ")),
+        ));
     }
     let status = match case.status {
         Some(s) if (1..=10).contains(&s) => s,
         _ => {
             let shown = case.status_text.as_deref().unwrap_or("absent");
-            return Some((StatusOutOfRange, format!("TrangThaiHoSo={shown:?} is not 1-10")));
+            return Some((
+                StatusOutOfRange,
+                format!("TrangThaiHoSo={shown:?} is not 1-10"),
+            ));
         }
     };
     if is_accepted(status) && case.accepted_date.is_none() {
-        return Some((AcceptedWithoutAcceptanceDate, format!("status {status} without NgayTiepNhan")));
+        return Some((
+            AcceptedWithoutAcceptanceDate,
+            format!("status {status} without NgayTiepNhan"),
+        ));
     }
     if is_ended(status) && case.end_date.is_none() {
-        return Some((EndedWithoutEndDate, format!("status {status} without NgayKetThucXuLy or NgayTra")));
+        return Some((
+            EndedWithoutEndDate,
+            format!("status {status} without NgayKetThucXuLy or NgayTra"),
+        ));
     }
     if status == WAITING && case.submitted_date.is_none() {
-        return Some((WaitingWithoutSubmissionDate, "status 1 without NgayNopHoSo".into()));
+        return Some((
+            WaitingWithoutSubmissionDate,
+            "status 1 without NgayNopHoSo".into(),
+        ));
     }
     if status == REFUSED && case.refused_date.is_none() {
-        return Some((RefusedWithoutRefusalDate, "status 3 without NgayTuChoi".into()));
+        return Some((
+            RefusedWithoutRefusalDate,
+            "status 3 without NgayTuChoi".into(),
+        ));
     }
     if let (Some(end), Some(acc)) = (case.end_date, case.accepted_date) {
         if end < acc {
-            return Some((EndBeforeAcceptance, format!("end {end} is before acceptance {acc}")));
+            return Some((
+                EndBeforeAcceptance,
+                format!("end {end} is before acceptance {acc}"),
+            ));
         }
     }
     None
@@ -175,13 +200,22 @@ fn due() -> Expr {
     col("due_date")
 }
 
+/// A `Date` literal (`lit(NaiveDate)` alone is a nanosecond timestamp in polars 0.55).
+pub fn date(d: NaiveDate) -> Expr {
+    lit(d).cast(DataType::Date)
+}
+
 /// A null-safe boolean: a comparison with an absent date is false.
 fn t(e: Expr) -> Expr {
     e.fill_null(lit(false))
 }
 
 fn status_is(codes: &[i32]) -> Expr {
-    codes.iter().map(|c| status().eq(lit(*c))).reduce(|a, b| a.or(b)).expect("at least one status")
+    codes
+        .iter()
+        .map(|c| status().eq(lit(*c)))
+        .reduce(|a, b| a.or(b))
+        .expect("at least one status")
 }
 
 /// accepted: status is not 1 and not 3.
@@ -195,7 +229,7 @@ pub fn ended() -> Expr {
 }
 
 fn within(e: Expr, f: NaiveDate, l: NaiveDate) -> Expr {
-    t(e.clone().gt_eq(lit(f)).and(e.lt_eq(lit(l))))
+    t(e.clone().gt_eq(date(f)).and(e.lt_eq(date(l))))
 }
 
 /// The measures of kpi.md for the period F … L: `(name, condition on one case)`.
@@ -205,8 +239,8 @@ pub fn measures(f: NaiveDate, l: NaiveDate) -> Vec<(&'static str, Expr)> {
     let received_new = accepted().and(within(acc(), f, l));
     let resolved_in_period = t(status_is(&[PROCESSED, RETURNED])).and(within(end(), f, l));
     let in_progress = accepted()
-        .and(t(acc().lt_eq(lit(l))))
-        .and(ended().and(t(end().lt_eq(lit(l)))).not());
+        .and(t(acc().lt_eq(date(l))))
+        .and(ended().and(t(end().lt_eq(date(l)))).not());
     vec![
         // 4: accepted, F ≤ acc ≤ L, channel 2
         ("received_online", received_new.clone().and(online.clone())),
@@ -217,42 +251,79 @@ pub fn measures(f: NaiveDate, l: NaiveDate) -> Vec<(&'static str, Expr)> {
         // 6: accepted, acc < F, and not (ended with end < F)
         (
             "carried_over",
-            accepted().and(t(acc().lt(lit(f)))).and(ended().and(t(end().lt(lit(f)))).not()),
+            accepted()
+                .and(t(acc().lt(date(f))))
+                .and(ended().and(t(end().lt(date(f)))).not()),
         ),
         // 3: received_new + carried_over (summed below, listed here for column order)
         ("received_total", lit(false)),
         // 7: status 7, 9 or 10, F ≤ end ≤ L
-        ("resolved_total", t(status_is(&[WITHDRAWN, PROCESSED, RETURNED])).and(within(end(), f, l))),
+        (
+            "resolved_total",
+            t(status_is(&[WITHDRAWN, PROCESSED, RETURNED])).and(within(end(), f, l)),
+        ),
         // 8: status 9 or 10, F ≤ end ≤ L, due present, end < due
-        ("resolved_early", resolved_in_period.clone().and(t(end().lt(due())))),
+        (
+            "resolved_early",
+            resolved_in_period.clone().and(t(end().lt(due()))),
+        ),
         // 9: status 9 or 10, F ≤ end ≤ L, due absent or end = due
-        ("resolved_on_time", resolved_in_period.clone().and(due().is_null().or(t(end().eq(due()))))),
+        (
+            "resolved_on_time",
+            resolved_in_period
+                .clone()
+                .and(due().is_null().or(t(end().eq(due())))),
+        ),
         // 10: status 9 or 10, F ≤ end ≤ L, due present, end > due
-        ("resolved_overdue", resolved_in_period.clone().and(t(end().gt(due())))),
+        (
+            "resolved_overdue",
+            resolved_in_period.clone().and(t(end().gt(due()))),
+        ),
         // resolved_overdue and supplemented
         (
             "resolved_overdue_excused",
-            resolved_in_period.and(t(end().gt(due()))).and(t(col("supplement_requests").gt(lit(0i64)))),
+            resolved_in_period
+                .and(t(end().gt(due())))
+                .and(t(col("supplement_requests").gt(lit(0i64)))),
         ),
         // status 7, F ≤ end ≤ L
-        ("resolved_withdrawn", t(status().eq(lit(WITHDRAWN))).and(within(end(), f, l))),
+        (
+            "resolved_withdrawn",
+            t(status().eq(lit(WITHDRAWN))).and(within(end(), f, l)),
+        ),
         // status 8, F ≤ end ≤ L
-        ("stopped", t(status().eq(lit(STOPPED))).and(within(end(), f, l))),
+        (
+            "stopped",
+            t(status().eq(lit(STOPPED))).and(within(end(), f, l)),
+        ),
         // 11: accepted, acc ≤ L, and not (ended with end ≤ L)
         ("in_progress_total", in_progress.clone()),
         // 12: in progress, due absent or due ≥ L
-        ("in_progress_within", in_progress.clone().and(due().is_null().or(t(due().gt_eq(lit(l)))))),
+        (
+            "in_progress_within",
+            in_progress
+                .clone()
+                .and(due().is_null().or(t(due().gt_eq(date(l))))),
+        ),
         // 13: in progress, due present, due < L
-        ("in_progress_overdue", in_progress.and(t(due().lt(lit(l))))),
+        ("in_progress_overdue", in_progress.and(t(due().lt(date(l))))),
         // sub ≤ L, not (acc present and acc ≤ L), not (ref present and ref ≤ L)
         (
             "waiting_acceptance",
-            t(sub().lt_eq(lit(l))).and(t(acc().lt_eq(lit(l))).not()).and(t(refd().lt_eq(lit(l))).not()),
+            t(sub().lt_eq(date(l)))
+                .and(t(acc().lt_eq(date(l))).not())
+                .and(t(refd().lt_eq(date(l))).not()),
         ),
         // status 3, F ≤ ref ≤ L
-        ("refused", t(status().eq(lit(REFUSED))).and(within(refd(), f, l))),
+        (
+            "refused",
+            t(status().eq(lit(REFUSED))).and(within(refd(), f, l)),
+        ),
         // counted in received_new and DuocThanhToanTrucTuyen = 1
-        ("paid_online", received_new.clone().and(t(col("paid_online")))),
+        (
+            "paid_online",
+            received_new.clone().and(t(col("paid_online"))),
+        ),
         // counted in received_new and HoSoCoThanhPhanSoHoa = 1
         ("digitized", received_new.and(t(col("digitized")))),
     ]
@@ -375,26 +446,88 @@ mod tests {
     fn each_reject_rule_fires_in_kpi_md_order() {
         assert_eq!(reject(&valid()), None);
         let cases: Vec<(Case, RejectReason)> = vec![
-            (Case { case_id: None, agency_code: None, ..valid() }, RejectReason::MissingCaseId),
-            (Case { agency_code: None, ..valid() }, RejectReason::MissingAgency),
-            (Case { updated_at: None, ..valid() }, RejectReason::MissingUpdatedAt),
             (
-                Case { unreadable: vec![("NgayTra".into(), "32/07/2024".into())], ..valid() },
+                Case {
+                    case_id: None,
+                    agency_code: None,
+                    ..valid()
+                },
+                RejectReason::MissingCaseId,
+            ),
+            (
+                Case {
+                    agency_code: None,
+                    ..valid()
+                },
+                RejectReason::MissingAgency,
+            ),
+            (
+                Case {
+                    updated_at: None,
+                    ..valid()
+                },
+                RejectReason::MissingUpdatedAt,
+            ),
+            (
+                Case {
+                    unreadable: vec![("NgayTra".into(), "32/07/2024".into())],
+                    ..valid()
+                },
                 RejectReason::UnreadableDate,
             ),
-            (Case { status: Some(11), ..valid() }, RejectReason::StatusOutOfRange),
-            (Case { status: None, ..valid() }, RejectReason::StatusOutOfRange),
-            (Case { accepted_date: None, ..valid() }, RejectReason::AcceptedWithoutAcceptanceDate),
-            (Case { end_date: None, ..valid() }, RejectReason::EndedWithoutEndDate),
             (
-                Case { status: Some(1), accepted_date: None, end_date: None, ..valid() },
+                Case {
+                    status: Some(11),
+                    ..valid()
+                },
+                RejectReason::StatusOutOfRange,
+            ),
+            (
+                Case {
+                    status: None,
+                    ..valid()
+                },
+                RejectReason::StatusOutOfRange,
+            ),
+            (
+                Case {
+                    accepted_date: None,
+                    ..valid()
+                },
+                RejectReason::AcceptedWithoutAcceptanceDate,
+            ),
+            (
+                Case {
+                    end_date: None,
+                    ..valid()
+                },
+                RejectReason::EndedWithoutEndDate,
+            ),
+            (
+                Case {
+                    status: Some(1),
+                    accepted_date: None,
+                    end_date: None,
+                    ..valid()
+                },
                 RejectReason::WaitingWithoutSubmissionDate,
             ),
             (
-                Case { status: Some(3), accepted_date: None, end_date: None, ..valid() },
+                Case {
+                    status: Some(3),
+                    accepted_date: None,
+                    end_date: None,
+                    ..valid()
+                },
                 RejectReason::RefusedWithoutRefusalDate,
             ),
-            (Case { end_date: d("2024-06-30"), ..valid() }, RejectReason::EndBeforeAcceptance),
+            (
+                Case {
+                    end_date: d("2024-06-30"),
+                    ..valid()
+                },
+                RejectReason::EndBeforeAcceptance,
+            ),
         ];
         for (case, want) in cases {
             assert_eq!(reject(&case).map(|r| r.0), Some(want), "{case:?}");

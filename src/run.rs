@@ -108,12 +108,18 @@ fn now() -> String {
 }
 
 pub fn new_run_id() -> String {
-    format!("{}-{:04x}", Utc::now().format("%Y%m%dT%H%M%SZ"), rand::random::<u16>())
+    format!(
+        "{}-{:04x}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
 }
 
 /// The default periods of `run`: the current quarter to date and the previous one.
 pub fn default_periods(settings: &Settings) -> Vec<PeriodId> {
-    let today = Utc::now().with_timezone(&chrono_tz::Asia::Ho_Chi_Minh).date_naive();
+    let today = Utc::now()
+        .with_timezone(&chrono_tz::Asia::Ho_Chi_Minh)
+        .date_naive();
     let q = PeriodId::quarter_containing(today, settings.convention);
     vec![q.previous(), q]
 }
@@ -133,7 +139,12 @@ pub async fn execute(settings: &Settings, command: &str, periods: &[PeriodId]) -
             .iter()
             .map(|p| {
                 let r = p.resolve(settings.convention);
-                PeriodRecord { id: p.to_string(), start: r.start.to_string(), end: r.end.to_string(), published: false }
+                PeriodRecord {
+                    id: p.to_string(),
+                    start: r.start.to_string(),
+                    end: r.end.to_string(),
+                    published: false,
+                }
             })
             .collect(),
         started_at: now(),
@@ -161,7 +172,9 @@ pub async fn execute(settings: &Settings, command: &str, periods: &[PeriodId]) -
         }
     }
     let body = serde_json::to_vec_pretty(&record)?;
-    let written = store.publish(&format!("_runs/{run_id}.json"), Bytes::from(body)).await;
+    let written = store
+        .publish(&format!("_runs/{run_id}.json"), Bytes::from(body))
+        .await;
     if let Err(e) = store.clean_staging().await {
         warn!(error = %format!("{e:#}"), "could not remove this run's staging folder");
     }
@@ -180,29 +193,44 @@ pub async fn execute(settings: &Settings, command: &str, periods: &[PeriodId]) -
     Ok(Outcome { record, tables })
 }
 
-async fn pipeline(settings: &Settings, store: &Store, record: &mut RunRecord, periods: &[PeriodId]) -> Result<Vec<KpiTables>> {
+async fn pipeline(
+    settings: &Settings,
+    store: &Store,
+    record: &mut RunRecord,
+    periods: &[PeriodId],
+) -> Result<Vec<KpiTables>> {
     let run_id = record.run_id.clone();
     // 1. pull
     let cursor: Option<Cursor> = match store.get(CURSOR_PATH).await? {
-        Some(b) => Some(serde_json::from_slice(&b).with_context(|| format!("{CURSOR_PATH} is damaged: delete it to pull everything again"))?),
+        Some(b) => Some(serde_json::from_slice(&b).with_context(|| {
+            format!("{CURSOR_PATH} is damaged: delete it to pull everything again")
+        })?),
         None => None,
     };
     record.cursor_before = cursor.as_ref().map(|c| c.cursor.clone());
-    let since = cursor.as_ref().map(|c| c.cursor_micros - settings.lookback.as_micros() as i64);
+    let since = cursor
+        .as_ref()
+        .map(|c| c.cursor_micros - settings.lookback.as_micros() as i64);
     record.pulled_from = since.map(source_timestamp);
     let raw = RawLog::new(store.clone(), &run_id);
     let mut source = Source::new(settings.source.clone(), settings.token.expose())?;
     let (agencies, skipped_a) = normalise::agencies(&source.list(&raw, "/v1/donvi").await?);
     let (catalog, skipped_p) = normalise::procedures(&source.list(&raw, "/v1/tthc").await?);
     if skipped_a + skipped_p > 0 {
-        warn!(agencies = skipped_a, procedures = skipped_p, "catalog entries without a code or repeated were skipped");
+        warn!(
+            agencies = skipped_a,
+            procedures = skipped_p,
+            "catalog entries without a code or repeated were skipped"
+        );
     }
     record.counts.agencies = agencies.len() as u64;
     record.counts.procedures = catalog.len() as u64;
     info!(agencies = agencies.len(), procedures = catalog.len(), from = ?record.pulled_from, "pulling cases");
     let mut normaliser = Normaliser::new(settings.pii_key.clone(), &run_id);
     let pulled = Instant::now();
-    let result = source.pull_cases(&raw, since, |path, data| normaliser.add_records(path, data)).await;
+    let result = source
+        .pull_cases(&raw, since, |path, data| normaliser.add_records(path, data))
+        .await;
     fill_pull_counts(&mut record.counts, &source.stats, &raw);
     result?;
     let secs = pulled.elapsed().as_secs_f64();
@@ -228,27 +256,48 @@ async fn pipeline(settings: &Settings, store: &Store, record: &mut RunRecord, pe
     }
     let enc = ParquetEncoder::new()?;
     let rejects = publish::rejects_frame(&normalised.rejects, &run_id)?;
-    let f = publish::write_table(store, &enc, &format!("quality/rejects/run_id={run_id}/part-0.parquet"), rejects).await?;
+    let f = publish::write_table(
+        store,
+        &enc,
+        &format!("quality/rejects/run_id={run_id}/part-0.parquet"),
+        rejects,
+    )
+    .await?;
     record.files.push(f);
     for (bucket, new) in normalise::by_bucket(&normalised.cases)? {
         let path = format!("cases/bucket={bucket:02}/part-0.parquet");
         let old = match store.get(&path).await? {
-            Some(b) => Some(publish::decode(b).with_context(|| format!("{path} is not readable Parquet"))?),
+            Some(b) => Some(
+                publish::decode(b).with_context(|| format!("{path} is not readable Parquet"))?,
+            ),
             None => None,
         };
         let merged = normalise::upsert(old, new)?;
-        record.files.push(publish::write_table(store, &enc, &path, merged).await?);
+        record
+            .files
+            .push(publish::write_table(store, &enc, &path, merged).await?);
         record.counts.staging_buckets_written += 1;
     }
 
     // 3. the cursor moves only now that the data is staged
     if let Some(after) = source.stats.cursor_after_micros {
         if cursor.as_ref().is_none_or(|c| after > c.cursor_micros) {
-            let next = Cursor { cursor: source_timestamp(after), cursor_micros: after, run_id: run_id.clone(), written_at: now() };
-            store.publish(CURSOR_PATH, Bytes::from(serde_json::to_vec_pretty(&next)?)).await?;
+            let next = Cursor {
+                cursor: source_timestamp(after),
+                cursor_micros: after,
+                run_id: run_id.clone(),
+                written_at: now(),
+            };
+            store
+                .publish(CURSOR_PATH, Bytes::from(serde_json::to_vec_pretty(&next)?))
+                .await?;
         }
     }
-    record.cursor_after = source.stats.cursor_after.clone().max(record.cursor_before.clone());
+    record.cursor_after = source
+        .stats
+        .cursor_after
+        .clone()
+        .max(record.cursor_before.clone());
 
     // 4. KPIs for every period, identities checked before anything is published
     let staged = load_staging(store, &settings.pii_key).await?;
@@ -274,7 +323,11 @@ async fn pipeline(settings: &Settings, store: &Store, record: &mut RunRecord, pe
         record.identity_checks.extend(t.identities.iter().cloned());
         tables.push(t);
     }
-    let broken: Vec<&IdentityCheck> = record.identity_checks.iter().filter(|c| c.failures > 0).collect();
+    let broken: Vec<&IdentityCheck> = record
+        .identity_checks
+        .iter()
+        .filter(|c| c.failures > 0)
+        .collect();
     record.identities_hold = Some(broken.is_empty());
     if let Some(b) = broken.first() {
         return Err(IdentityBroken(format!(
@@ -308,8 +361,15 @@ pub async fn load_staging(store: &Store, key: &normalise::PiiKey) -> Result<Data
     let mut frames = vec![];
     for (path, _) in store.list("cases").await? {
         if path.ends_with("/part-0.parquet") {
-            let b = store.get(&path).await?.with_context(|| format!("{path} vanished while reading staging"))?;
-            frames.push(publish::decode(b).with_context(|| format!("{path} is not readable Parquet"))?.lazy());
+            let b = store
+                .get(&path)
+                .await?
+                .with_context(|| format!("{path} vanished while reading staging"))?;
+            frames.push(
+                publish::decode(b)
+                    .with_context(|| format!("{path} is not readable Parquet"))?
+                    .lazy(),
+            );
         }
     }
     if frames.is_empty() {

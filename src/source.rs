@@ -67,11 +67,23 @@ pub enum SourceError {
     #[error("the source rejected {request} as a bad request (HTTP 400: {message}): check source.url and source.page_size (1 to 1000) in the pipeline file")]
     BadRequest { request: String, message: String },
     #[error("the source answered {request} with error_code {code:?} ({message}): this is not a transient error; ask the case system's operators")]
-    Application { request: String, code: String, message: String },
-    #[error("the source answered {request} with HTTP {status}: check source.url in the pipeline file")]
+    Application {
+        request: String,
+        code: String,
+        message: String,
+    },
+    #[error(
+        "the source answered {request} with HTTP {status}: check source.url in the pipeline file"
+    )]
     Http { request: String, status: u16 },
     #[error("the source did not answer {request} after {attempts} attempts over {secs:.0} s (last: {last}): check that the case system at {base} is up and reachable, then run again")]
-    Exhausted { request: String, attempts: u32, secs: f64, last: String, base: String },
+    Exhausted {
+        request: String,
+        attempts: u32,
+        secs: f64,
+        last: String,
+        base: String,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -142,20 +154,38 @@ impl Source {
             .user_agent(concat!("motcua/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| SourceError::Other(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Source { cfg, http, stats: PullStats::default() })
+        Ok(Source {
+            cfg,
+            http,
+            stats: PullStats::default(),
+        })
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self.cfg.backoff_base.saturating_mul(1u32 << attempt.min(16)).min(self.cfg.backoff_max);
-        let ms = rand::rng().random_range(cap.as_millis() as u64 / 2..=cap.as_millis().max(1) as u64);
+        let cap = self
+            .cfg
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cfg.backoff_max);
+        let ms =
+            rand::rng().random_range(cap.as_millis() as u64 / 2..=cap.as_millis().max(1) as u64);
         Duration::from_millis(ms)
     }
 
     /// GETs `endpoint` with `query`, retrying what a retry can cure; lands the body in `raw`
     /// before parsing it.
-    pub async fn fetch(&mut self, raw: &RawLog, endpoint: &str, query: &[(&str, String)]) -> Result<Response, SourceError> {
+    pub async fn fetch(
+        &mut self,
+        raw: &RawLog,
+        endpoint: &str,
+        query: &[(&str, String)],
+    ) -> Result<Response, SourceError> {
         let request = describe(endpoint, query);
-        let url = self.cfg.url.join(endpoint.trim_start_matches('/')).map_err(|e| SourceError::Other(format!("bad source url: {e}")))?;
+        let url = self
+            .cfg
+            .url
+            .join(endpoint.trim_start_matches('/'))
+            .map_err(|e| SourceError::Other(format!("bad source url: {e}")))?;
         let started = Instant::now();
         let mut last = String::new();
         for attempt in 1..=self.cfg.max_attempts {
@@ -170,18 +200,38 @@ impl Source {
                     let status = resp.status();
                     match status {
                         StatusCode::OK => match resp.bytes().await {
-                            Err(e) => last = format!("connection dropped while reading the body: {}", without_url(&e)),
+                            Err(e) => {
+                                last = format!(
+                                    "connection dropped while reading the body: {}",
+                                    without_url(&e)
+                                )
+                            }
                             Ok(body) => {
-                                let raw_path = raw
-                                    .land(endpoint, query, &body)
-                                    .await
-                                    .map_err(|e| SourceError::Other(format!("cannot land a raw response: {e:#}")))?;
+                                let raw_path =
+                                    raw.land(endpoint, query, &body).await.map_err(|e| {
+                                        SourceError::Other(format!(
+                                            "cannot land a raw response: {e:#}"
+                                        ))
+                                    })?;
                                 self.stats.bytes += body.len() as u64;
                                 match serde_json::from_slice::<Envelope>(&body) {
-                                    Err(e) => last = format!("a body that is not the JSON envelope ({e})"),
+                                    Err(e) => {
+                                        last = format!("a body that is not the JSON envelope ({e})")
+                                    }
                                     Ok(env) => match env.code().as_str() {
-                                        "0" => return Ok(Response { raw_path, body_len: body.len(), envelope: env }),
-                                        "1" => last = format!("error_code \"1\" ({})", env.message.clone().unwrap_or_default()),
+                                        "0" => {
+                                            return Ok(Response {
+                                                raw_path,
+                                                body_len: body.len(),
+                                                envelope: env,
+                                            })
+                                        }
+                                        "1" => {
+                                            last = format!(
+                                                "error_code \"1\" ({})",
+                                                env.message.clone().unwrap_or_default()
+                                            )
+                                        }
                                         code => {
                                             return Err(SourceError::Application {
                                                 request,
@@ -194,14 +244,19 @@ impl Source {
                             }
                         },
                         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                            return Err(SourceError::Unauthorized { status: status.as_u16(), request })
+                            return Err(SourceError::Unauthorized {
+                                status: status.as_u16(),
+                                request,
+                            })
                         }
                         StatusCode::BAD_REQUEST => {
                             let body: Bytes = resp.bytes().await.unwrap_or_default();
                             let message = serde_json::from_slice::<Envelope>(&body)
                                 .ok()
                                 .and_then(|e| e.message)
-                                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+                                .unwrap_or_else(|| {
+                                    String::from_utf8_lossy(&body).chars().take(200).collect()
+                                });
                             return Err(SourceError::BadRequest { request, message });
                         }
                         StatusCode::TOO_MANY_REQUESTS => {
@@ -212,10 +267,16 @@ impl Source {
                                 .and_then(|v| v.trim().parse::<f64>().ok())
                                 .filter(|s| s.is_finite() && *s >= 0.0);
                             last = format!("HTTP 429, Retry-After {secs:?}");
-                            wait = secs.map(|s| Duration::from_secs_f64(s).min(self.cfg.retry_after_max));
+                            wait = secs
+                                .map(|s| Duration::from_secs_f64(s).min(self.cfg.retry_after_max));
                         }
                         s if s.is_server_error() => last = format!("HTTP {}", s.as_u16()),
-                        s => return Err(SourceError::Http { request, status: s.as_u16() }),
+                        s => {
+                            return Err(SourceError::Http {
+                                request,
+                                status: s.as_u16(),
+                            })
+                        }
                     }
                 }
             }
@@ -264,13 +325,21 @@ impl Source {
             self.take(&r.raw_path, &data, &mut on_page);
             if self.stats.pages % 50 == 0 {
                 let rate = self.stats.records as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                info!(pages = self.stats.pages, records = self.stats.records, per_second = rate as u64, "pulling cases");
+                info!(
+                    pages = self.stats.pages,
+                    records = self.stats.records,
+                    per_second = rate as u64,
+                    "pulling cases"
+                );
             }
             if (data.len() as u32) < size {
                 return Ok(());
             }
             // The next cursor: the greatest readable NgayCapNhat of this page.
-            let last = data.iter().filter_map(|d| instant(d.get("NgayCapNhat")).ok().flatten()).max();
+            let last = data
+                .iter()
+                .filter_map(|d| instant(d.get("NgayCapNhat")).ok().flatten())
+                .max();
             match (last, from) {
                 (None, _) => {
                     return Err(SourceError::Other(format!(
@@ -305,7 +374,12 @@ impl Source {
     /// Reads every record whose `NgayCapNhat` falls in the second starting at `at`, by page
     /// number, repeating passes until one brings no record not seen before (a record updated
     /// during a pass leaves the window and is read later, past it).
-    async fn read_window(&mut self, raw: &RawLog, at: i64, on_page: &mut impl FnMut(&str, &[Value])) -> Result<(), SourceError> {
+    async fn read_window(
+        &mut self,
+        raw: &RawLog,
+        at: i64,
+        on_page: &mut impl FnMut(&str, &[Value]),
+    ) -> Result<(), SourceError> {
         self.stats.same_second_windows += 1;
         let size = self.cfg.page_size;
         let mut seen: HashSet<String> = HashSet::new();
@@ -356,7 +430,9 @@ pub fn describe(endpoint: &str, query: &[(&str, String)]) -> String {
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     if let Some(u) = e.url() {
-        s = s.replace(&format!(" ({u})"), "").replace(u.as_str(), "<source>");
+        s = s
+            .replace(&format!(" ({u})"), "")
+            .replace(u.as_str(), "<source>");
     }
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {

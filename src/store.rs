@@ -58,16 +58,33 @@ impl Store {
                 "" => Arc::new(s3),
                 p => Arc::new(PrefixStore::new(s3, p)),
             };
-            return Ok(Store { os, url: url.to_string(), local: None, staging, seq });
+            return Ok(Store {
+                os,
+                url: url.to_string(),
+                local: None,
+                staging,
+                seq,
+            });
         }
         if url.contains("://") && !url.starts_with("file://") {
             bail!("output {url:?}: only local folders, file:// and s3:// roots are built in");
         }
         let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
-        std::fs::create_dir_all(&path).with_context(|| format!("cannot create the output folder {}: check the path and its permissions", path.display()))?;
+        std::fs::create_dir_all(&path).with_context(|| {
+            format!(
+                "cannot create the output folder {}: check the path and its permissions",
+                path.display()
+            )
+        })?;
         let path = path.canonicalize()?;
         let fs = LocalFileSystem::new_with_prefix(&path)?;
-        Ok(Store { os: Arc::new(fs), url: url.to_string(), local: Some(path), staging, seq })
+        Ok(Store {
+            os: Arc::new(fs),
+            url: url.to_string(),
+            local: Some(path),
+            staging,
+            seq,
+        })
     }
 
     /// The local folder behind the root, when it is one.
@@ -78,7 +95,11 @@ impl Store {
     /// Reads an object; `None` when it does not exist.
     pub async fn get(&self, path: &str) -> Result<Option<Bytes>> {
         match self.os.get(&Path::from(path)).await {
-            Ok(r) => Ok(Some(r.bytes().await.with_context(|| format!("reading {path} from {}", self.url))?)),
+            Ok(r) => {
+                Ok(Some(r.bytes().await.with_context(|| {
+                    format!("reading {path} from {}", self.url)
+                })?))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {path} from {}", self.url)),
         }
@@ -102,7 +123,8 @@ impl Store {
         if bytes.len() >= MULTIPART_THRESHOLD && self.local.is_none() {
             let mut up = self.os.put_multipart(path).await?;
             for chunk in bytes.chunks(PART_SIZE) {
-                up.put_part(PutPayload::from(bytes.slice_ref(chunk))).await?;
+                up.put_part(PutPayload::from(bytes.slice_ref(chunk)))
+                    .await?;
             }
             up.complete().await?;
         } else {
@@ -128,8 +150,15 @@ impl Store {
 
     /// Creates `path` only if it does not exist yet; `false` when it already does.
     pub async fn create(&self, path: &str, bytes: Bytes) -> Result<bool> {
-        let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
-        match self.os.put_opts(&Path::from(path), PutPayload::from(bytes), opts).await {
+        let opts = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .os
+            .put_opts(&Path::from(path), PutPayload::from(bytes), opts)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(e).with_context(|| format!("creating {path} in {}", self.url)),

@@ -21,7 +21,13 @@ impl DemoProcess {
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("url");
         let child = Command::new(BIN)
-            .args(["demo-source", "--port", "0", "--ready-file", ready.to_str().unwrap()])
+            .args([
+                "demo-source",
+                "--port",
+                "0",
+                "--ready-file",
+                ready.to_str().unwrap(),
+            ])
             .args(args)
             .env("MOTCUA_SOURCE_TOKEN", TOKEN)
             .stdout(Stdio::null())
@@ -30,7 +36,10 @@ impl DemoProcess {
             .unwrap();
         let started = Instant::now();
         while !ready.exists() {
-            assert!(started.elapsed() < Duration::from_secs(60), "demo source did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "demo source did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let url = std::fs::read_to_string(&ready).unwrap();
@@ -47,7 +56,11 @@ impl Drop for DemoProcess {
 
 fn pipeline_file(dir: &Path, extra: &str) -> PathBuf {
     let p = dir.join("pipeline.toml");
-    std::fs::write(&p, format!("name = \"test\"\n[source]\nbackoff_base_ms = 20\nbackoff_max_ms = 200\n{extra}")).unwrap();
+    std::fs::write(
+        &p,
+        format!("name = \"test\"\n[source]\nbackoff_base_ms = 20\nbackoff_max_ms = 200\n{extra}"),
+    )
+    .unwrap();
     p
 }
 
@@ -63,7 +76,17 @@ fn motcua(args: &[&str], token: &str) -> Output {
 
 fn run_q3(url: &str, out: &Path, pipeline: &Path, token: &str) -> Output {
     motcua(
-        &["run", "--period", "2024-Q3", "--source-url", url, "--output", out.to_str().unwrap(), "--pipeline", pipeline.to_str().unwrap()],
+        &[
+            "run",
+            "--period",
+            "2024-Q3",
+            "--source-url",
+            url,
+            "--output",
+            out.to_str().unwrap(),
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+        ],
         token,
     )
 }
@@ -81,8 +104,14 @@ fn published_figures_equal_the_reference_and_a_second_run_republishes_them() {
     let first = run_q3(&src.url, &out, &pipeline, TOKEN);
     assert!(first.status.success(), "{}", stderr(&first));
     let stdout = String::from_utf8_lossy(&first.stdout);
-    assert!(stdout.contains("province") && stdout.contains("106071"), "the summary table is printed: {stdout}");
-    assert!(stderr(&first).contains("source request failed; retrying"), "the demo misbehaved and was retried");
+    assert!(
+        stdout.contains("province") && stdout.contains("106071"),
+        "the summary table is printed: {stdout}"
+    );
+    assert!(
+        stderr(&first).contains("source request failed; retrying"),
+        "the demo misbehaved and was retried"
+    );
 
     let level_file = out.join("kpi/cases_by_level/period=2024-Q3/part-0.parquet");
     let published = read_parquet(&level_file);
@@ -106,13 +135,20 @@ fn published_figures_equal_the_reference_and_a_second_run_republishes_them() {
             assert_eq!(ours(level, mine), r[col(theirs)], "{level} {mine}");
         }
         let online: f64 = ours(level, "online_rate").parse().unwrap();
-        assert_eq!(format!("{:.2}", online * 100.0), r[col("online_rate_pct")], "{level} online rate");
+        assert_eq!(
+            format!("{:.2}", online * 100.0),
+            r[col("online_rate_pct")],
+            "{level} online rate"
+        );
         // The printed on-time rates are the report's own; ours are recomputed from the counts
         // (the district's printed 96.29 % is 96.28 % from its own counts).
         if !r[col("on_time_rate_pct")].is_empty() {
             let on_time: f64 = ours(level, "on_time_rate").parse().unwrap();
             let printed: f64 = r[col("on_time_rate_pct")].parse().unwrap();
-            assert!((on_time * 100.0 - printed).abs() <= 0.0100001, "{level} on-time {on_time} vs {printed}");
+            assert!(
+                (on_time * 100.0 - printed).abs() <= 0.0100001,
+                "{level} on-time {on_time} vs {printed}"
+            );
         }
     }
 
@@ -124,13 +160,22 @@ fn published_figures_equal_the_reference_and_a_second_run_republishes_them() {
     let again = read_parquet(&level_file);
     let figures = |df: &polars::prelude::DataFrame| -> Vec<Vec<String>> {
         (0..df.height())
-            .map(|i| motcua::rules::measure_names().iter().map(|m| cell(df, m, i)).collect())
+            .map(|i| {
+                motcua::rules::measure_names()
+                    .iter()
+                    .map(|m| cell(df, m, i))
+                    .collect()
+            })
             .collect()
     };
     assert_eq!(figures(&published), figures(&again));
     assert_eq!(files_under(&out.join("kpi")), kpi_before);
     assert_eq!(files_under(&out.join("cases")), cases_before);
-    assert_eq!(files_under(&out.join("_runs")).len(), 2, "one run record per run");
+    assert_eq!(
+        files_under(&out.join("_runs")).len(),
+        2,
+        "one run record per run"
+    );
     assert!(!out.join("_staging").exists(), "no staging left behind");
 }
 
@@ -140,12 +185,23 @@ fn a_wrong_token_exits_non_zero_and_publishes_nothing() {
     let src = DemoProcess::start(&["--chaos", "off", "--dataset", data.to_str().unwrap()]);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    let o = run_q3(&src.url, &out, &pipeline_file(work.path(), ""), "wrong-token-123");
+    let o = run_q3(
+        &src.url,
+        &out,
+        &pipeline_file(work.path(), ""),
+        "wrong-token-123",
+    );
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("refused the token"), "{err}");
-    assert!(!err.contains("wrong-token-123"), "the token is never printed");
-    assert!(!out.join("kpi").exists() && !out.join("cases").exists(), "nothing published");
+    assert!(
+        !err.contains("wrong-token-123"),
+        "the token is never printed"
+    );
+    assert!(
+        !out.join("kpi").exists() && !out.join("cases").exists(),
+        "nothing published"
+    );
     let runs = files_under(&out.join("_runs"));
     assert_eq!(runs.len(), 1, "the failed run still leaves its record");
     let record = std::fs::read_to_string(out.join("_runs").join(&runs[0])).unwrap();
@@ -165,7 +221,10 @@ fn a_source_that_is_down_exits_non_zero_and_leaves_published_files_untouched() {
         src.url.clone()
     }; // the source is stopped here
     let snapshot = |dir: &Path| -> Vec<(String, Vec<u8>)> {
-        files_under(dir).into_iter().map(|f| (f.clone(), std::fs::read(dir.join(&f)).unwrap())).collect()
+        files_under(dir)
+            .into_iter()
+            .map(|f| (f.clone(), std::fs::read(dir.join(&f)).unwrap()))
+            .collect()
     };
     let kpi = snapshot(&out.join("kpi"));
     let cases = snapshot(&out.join("cases"));
@@ -173,19 +232,40 @@ fn a_source_that_is_down_exits_non_zero_and_leaves_published_files_untouched() {
     let o = run_q3(&url, &out, &pipeline, TOKEN);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("did not answer"), "{}", stderr(&o));
-    assert!(started.elapsed() < Duration::from_secs(30), "bounded retries");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "bounded retries"
+    );
     assert_eq!(snapshot(&out.join("kpi")), kpi, "published KPIs untouched");
     assert_eq!(snapshot(&out.join("cases")), cases, "staging untouched");
 }
 
 #[test]
 fn bad_usage_says_what_to_do() {
-    let o = motcua(&["run", "--period", "2024-Q5", "--source-url", "http://127.0.0.1:1/"], TOKEN);
+    let o = motcua(
+        &[
+            "run",
+            "--period",
+            "2024-Q5",
+            "--source-url",
+            "http://127.0.0.1:1/",
+        ],
+        TOKEN,
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("2024-Q3"), "{}", stderr(&o));
-    let o = Command::new(BIN).args(["run", "--source-url", "http://127.0.0.1:1/"]).env_remove("MOTCUA_PII_KEY").env("MOTCUA_SOURCE_TOKEN", "x").output().unwrap();
+    let o = Command::new(BIN)
+        .args(["run", "--source-url", "http://127.0.0.1:1/"])
+        .env_remove("MOTCUA_PII_KEY")
+        .env("MOTCUA_SOURCE_TOKEN", "x")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("MOTCUA_PII_KEY is not set"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("MOTCUA_PII_KEY is not set"),
+        "{}",
+        stderr(&o)
+    );
     let o = motcua(&["backfill", "--from", "2024-Q2", "--to", "2024-03"], TOKEN);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("different kinds"), "{}", stderr(&o));

@@ -15,16 +15,32 @@ use motcua::run;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_expected_figure_of_the_worked_example() {
     let data = demo::load_dataset(&example_dir()).unwrap();
-    let src = demo::start(data, TOKEN, Chaos::off(), SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let src = demo::start(
+        data,
+        TOKEN,
+        Chaos::off(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
     let q3: PeriodId = "2024-Q3".parse().unwrap();
-    for (convention, name) in [(Convention::Decree09, "decree09"), (Convention::Calendar, "calendar")] {
+    for (convention, name) in [
+        (Convention::Decree09, "decree09"),
+        (Convention::Calendar, "calendar"),
+    ] {
         let out = tempfile::tempdir().unwrap();
-        let outcome = run::execute(&settings(&src.url(), out.path(), convention), "run", &[q3]).await.unwrap();
+        let outcome = run::execute(&settings(&src.url(), out.path(), convention), "run", &[q3])
+            .await
+            .unwrap();
         assert_eq!(outcome.record.outcome, "succeeded");
         let kpi = out.path().join("kpi");
         let ex = example_dir();
         let by_level = read_parquet(&kpi.join("cases_by_level/period=2024-Q3/part-0.parquet"));
-        assert_table_equals_csv(&by_level, &ex.join(format!("expected-2024-Q3-{name}-by-level.csv")), &["level"]);
+        assert_table_equals_csv(
+            &by_level,
+            &ex.join(format!("expected-2024-Q3-{name}-by-level.csv")),
+            &["level"],
+        );
         let by_agency = read_parquet(&kpi.join("cases_by_agency/period=2024-Q3/part-0.parquet"));
         assert_table_equals_csv(
             &by_agency,
@@ -32,26 +48,66 @@ async fn every_expected_figure_of_the_worked_example() {
             &["agency_code", "field_code"],
         );
         let catalog = read_parquet(&kpi.join("catalog_by_level/period=2024-Q3/part-0.parquet"));
-        assert_table_equals_csv(&catalog, &ex.join(format!("expected-2024-Q3-{name}-catalog.csv")), &["level"]);
+        assert_table_equals_csv(
+            &catalog,
+            &ex.join(format!("expected-2024-Q3-{name}-catalog.csv")),
+            &["level"],
+        );
         assert_eq!(outcome.record.identities_hold, Some(true));
+        for (df, table) in [
+            (&by_level, "cases_by_level"),
+            (&by_agency, "cases_by_agency"),
+            (&catalog, "catalog_by_level"),
+        ] {
+            assert_matches_schema(df, table);
+        }
+        let bucket = files_under(&out.path().join("cases"))
+            .into_iter()
+            .next()
+            .unwrap();
+        assert_matches_schema(
+            &read_parquet(&out.path().join("cases").join(bucket)),
+            "cases",
+        );
 
         // Rejects: notes.csv's REJECT rows (by their MaHoSo) and the newer HS-24.
         let rid = &outcome.record.run_id;
-        let rejects = read_parquet(&out.path().join(format!("quality/rejects/run_id={rid}/part-0.parquet")));
-        let keys: BTreeSet<String> = (0..rejects.height()).map(|i| cell(&rejects, "record_key", i)).collect();
+        let rejects = read_parquet(
+            &out.path()
+                .join(format!("quality/rejects/run_id={rid}/part-0.parquet")),
+        );
+        assert_matches_schema(&rejects, "rejects");
+        let keys: BTreeSet<String> = (0..rejects.height())
+            .map(|i| cell(&rejects, "record_key", i))
+            .collect();
         let (_, notes) = read_csv(&ex.join("notes.csv"));
         let mut want: BTreeSet<String> = notes
             .iter()
             .filter(|r| r[1].contains("REJECT"))
-            .map(|r| if r[0] == "(none)" { String::new() } else { r[0].clone() })
+            .map(|r| {
+                if r[0] == "(none)" {
+                    String::new()
+                } else {
+                    r[0].clone()
+                }
+            })
             .collect();
         want.insert("HS-24".into());
         assert_eq!(keys, want);
-        assert_eq!(rejects.height(), want.len(), "one reject row per rejected record");
-        let hs24 = (0..rejects.height()).find(|i| cell(&rejects, "record_key", *i) == "HS-24").unwrap();
+        assert_eq!(
+            rejects.height(),
+            want.len(),
+            "one reject row per rejected record"
+        );
+        let hs24 = (0..rejects.height())
+            .find(|i| cell(&rejects, "record_key", *i) == "HS-24")
+            .unwrap();
         assert_eq!(cell(&rejects, "reason", hs24), "unreadable_date");
         // The valid HS-24 counts: staging holds it, resolved on time.
-        assert_eq!(outcome.record.counts.unknown_agencies, vec!["999.99.99.H57".to_string()]);
+        assert_eq!(
+            outcome.record.counts.unknown_agencies,
+            vec!["999.99.99.H57".to_string()]
+        );
         assert_eq!(outcome.record.counts.records_pulled, 42);
         // 42 records - 11 rejected = 31 valid; HS-21, HS-22 older versions and the HS-23 copy go: 28 cases.
         assert_eq!(outcome.record.counts.valid_records, 31);

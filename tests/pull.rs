@@ -20,7 +20,9 @@ const SCALE: f64 = 0.02;
 
 async fn source_with(chaos: Chaos) -> DemoSource {
     let data = demo::generate(7, SCALE);
-    demo::start(data, TOKEN, chaos, SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap()
+    demo::start(data, TOKEN, chaos, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap()
 }
 
 fn config(url: &str) -> SourceConfig {
@@ -33,7 +35,12 @@ fn config(url: &str) -> SourceConfig {
 
 /// A served record's identity: its trimmed key and `NgayCapNhat` as served.
 fn identity(v: &Value) -> (String, String) {
-    (text(v.get("MaHoSo")).unwrap_or_default(), v.get("NgayCapNhat").map(|u| u.to_string()).unwrap_or_default())
+    (
+        text(v.get("MaHoSo")).unwrap_or_default(),
+        v.get("NgayCapNhat")
+            .map(|u| u.to_string())
+            .unwrap_or_default(),
+    )
 }
 
 struct Pulled {
@@ -49,8 +56,17 @@ async fn pull(cfg: SourceConfig, token: &str) -> (Result<(), SourceError>, Pulle
     let mut source = Source::new(cfg, token).unwrap();
     let mut records = vec![];
     let started = Instant::now();
-    let r = source.pull_cases(&raw, None, |_, data| records.extend_from_slice(data)).await;
-    (r, Pulled { records, source, elapsed: started.elapsed() })
+    let r = source
+        .pull_cases(&raw, None, |_, data| records.extend_from_slice(data))
+        .await;
+    (
+        r,
+        Pulled {
+            records,
+            source,
+            elapsed: started.elapsed(),
+        },
+    )
 }
 
 /// Every record the source holds now was pulled (same key, same `NgayCapNhat`), except one
@@ -61,16 +77,28 @@ fn assert_nothing_lost(src: &DemoSource, p: &Pulled) {
     let got_keys: BTreeSet<String> = got.iter().map(|(k, _)| k.clone()).collect();
     let cursor = p.source.stats.cursor_after_micros.expect("a cursor");
     let held = src.records();
-    assert!(held.len() > 300, "the test province holds {} records", held.len());
+    assert!(
+        held.len() > 300,
+        "the test province holds {} records",
+        held.len()
+    );
     let missing: Vec<(String, String)> = held
         .iter()
         .filter(|v| {
-            let later = motcua::normalise::instant(v.get("NgayCapNhat")).ok().flatten().is_some_and(|t| t > cursor);
+            let later = motcua::normalise::instant(v.get("NgayCapNhat"))
+                .ok()
+                .flatten()
+                .is_some_and(|t| t > cursor);
             !got.contains(&identity(v)) && !(later && got_keys.contains(&identity(v).0))
         })
         .map(identity)
         .collect();
-    assert!(missing.is_empty(), "{} records never pulled, e.g. {:?}", missing.len(), &missing[..missing.len().min(3)]);
+    assert!(
+        missing.is_empty(),
+        "{} records never pulled, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
 }
 
 async fn survives(chaos: Chaos) -> Pulled {
@@ -84,48 +112,99 @@ async fn survives(chaos: Chaos) -> Pulled {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_requests_waits_for_retry_after() {
-    let p = survives(Chaos { rate_limit_every: 5, retry_after_secs: 1, ..Chaos::off() }).await;
+    let p = survives(Chaos {
+        rate_limit_every: 5,
+        retry_after_secs: 1,
+        ..Chaos::off()
+    })
+    .await;
     let waits = p.source.stats.retries;
     assert!(waits >= 5, "429s were answered: {waits}");
     // Our own backoff is at most 100 ms here: only Retry-After explains a second per 429.
-    assert!(p.elapsed >= Duration::from_secs(waits), "{waits} × Retry-After 1 s, took {:?}", p.elapsed);
+    assert!(
+        p.elapsed >= Duration::from_secs(waits),
+        "{waits} × Retry-After 1 s, took {:?}",
+        p.elapsed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried() {
-    let p = survives(Chaos { unavailable_every: 4, bad_gateway_every: 7, ..Chaos::off() }).await;
-    assert!(p.source.stats.retries >= 8, "retries {}", p.source.stats.retries);
+    let p = survives(Chaos {
+        unavailable_every: 4,
+        bad_gateway_every: 7,
+        ..Chaos::off()
+    })
+    .await;
+    assert!(
+        p.source.stats.retries >= 8,
+        "retries {}",
+        p.source.stats.retries
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_are_retried() {
-    let p = survives(Chaos { drop_every: 4, ..Chaos::off() }).await;
-    assert!(p.source.stats.retries >= 8, "retries {}", p.source.stats.retries);
+    let p = survives(Chaos {
+        drop_every: 4,
+        ..Chaos::off()
+    })
+    .await;
+    assert!(
+        p.source.stats.retries >= 8,
+        "retries {}",
+        p.source.stats.retries
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_code_1_busy_is_retried() {
-    let p = survives(Chaos { busy_every: 3, ..Chaos::off() }).await;
-    assert!(p.source.stats.retries >= 10, "retries {}", p.source.stats.retries);
+    let p = survives(Chaos {
+        busy_every: 3,
+        ..Chaos::off()
+    })
+    .await;
+    assert!(
+        p.source.stats.retries >= 10,
+        "retries {}",
+        p.source.stats.retries
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_pages_time_out_and_are_retried() {
-    let src = source_with(Chaos { slow_every: 6, slow_ms: 1500, ..Chaos::off() }).await;
+    let src = source_with(Chaos {
+        slow_every: 6,
+        slow_ms: 1500,
+        ..Chaos::off()
+    })
+    .await;
     let mut cfg = config(&src.url());
     cfg.timeout = Duration::from_millis(700);
     let (r, p) = pull(cfg, TOKEN).await;
     r.unwrap();
     assert_nothing_lost(&src, &p);
-    assert!(p.source.stats.retries >= 4, "timeouts retried: {}", p.source.stats.retries);
+    assert!(
+        p.source.stats.retries >= 4,
+        "timeouts retried: {}",
+        p.source.stats.retries
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_updated_while_paging_are_not_skipped() {
-    let src = source_with(Chaos { update_every: 2, ..Chaos::off() }).await;
+    let src = source_with(Chaos {
+        update_every: 2,
+        ..Chaos::off()
+    })
+    .await;
     let (r, p) = pull(config(&src.url()), TOKEN).await;
     r.unwrap();
-    assert!(src.updates() >= 10, "records were updated during the pull: {}", src.updates());
+    assert!(
+        src.updates() >= 10,
+        "records were updated during the pull: {}",
+        src.updates()
+    );
     assert_nothing_lost(&src, &p);
     src.stop();
 }
@@ -133,7 +212,11 @@ async fn records_updated_while_paging_are_not_skipped() {
 /// The trap is real: a client that simply asks for page n+1 loses records on the same source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_number_paging_would_lose_records() {
-    let src = source_with(Chaos { update_every: 2, ..Chaos::off() }).await;
+    let src = source_with(Chaos {
+        update_every: 2,
+        ..Chaos::off()
+    })
+    .await;
     let http = reqwest::Client::new();
     let mut seen = BTreeSet::new();
     for page in 1.. {
@@ -147,13 +230,25 @@ async fn page_number_paging_would_lose_records() {
             .await
             .unwrap();
         let data = body["data"].as_array().unwrap();
-        seen.extend(data.iter().map(|v| text(v.get("MaHoSo")).unwrap_or_default()));
+        seen.extend(
+            data.iter()
+                .map(|v| text(v.get("MaHoSo")).unwrap_or_default()),
+        );
         if data.len() < 100 {
             break;
         }
     }
-    let held: BTreeSet<String> = src.records().iter().map(|v| text(v.get("MaHoSo")).unwrap_or_default()).collect();
-    assert!(seen.len() < held.len(), "page-number paging saw {} of {} cases", seen.len(), held.len());
+    let held: BTreeSet<String> = src
+        .records()
+        .iter()
+        .map(|v| text(v.get("MaHoSo")).unwrap_or_default())
+        .collect();
+    assert!(
+        seen.len() < held.len(),
+        "page-number paging saw {} of {} cases",
+        seen.len(),
+        held.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +258,17 @@ async fn same_second_pages_are_read_as_a_window() {
     for v in data.cases.iter_mut().take(350) {
         v["NgayCapNhat"] = Value::String("20240801120000".into());
     }
-    let src = demo::start(data, TOKEN, Chaos { update_every: 3, ..Chaos::off() }, SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let src = demo::start(
+        data,
+        TOKEN,
+        Chaos {
+            update_every: 3,
+            ..Chaos::off()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
     let (r, p) = pull(config(&src.url()), TOKEN).await;
     r.unwrap();
     assert!(p.source.stats.same_second_windows >= 1);
@@ -178,10 +283,19 @@ async fn a_quiet_pull_brings_every_record_and_no_other() {
     let held = src.records();
     let distinct: BTreeSet<(String, String)> = p.records.iter().map(identity).collect();
     let served: BTreeSet<(String, String)> = held.iter().map(identity).collect();
-    assert_eq!(distinct, served, "a quiet source: every record, nothing else");
-    assert!(p.records.len() >= held.len(), "the cursor re-reads the last second of each page");
+    assert_eq!(
+        distinct, served,
+        "a quiet source: every record, nothing else"
+    );
+    assert!(
+        p.records.len() >= held.len(),
+        "the cursor re-reads the last second of each page"
+    );
     let keys: BTreeSet<String> = held.iter().filter_map(|v| text(v.get("MaHoSo"))).collect();
-    assert!(keys.len() < held.len(), "the demo serves duplicates and older versions");
+    assert!(
+        keys.len() < held.len(),
+        "the demo serves duplicates and older versions"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,9 +303,15 @@ async fn a_wrong_token_fails_at_once() {
     let src = source_with(Chaos::off()).await;
     let (r, p) = pull(config(&src.url()), "not-the-token").await;
     let e = r.unwrap_err();
-    assert!(matches!(e, SourceError::Unauthorized { status: 401, .. }), "{e}");
+    assert!(
+        matches!(e, SourceError::Unauthorized { status: 401, .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("refused the token"), "{e}");
-    assert!(!e.to_string().contains("not-the-token"), "the token is never printed: {e}");
+    assert!(
+        !e.to_string().contains("not-the-token"),
+        "the token is never printed: {e}"
+    );
     assert_eq!(p.source.stats.requests, 1, "no retry for 401");
 }
 
@@ -201,7 +321,11 @@ async fn a_bad_request_fails_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let raw = RawLog::new(Store::open(dir.path().to_str().unwrap(), "t").unwrap(), "t");
     let mut source = Source::new(config(&src.url()), TOKEN).unwrap();
-    let e = source.fetch(&raw, "/v1/hoso", &[("page_size", "5000".into())]).await.err().unwrap();
+    let e = source
+        .fetch(&raw, "/v1/hoso", &[("page_size", "5000".into())])
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(e, SourceError::BadRequest { .. }), "{e}");
     assert!(e.to_string().contains("page_size must be 1 to 1000"), "{e}");
     assert_eq!(source.stats.requests, 1, "no retry for 400");
@@ -209,13 +333,24 @@ async fn a_bad_request_fails_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_is_down_fails_after_bounded_retries() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut cfg = config(&format!("http://127.0.0.1:{port}/"));
     cfg.max_attempts = 4;
     let (r, p) = pull(cfg, TOKEN).await;
     let e = r.unwrap_err();
-    assert!(matches!(e, SourceError::Exhausted { attempts: 4, .. }), "{e}");
+    assert!(
+        matches!(e, SourceError::Exhausted { attempts: 4, .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("is up and reachable"), "{e}");
     assert_eq!(p.source.stats.requests, 4);
-    assert!(p.elapsed < Duration::from_secs(5), "bounded: {:?}", p.elapsed);
+    assert!(
+        p.elapsed < Duration::from_secs(5),
+        "bounded: {:?}",
+        p.elapsed
+    );
 }

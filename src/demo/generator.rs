@@ -50,7 +50,8 @@ impl LevelProfile {
     /// Cases stopped during the quarter: whatever balances received = resolved + stopped + in progress.
     pub fn stopped(&self) -> u32 {
         let received = self.received_new + self.carried_over;
-        let resolved = self.resolved_early + self.resolved_on_time + self.resolved_overdue + self.withdrawn;
+        let resolved =
+            self.resolved_early + self.resolved_on_time + self.resolved_overdue + self.withdrawn;
         received - resolved - self.in_progress_within - self.in_progress_overdue
     }
 }
@@ -142,10 +143,26 @@ const DISTRICTS: [(&str, u32); 9] = [
 ];
 
 const PLACE_A: [&str; 16] = [
-    "Phú", "Hương", "Thủy", "Quảng", "Phong", "Vinh", "Lộc", "Hồng", "Điền", "Hải", "Thượng", "Xuân", "Bình", "Tân", "Long", "An",
+    "Phú",
+    "Hương",
+    "Thủy",
+    "Quảng",
+    "Phong",
+    "Vinh",
+    "Lộc",
+    "Hồng",
+    "Điền",
+    "Hải",
+    "Thượng",
+    "Xuân",
+    "Bình",
+    "Tân",
+    "Long",
+    "An",
 ];
 const PLACE_B: [&str; 16] = [
-    "An", "Bình", "Hòa", "Xuân", "Lợi", "Thạnh", "Mỹ", "Sơn", "Phong", "Vân", "Thọ", "Hiền", "Lâm", "Dương", "Châu", "Tiến",
+    "An", "Bình", "Hòa", "Xuân", "Lợi", "Thạnh", "Mỹ", "Sơn", "Phong", "Vân", "Thọ", "Hiền", "Lâm",
+    "Dương", "Châu", "Tiến",
 ];
 
 const FIELDS: [(&str, &str); 24] = [
@@ -191,12 +208,30 @@ const ACTIONS: [&str; 12] = [
 ];
 
 const FAMILY: [&str; 16] = [
-    "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô", "Dương", "Tôn Thất",
+    "Nguyễn",
+    "Trần",
+    "Lê",
+    "Phạm",
+    "Hoàng",
+    "Huỳnh",
+    "Phan",
+    "Vũ",
+    "Võ",
+    "Đặng",
+    "Bùi",
+    "Đỗ",
+    "Hồ",
+    "Ngô",
+    "Dương",
+    "Tôn Thất",
 ];
-const MIDDLE: [&str; 10] = ["Văn", "Thị", "Hữu", "Đức", "Minh", "Thanh", "Ngọc", "Quang", "Thành", "Xuân"];
+const MIDDLE: [&str; 10] = [
+    "Văn", "Thị", "Hữu", "Đức", "Minh", "Thanh", "Ngọc", "Quang", "Thành", "Xuân",
+];
 const GIVEN: [&str; 32] = [
-    "An", "Bình", "Cường", "Dũng", "Giang", "Hà", "Hải", "Hạnh", "Hiếu", "Hoa", "Hùng", "Hương", "Khánh", "Lan", "Linh", "Long",
-    "Mai", "Nam", "Nga", "Phúc", "Phương", "Quân", "Sơn", "Tâm", "Thảo", "Thắng", "Thủy", "Trang", "Trung", "Tuấn", "Vân", "Yến",
+    "An", "Bình", "Cường", "Dũng", "Giang", "Hà", "Hải", "Hạnh", "Hiếu", "Hoa", "Hùng", "Hương",
+    "Khánh", "Lan", "Linh", "Long", "Mai", "Nam", "Nga", "Phúc", "Phương", "Quân", "Sơn", "Tâm",
+    "Thảo", "Thắng", "Thủy", "Trang", "Trung", "Tuấn", "Vân", "Yến",
 ];
 
 /// An agency code that `/v1/donvi` does not list: its cases count at level `unknown`.
@@ -258,7 +293,16 @@ struct Dates {
 
 impl Dates {
     fn latest(&self) -> NaiveDateTime {
-        let mut all: Vec<NaiveDateTime> = [self.sub, self.acc, self.processed, self.returned, self.refused].into_iter().flatten().collect();
+        let mut all: Vec<NaiveDateTime> = [
+            self.sub,
+            self.acc,
+            self.processed,
+            self.returned,
+            self.refused,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         for (a, b, _) in &self.supplements {
             all.push(*a);
             all.extend(b);
@@ -269,7 +313,13 @@ impl Dates {
 
 impl Generator {
     pub fn new(seed: u64, scale: f64) -> Self {
-        let mut g = Generator { rng: ChaCha8Rng::seed_from_u64(seed), agencies: vec![], procedures: vec![], serial: 0, scale };
+        let mut g = Generator {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            agencies: vec![],
+            procedures: vec![],
+            serial: 0,
+            scale,
+        };
         g.build_agencies();
         g.build_procedures();
         g
@@ -279,14 +329,26 @@ impl Generator {
         for (i, _) in DEPARTMENTS.iter().enumerate() {
             // A few departments (justice, planning, construction…) take most cases.
             let weight = 1.0 / (1.0 + i as f64 * 0.35);
-            self.agencies.push(Agency { code: format!("000.00.{:02}.H57", i + 1), cap: 1, weight });
+            self.agencies.push(Agency {
+                code: format!("000.00.{:02}.H57", i + 1),
+                cap: 1,
+                weight,
+            });
         }
         for (di, (_, communes)) in DISTRICTS.iter().enumerate() {
             let weight = if di == 0 { 2.5 } else { 1.0 };
-            self.agencies.push(Agency { code: format!("000.{:02}.00.H57", di + 1), cap: 2, weight });
+            self.agencies.push(Agency {
+                code: format!("000.{:02}.00.H57", di + 1),
+                cap: 2,
+                weight,
+            });
             for ci in 0..*communes {
                 let weight = 0.5 + self.rng.random::<f64>();
-                self.agencies.push(Agency { code: format!("{:03}.{:02}.00.H57", 101 + ci, di + 1), cap: 3, weight });
+                self.agencies.push(Agency {
+                    code: format!("{:03}.{:02}.00.H57", 101 + ci, di + 1),
+                    cap: 3,
+                    weight,
+                });
             }
         }
     }
@@ -294,8 +356,16 @@ impl Generator {
     /// 1,953 procedures: 1,554 at province level, 367 at district and 138 at commune level
     /// (106 at both), 459 / 35 / 17 of those pairs inter-agency; 787 fully and 1,072 partly online.
     fn build_procedures(&mut self) {
-        let groups: [(&[u8], u32, u32); 4] = [(&[1], 1554, 459), (&[2], 261, 25), (&[3], 32, 7), (&[2, 3], 106, 10)];
-        let mut online: Vec<u8> = std::iter::repeat_n(2, 787).chain(std::iter::repeat_n(1, 1072)).chain(std::iter::repeat_n(0, 94)).collect();
+        let groups: [(&[u8], u32, u32); 4] = [
+            (&[1], 1554, 459),
+            (&[2], 261, 25),
+            (&[3], 32, 7),
+            (&[2, 3], 106, 10),
+        ];
+        let mut online: Vec<u8> = std::iter::repeat_n(2, 787)
+            .chain(std::iter::repeat_n(1, 1072))
+            .chain(std::iter::repeat_n(0, 94))
+            .collect();
         online.shuffle(&mut self.rng);
         let mut n = 0usize;
         for (levels, count, inter) in groups {
@@ -309,7 +379,11 @@ impl Generator {
                 let prefix = if levels == [1] { 1 } else { 2 };
                 self.procedures.push(Procedure {
                     code: format!("{prefix}.{:06}", 1000 + n),
-                    name: format!("{action} về {} (thủ tục số {})", FIELDS[field].1.to_lowercase(), n + 1),
+                    name: format!(
+                        "{action} về {} (thủ tục số {})",
+                        FIELDS[field].1.to_lowercase(),
+                        n + 1
+                    ),
                     field,
                     levels: levels.to_vec(),
                     online: online[n],
@@ -334,7 +408,9 @@ struct Draft {
 
 impl Generator {
     fn weighted(&mut self, cap: u8) -> usize {
-        let idx: Vec<usize> = (0..self.agencies.len()).filter(|i| self.agencies[*i].cap == cap).collect();
+        let idx: Vec<usize> = (0..self.agencies.len())
+            .filter(|i| self.agencies[*i].cap == cap)
+            .collect();
         let total: f64 = idx.iter().map(|i| self.agencies[*i].weight).sum();
         let mut x = self.rng.random::<f64>() * total;
         for i in &idx {
@@ -381,7 +457,9 @@ impl Generator {
     /// The case ends (is processed) on `end_day`, after its acceptance.
     fn finish(&mut self, dates: &mut Dates, end_day: NaiveDate) -> NaiveDateTime {
         let acc = dates.acc.expect("accepted");
-        let t = self.at(end_day, 7, 18).max(acc + chrono::Duration::minutes(30));
+        let t = self
+            .at(end_day, 7, 18)
+            .max(acc + chrono::Duration::minutes(30));
         dates.processed = Some(t);
         t
     }
@@ -396,7 +474,8 @@ impl Generator {
                 dates.processed = None;
             } else {
                 let back = self.rng.random_range(0..=2);
-                dates.returned = Some(p + chrono::Duration::hours(2) + chrono::Duration::days(back));
+                dates.returned =
+                    Some(p + chrono::Duration::hours(2) + chrono::Duration::days(back));
             }
             10
         } else {
@@ -408,15 +487,32 @@ impl Generator {
         day.and_hms_opt(17, 0, 0).expect("time")
     }
 
-    fn supplement(&mut self, dates: &mut Dates, asked: NaiveDateTime, new_deadline: Option<NaiveDateTime>, supplied: bool) {
+    fn supplement(
+        &mut self,
+        dates: &mut Dates,
+        asked: NaiveDateTime,
+        new_deadline: Option<NaiveDateTime>,
+        supplied: bool,
+    ) {
         let got = supplied.then(|| asked + chrono::Duration::days(self.rng.random_range(1..=3)));
         dates.supplements.push((asked, got, new_deadline));
     }
 
     /// A case drawn to have `outcome` in the quarter F … L.
-    fn draw(&mut self, cap: u8, outcome: Outcome, carried: bool, online: bool, f: NaiveDate, l: NaiveDate) -> Draft {
+    fn draw(
+        &mut self,
+        cap: u8,
+        outcome: Outcome,
+        carried: bool,
+        online: bool,
+        f: NaiveDate,
+        l: NaiveDate,
+    ) -> Draft {
         let mut dates = Dates::default();
-        let needs_room = matches!(outcome, Outcome::Overdue { .. } | Outcome::InProgressOverdue);
+        let needs_room = matches!(
+            outcome,
+            Outcome::Overdue { .. } | Outcome::InProgressOverdue
+        );
         let acc_day = if carried {
             self.day(f - Days::new(90), f - Days::new(1))
         } else if needs_room {
@@ -435,7 +531,12 @@ impl Generator {
                     // Early against a deadline extended after a supplement request.
                     dates.due = Some(self.deadline(end.max(acc_day)));
                     let ext = self.deadline(due);
-                    self.supplement(&mut dates, acc + chrono::Duration::hours(3), Some(ext), true);
+                    self.supplement(
+                        &mut dates,
+                        acc + chrono::Duration::hours(3),
+                        Some(ext),
+                        true,
+                    );
                 } else {
                     dates.due = Some(self.deadline(due));
                 }
@@ -451,7 +552,12 @@ impl Generator {
                     // late against NgayHenTra, on time against the extension
                     dates.due = Some(self.deadline(acc_day));
                     let ext = self.deadline(end);
-                    self.supplement(&mut dates, acc + chrono::Duration::hours(2), Some(ext), true);
+                    self.supplement(
+                        &mut dates,
+                        acc + chrono::Duration::hours(2),
+                        Some(ext),
+                        true,
+                    );
                 } else {
                     dates.due = Some(self.deadline(end));
                 }
@@ -495,7 +601,9 @@ impl Generator {
                     self.resolved_status(&mut dates)
                 } else if r < 0.3 {
                     let asked_day = self.day(acc_day, l);
-                    let asked = self.at(asked_day, 8, 16).max(acc + chrono::Duration::hours(1));
+                    let asked = self
+                        .at(asked_day, 8, 16)
+                        .max(acc + chrono::Duration::hours(1));
                     self.supplement(&mut dates, asked, None, false);
                     5
                 } else if r < 0.35 {
@@ -517,7 +625,14 @@ impl Generator {
             1
         };
         let with_older_version = status >= 7 && self.rng.random_bool(0.02);
-        Draft { agency, procedure, channel, status, dates, with_older_version }
+        Draft {
+            agency,
+            procedure,
+            channel,
+            status,
+            dates,
+            with_older_version,
+        }
     }
 
     /// Submitted on or before L and not accepted (nor refused) by L.
@@ -537,7 +652,14 @@ impl Generator {
         };
         let agency = self.weighted(cap);
         let procedure = self.procedure_at(cap);
-        Draft { agency, procedure, channel: 2, status, dates, with_older_version: false }
+        Draft {
+            agency,
+            procedure,
+            channel: 2,
+            status,
+            dates,
+            with_older_version: false,
+        }
     }
 
     fn draw_refused(&mut self, cap: u8, from: NaiveDate, to: NaiveDate) -> Draft {
@@ -546,11 +668,21 @@ impl Generator {
         let sub = self.at(sub_day, 7, 16);
         dates.sub = Some(sub);
         let ref_day = self.day(sub_day, (sub_day + Days::new(2)).min(to));
-        dates.refused = Some(self.at(ref_day, 7, 18).max(sub + chrono::Duration::minutes(20)));
+        dates.refused = Some(
+            self.at(ref_day, 7, 18)
+                .max(sub + chrono::Duration::minutes(20)),
+        );
         let agency = self.weighted(cap);
         let procedure = self.procedure_at(cap);
         let channel = if self.rng.random_bool(0.6) { 2 } else { 1 };
-        Draft { agency, procedure, channel, status: 3, dates, with_older_version: false }
+        Draft {
+            agency,
+            procedure,
+            channel,
+            status: 3,
+            dates,
+            with_older_version: false,
+        }
     }
 
     /// A case accepted in `from … to` that ended within that span too (or, when `open`, that
@@ -576,7 +708,14 @@ impl Generator {
         let procedure = self.procedure_at(cap);
         let channel = self.rng.random_range(1..=3);
         let with_older_version = status >= 7 && self.rng.random_bool(0.02);
-        Draft { agency, procedure, channel, status, dates, with_older_version }
+        Draft {
+            agency,
+            procedure,
+            channel,
+            status,
+            dates,
+            with_older_version,
+        }
     }
 
     /// The demo province: agencies, catalog and case records, in a shuffled table order.
@@ -589,8 +728,16 @@ impl Generator {
             let mut push = |o: Outcome, k: u32| outcomes.extend(std::iter::repeat_n(o, k as usize));
             push(Outcome::Early, n(&self, p.resolved_early));
             push(Outcome::OnTime, n(&self, p.resolved_on_time));
-            push(Outcome::Overdue { supplemented: true }, n(&self, p.overdue_supplemented));
-            push(Outcome::Overdue { supplemented: false }, n(&self, p.resolved_overdue - p.overdue_supplemented));
+            push(
+                Outcome::Overdue { supplemented: true },
+                n(&self, p.overdue_supplemented),
+            );
+            push(
+                Outcome::Overdue {
+                    supplemented: false,
+                },
+                n(&self, p.resolved_overdue - p.overdue_supplemented),
+            );
             push(Outcome::Withdrawn, n(&self, p.withdrawn));
             push(Outcome::Stopped, n(&self, p.stopped()));
             push(Outcome::InProgressWithin, n(&self, p.in_progress_within));
@@ -635,7 +782,17 @@ impl Generator {
         }
         let mut records: Vec<Value> = vec![];
         for i in 0..drafts.len() {
-            let mut draft = std::mem::replace(&mut drafts[i], Draft { agency: 0, procedure: 0, channel: 0, status: 0, dates: Dates::default(), with_older_version: false });
+            let mut draft = std::mem::replace(
+                &mut drafts[i],
+                Draft {
+                    agency: 0,
+                    procedure: 0,
+                    channel: 0,
+                    status: 0,
+                    dates: Dates::default(),
+                    with_older_version: false,
+                },
+            );
             // A handful of old, ended cases from an agency the catalog no longer lists.
             let unlisted = i % 9973 == 17 && draft.dates.processed.is_some_and(|p| p.date() < f);
             if unlisted {
@@ -645,7 +802,11 @@ impl Generator {
         }
         self.emit_unusable(&mut records);
         records.shuffle(&mut self.rng);
-        Dataset { agencies: self.agencies_json(), procedures: self.procedures_json(), cases: records }
+        Dataset {
+            agencies: self.agencies_json(),
+            procedures: self.procedures_json(),
+            cases: records,
+        }
     }
 
     fn agencies_json(&mut self) -> Vec<Value> {
@@ -664,13 +825,23 @@ impl Generator {
                 _ => {
                     let di: usize = a.code[4..6].parse().expect("district code");
                     let kind = if di <= 3 { "phường" } else { "xã" };
-                    let name = format!("UBND {kind} {} {}", PLACE_A[commune % 16], PLACE_B[(commune / 16 + commune) % 16]);
+                    let name = format!(
+                        "UBND {kind} {} {}",
+                        PLACE_A[commune % 16],
+                        PLACE_B[(commune / 16 + commune) % 16]
+                    );
                     commune += 1;
                     (name, format!("000.{di:02}.00.H57"))
                 }
             };
-            let cap: Value = if a.cap == 2 && out.len() % 2 == 0 { json!(2) } else { json!(a.cap.to_string()) };
-            out.push(json!({"MaDonVi": a.code, "TenDonVi": name, "Cap": cap, "MaDonViCha": parent}));
+            let cap: Value = if a.cap == 2 && out.len() % 2 == 0 {
+                json!(2)
+            } else {
+                json!(a.cap.to_string())
+            };
+            out.push(
+                json!({"MaDonVi": a.code, "TenDonVi": name, "Cap": cap, "MaDonViCha": parent}),
+            );
         }
         out
     }
@@ -715,7 +886,11 @@ impl Generator {
         } else if r < 0.97 {
             t.format("%Y-%m-%dT%H:%M:%S+07:00").to_string()
         } else {
-            let utc = Ho_Chi_Minh.from_local_datetime(&t).single().expect("no DST in Vietnam").naive_utc();
+            let utc = Ho_Chi_Minh
+                .from_local_datetime(&t)
+                .single()
+                .expect("no DST in Vietnam")
+                .naive_utc();
             utc.format("%Y-%m-%dT%H:%M:%SZ").to_string()
         };
         json!(s)
@@ -748,25 +923,43 @@ impl Generator {
     }
 
     fn digits(&mut self, n: usize) -> String {
-        (0..n).map(|_| char::from(b'0' + self.rng.random_range(0..10u8))).collect()
+        (0..n)
+            .map(|_| char::from(b'0' + self.rng.random_range(0..10u8)))
+            .collect()
     }
 
     fn emit(&mut self, dr: &Draft, unlisted: bool, out: &mut Vec<Value>) {
         self.serial += 1;
-        let agency = if unlisted { UNLISTED_AGENCY.to_string() } else { self.agencies[dr.agency].code.clone() };
-        let first = dr.dates.sub.or(dr.dates.acc).expect("submitted or accepted");
+        let agency = if unlisted {
+            UNLISTED_AGENCY.to_string()
+        } else {
+            self.agencies[dr.agency].code.clone()
+        };
+        let first = dr
+            .dates
+            .sub
+            .or(dr.dates.acc)
+            .expect("submitted or accepted");
         let mut key = format!("{agency}-{}-{:06}", first.format("%y%m%d"), self.serial);
         if self.rng.random_bool(0.01) {
             key = format!(" {key}  ");
         }
         let applicant = self.person();
         let id_number = format!("046{}{}", self.rng.random_range(0..4), self.digits(8));
-        let phone = format!("0{}{}", [3, 5, 7, 8, 9][self.rng.random_range(0..5)], self.digits(8));
+        let phone = format!(
+            "0{}{}",
+            [3, 5, 7, 8, 9][self.rng.random_range(0..5)],
+            self.digits(8)
+        );
         let handler = self.person();
         let updated = dr.dates.latest() + chrono::Duration::minutes(self.rng.random_range(5..=180));
         let proc_ = &self.procedures[dr.procedure];
         let (proc_code, proc_name, field) = (proc_.code.clone(), proc_.name.clone(), proc_.field);
-        let agency_name = if unlisted { "Chi cục (đã giải thể)".to_string() } else { String::new() };
+        let agency_name = if unlisted {
+            "Chi cục (đã giải thể)".to_string()
+        } else {
+            String::new()
+        };
         let mut rec = Map::new();
         rec.insert("MaHoSo".into(), json!(key));
         rec.insert("MaDonVi".into(), json!(agency));
@@ -783,10 +976,24 @@ impl Generator {
         rec.insert("ChuHoSo".into(), json!(applicant));
         rec.insert("SoGiayToChuHoSo".into(), json!(id_number));
         rec.insert("SoDienThoai".into(), json!(phone));
-        let email = if self.rng.random_bool(0.3) { json!(format!("nguoidan{}@example.vn", self.serial)) } else { self.absent() };
+        let email = if self.rng.random_bool(0.3) {
+            json!(format!("nguoidan{}@example.vn", self.serial))
+        } else {
+            self.absent()
+        };
         rec.insert("Email".into(), email);
-        rec.insert("DiaChi".into(), json!(format!("Thôn {}, {}", self.rng.random_range(1..=12), "Thừa Thiên Huế")));
-        rec.insert("TrichYeuHoSo".into(), json!(format!("{proc_name} cho ông/bà {applicant}")));
+        rec.insert(
+            "DiaChi".into(),
+            json!(format!(
+                "Thôn {}, {}",
+                self.rng.random_range(1..=12),
+                "Thừa Thiên Huế"
+            )),
+        );
+        rec.insert(
+            "TrichYeuHoSo".into(),
+            json!(format!("{proc_name} cho ông/bà {applicant}")),
+        );
         for (k, v) in [
             ("NgayNopHoSo", dr.dates.sub),
             ("NgayTiepNhan", dr.dates.acc),
@@ -802,9 +1009,16 @@ impl Generator {
         rec.insert("TrangThaiHoSo".into(), st);
         let upd = self.date_value(Some(updated), true);
         rec.insert("NgayCapNhat".into(), upd);
-        let paid = if dr.channel == 2 && self.rng.random_bool(0.35) { "1" } else { "0" };
+        let paid = if dr.channel == 2 && self.rng.random_bool(0.35) {
+            "1"
+        } else {
+            "0"
+        };
         rec.insert("DuocThanhToanTrucTuyen".into(), json!(paid));
-        rec.insert("HoSoCoThanhPhanSoHoa".into(), json!(if self.rng.random_bool(0.5) { "1" } else { "0" }));
+        rec.insert(
+            "HoSoCoThanhPhanSoHoa".into(),
+            json!(if self.rng.random_bool(0.5) { "1" } else { "0" }),
+        );
         let mut sups = vec![];
         for (asked, got, new_due) in dr.dates.supplements.clone() {
             let a = self.date_value(Some(asked), false);
@@ -827,7 +1041,9 @@ impl Generator {
             old["TrangThaiHoSo"] = json!("4");
             old["NgayKetThucXuLy"] = json!("");
             old["NgayTra"] = json!("");
-            old["NgayCapNhat"] = json!((acc + chrono::Duration::minutes(1)).format("%Y%m%d%H%M%S").to_string());
+            old["NgayCapNhat"] = json!((acc + chrono::Duration::minutes(1))
+                .format("%Y%m%d%H%M%S")
+                .to_string());
             out.push(old);
         }
         let r = self.rng.random::<f64>();
@@ -836,7 +1052,9 @@ impl Generator {
         } else if r < 0.0035 {
             // A newer version with an unreadable date: rejected; this version still counts.
             let mut broken = rec.clone();
-            broken["NgayCapNhat"] = json!((updated + chrono::Duration::days(1)).format("%Y%m%d%H%M%S").to_string());
+            broken["NgayCapNhat"] = json!((updated + chrono::Duration::days(1))
+                .format("%Y%m%d%H%M%S")
+                .to_string());
             broken["NgayTra"] = json!("32/13/2024 10:00:00");
             out.push(broken);
         }

@@ -118,13 +118,18 @@ impl DemoSource {
     /// Every case record currently served, in table order (for tests).
     pub fn records(&self) -> Vec<Value> {
         let t = self.shared.table.lock().expect("table lock");
-        t.rows.iter().map(|r| serde_json::from_str(&r.json).expect("served JSON")).collect()
+        t.rows
+            .iter()
+            .map(|r| serde_json::from_str(&r.json).expect("served JSON"))
+            .collect()
     }
 
     /// Changes a served record (as the case system would), giving it a new `NgayCapNhat`.
     pub fn update_record(&self, case_key: &str, change: impl FnOnce(&mut Value)) -> bool {
         let mut t = self.shared.table.lock().expect("table lock");
-        let Some(i) = t.rows.iter().rposition(|r| r.key == case_key) else { return false };
+        let Some(i) = t.rows.iter().rposition(|r| r.key == case_key) else {
+            return false;
+        };
         bump(&mut t, i, change);
         true
     }
@@ -135,11 +140,17 @@ impl DemoSource {
 }
 
 fn envelope(data: &[Value]) -> Bytes {
-    Bytes::from(serde_json::to_vec(&serde_json::json!({"error_code": "0", "message": "", "data": data})).expect("JSON"))
+    Bytes::from(
+        serde_json::to_vec(&serde_json::json!({"error_code": "0", "message": "", "data": data}))
+            .expect("JSON"),
+    )
 }
 
 fn sort_key(v: &Value) -> (i64, String) {
-    let updated = instant(v.get("NgayCapNhat")).ok().flatten().unwrap_or(i64::MIN);
+    let updated = instant(v.get("NgayCapNhat"))
+        .ok()
+        .flatten()
+        .unwrap_or(i64::MIN);
     (updated, text(v.get("MaHoSo")).unwrap_or_default())
 }
 
@@ -150,12 +161,21 @@ fn bump(t: &mut Table, i: usize, change: impl FnOnce(&mut Value)) {
     change(&mut v);
     t.max_updated += 1_000_000;
     v["NgayCapNhat"] = Value::String(source_timestamp(t.max_updated));
-    t.rows.push(Row { updated: t.max_updated, key: row.key, json: v.to_string() });
+    t.rows.push(Row {
+        updated: t.max_updated,
+        key: row.key,
+        json: v.to_string(),
+    });
     t.updates += 1;
 }
 
 /// Starts serving `data` on `addr` (port 0 picks a free one).
-pub async fn start(data: Dataset, token: &str, chaos: Chaos, addr: SocketAddr) -> Result<DemoSource> {
+pub async fn start(
+    data: Dataset,
+    token: &str,
+    chaos: Chaos,
+    addr: SocketAddr,
+) -> Result<DemoSource> {
     let mut rows: Vec<(i64, String, usize, String)> = data
         .cases
         .iter()
@@ -167,7 +187,14 @@ pub async fn start(data: Dataset, token: &str, chaos: Chaos, addr: SocketAddr) -
         .collect();
     rows.sort();
     let max_updated = rows.iter().map(|r| r.0).max().unwrap_or(0).max(0);
-    let table = Table { rows: rows.into_iter().map(|(updated, key, _, json)| Row { updated, key, json }).collect(), max_updated, updates: 0 };
+    let table = Table {
+        rows: rows
+            .into_iter()
+            .map(|(updated, key, _, json)| Row { updated, key, json })
+            .collect(),
+        max_updated,
+        updates: 0,
+    };
     let shared = Arc::new(Shared {
         token: token.to_string(),
         chaos,
@@ -181,7 +208,9 @@ pub async fn start(data: Dataset, token: &str, chaos: Chaos, addr: SocketAddr) -
         .route("/v1/tthc", get(tthc))
         .route("/v1/hoso", get(hoso))
         .with_state(shared.clone());
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -193,11 +222,20 @@ pub async fn start(data: Dataset, token: &str, chaos: Chaos, addr: SocketAddr) -
 pub fn load_dataset(dir: &std::path::Path) -> Result<Dataset> {
     let read = |name: &str| -> Result<Vec<Value>> {
         let path = dir.join(name);
-        let body = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let v: Value = serde_json::from_slice(&body).with_context(|| format!("{} is not JSON", path.display()))?;
-        Ok(v.get("data").and_then(|d| d.as_array()).cloned().unwrap_or_default())
+        let body =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let v: Value = serde_json::from_slice(&body)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        Ok(v.get("data")
+            .and_then(|d| d.as_array())
+            .cloned()
+            .unwrap_or_default())
     };
-    Ok(Dataset { agencies: read("donvi.json")?, procedures: read("tthc.json")?, cases: read("hoso.json")? })
+    Ok(Dataset {
+        agencies: read("donvi.json")?,
+        procedures: read("tthc.json")?,
+        cases: read("hoso.json")?,
+    })
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response {
@@ -222,22 +260,40 @@ async fn gate(s: &Shared, headers: &HeaderMap) -> Result<u64, Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| t == s.token);
     if !ok {
-        return Err(error(StatusCode::UNAUTHORIZED, "401", "missing or invalid token"));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "401",
+            "missing or invalid token",
+        ));
     }
     let c = &s.chaos;
     if hits(c.rate_limit_every, n) {
         let mut r = error(StatusCode::TOO_MANY_REQUESTS, "429", "too many requests");
-        r.headers_mut().insert(header::RETRY_AFTER, c.retry_after_secs.to_string().parse().expect("header"));
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            c.retry_after_secs.to_string().parse().expect("header"),
+        );
         return Err(r);
     }
     if hits(c.unavailable_every, n) {
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "503", "service unavailable"));
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503",
+            "service unavailable",
+        ));
     }
     if hits(c.bad_gateway_every, n) {
-        return Err(json_response(StatusCode::BAD_GATEWAY, Bytes::from_static(b"<html>502 Bad Gateway</html>")));
+        return Err(json_response(
+            StatusCode::BAD_GATEWAY,
+            Bytes::from_static(b"<html>502 Bad Gateway</html>"),
+        ));
     }
     if hits(c.busy_every, n) {
-        return Err(error(StatusCode::OK, "1", "Hệ thống đang bận, vui lòng thử lại sau"));
+        return Err(error(
+            StatusCode::OK,
+            "1",
+            "Hệ thống đang bận, vui lòng thử lại sau",
+        ));
     }
     if hits(c.slow_every, n) {
         tokio::time::sleep(Duration::from_millis(c.slow_ms)).await;
@@ -248,7 +304,8 @@ async fn gate(s: &Shared, headers: &HeaderMap) -> Result<u64, Response> {
 /// Sends half of `body`, then drops the connection.
 fn dropped(body: Bytes) -> Response {
     let half = body.slice(0..body.len() / 2);
-    let parts: Vec<Result<Bytes, std::io::Error>> = vec![Ok(half), Err(std::io::Error::other("connection dropped"))];
+    let parts: Vec<Result<Bytes, std::io::Error>> =
+        vec![Ok(half), Err(std::io::Error::other("connection dropped"))];
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
@@ -286,7 +343,11 @@ struct HosoQuery {
     page_size: Option<String>,
 }
 
-async fn hoso(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<HosoQuery>) -> Response {
+async fn hoso(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<HosoQuery>,
+) -> Response {
     let n = match gate(&s, &headers).await {
         Ok(n) => n,
         Err(r) => return r,
@@ -294,28 +355,55 @@ async fn hoso(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<
     let bound = |v: &Option<String>, name: &str| -> Result<Option<i64>, Response> {
         match v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) if v.len() == 14 => parse_instant(v)
-                .map(Some)
-                .ok_or_else(|| error(StatusCode::BAD_REQUEST, "400", &format!("{name} is not yyyyMMddHHmmss"))),
-            Some(_) => Err(error(StatusCode::BAD_REQUEST, "400", &format!("{name} is not yyyyMMddHHmmss"))),
+            Some(v) if v.len() == 14 => parse_instant(v).map(Some).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "400",
+                    &format!("{name} is not yyyyMMddHHmmss"),
+                )
+            }),
+            Some(_) => Err(error(
+                StatusCode::BAD_REQUEST,
+                "400",
+                &format!("{name} is not yyyyMMddHHmmss"),
+            )),
         }
     };
-    let (from, to) = match (bound(&q.updated_from, "updated_from"), bound(&q.updated_to, "updated_to")) {
+    let (from, to) = match (
+        bound(&q.updated_from, "updated_from"),
+        bound(&q.updated_to, "updated_to"),
+    ) {
         (Ok(f), Ok(t)) => (f, t),
         (Err(r), _) | (_, Err(r)) => return r,
     };
     let page: u64 = match q.page.as_deref().unwrap_or("1").parse() {
         Ok(p) if p >= 1 => p,
-        _ => return error(StatusCode::BAD_REQUEST, "400", "page must be a whole number from 1"),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "400",
+                "page must be a whole number from 1",
+            )
+        }
     };
     let size: u64 = match q.page_size.as_deref().unwrap_or("100").parse() {
         Ok(p) if (1..=1000).contains(&p) => p,
-        _ => return error(StatusCode::BAD_REQUEST, "400", "page_size must be 1 to 1000"),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "400",
+                "page_size must be 1 to 1000",
+            )
+        }
     };
     let body = {
         let mut t = s.table.lock().expect("table lock");
         let start = from.map_or(0, |f| t.rows.partition_point(|r| r.updated < f));
-        let end = to.map_or(t.rows.len(), |to| t.rows.partition_point(|r| r.updated < to)).max(start);
+        let end = to
+            .map_or(t.rows.len(), |to| {
+                t.rows.partition_point(|r| r.updated < to)
+            })
+            .max(start);
         let first = (start as u64 + (page - 1) * size).min(end as u64) as usize;
         let last = (first as u64 + size).min(end as u64) as usize;
         let mut out = String::with_capacity((last - first) * 1400 + 128);
@@ -340,7 +428,13 @@ async fn hoso(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<
 }
 
 /// `motcua demo-source`: serves until stopped; writes its URL to `ready_file` once listening.
-pub async fn run(data: Dataset, token: &str, chaos: Chaos, port: u16, ready_file: Option<&std::path::Path>) -> Result<()> {
+pub async fn run(
+    data: Dataset,
+    token: &str,
+    chaos: Chaos,
+    port: u16,
+    ready_file: Option<&std::path::Path>,
+) -> Result<()> {
     let cases = data.cases.len();
     let src = start(data, token, chaos, SocketAddr::from(([127, 0, 0, 1], port))).await?;
     info!(url = %src.url(), cases, "demo source listening");

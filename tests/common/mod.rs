@@ -47,17 +47,36 @@ pub fn read_parquet(path: &Path) -> DataFrame {
 pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<String> = lines.next().unwrap().split(',').map(|s| s.trim().to_string()).collect();
-    let rows = lines.map(|l| l.split(',').map(|s| s.trim().to_string()).collect()).collect();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let rows = lines
+        .map(|l| l.split(',').map(|s| s.trim().to_string()).collect())
+        .collect();
     (header, rows)
 }
 
 /// The value of `column` in `row` of `df` as text ("" for null), rates rounded to six places.
 pub fn cell(df: &DataFrame, column: &str, row: usize) -> String {
-    let c = df.column(column).unwrap_or_else(|_| panic!("no column {column}"));
+    let c = df
+        .column(column)
+        .unwrap_or_else(|_| panic!("no column {column}"));
     match c.dtype() {
-        DataType::Int64 => c.i64().unwrap().get(row).map(|v| v.to_string()).unwrap_or_default(),
-        DataType::Float64 => c.f64().unwrap().get(row).map(|v| format!("{v:.6}")).unwrap_or_default(),
+        DataType::Int64 => c
+            .i64()
+            .unwrap()
+            .get(row)
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        DataType::Float64 => c
+            .f64()
+            .unwrap()
+            .get(row)
+            .map(|v| format!("{v:.6}"))
+            .unwrap_or_default(),
         DataType::String => c.str().unwrap().get(row).unwrap_or_default().to_string(),
         other => panic!("{column} has type {other}"),
     }
@@ -65,19 +84,37 @@ pub fn cell(df: &DataFrame, column: &str, row: usize) -> String {
 
 /// Rows of `df` keyed by the given key columns.
 pub fn rows_by(df: &DataFrame, keys: &[&str]) -> BTreeMap<Vec<String>, usize> {
-    (0..df.height()).map(|i| (keys.iter().map(|k| cell(df, k, i)).collect(), i)).collect()
+    (0..df.height())
+        .map(|i| (keys.iter().map(|k| cell(df, k, i)).collect(), i))
+        .collect()
 }
 
 /// Asserts that every cell of the expected CSV equals the published table, row for row.
 pub fn assert_table_equals_csv(df: &DataFrame, csv: &Path, keys: &[&str]) {
     let (header, rows) = read_csv(csv);
     let published = rows_by(df, keys);
-    assert_eq!(published.len(), rows.len(), "{}: row count (published keys {:?})", csv.display(), published.keys());
+    assert_eq!(
+        published.len(),
+        rows.len(),
+        "{}: row count (published keys {:?})",
+        csv.display(),
+        published.keys()
+    );
     for row in rows {
-        let key: Vec<String> = keys.iter().map(|k| row[header.iter().position(|h| h == k).unwrap()].clone()).collect();
-        let i = *published.get(&key).unwrap_or_else(|| panic!("{}: no published row {key:?}", csv.display()));
+        let key: Vec<String> = keys
+            .iter()
+            .map(|k| row[header.iter().position(|h| h == k).unwrap()].clone())
+            .collect();
+        let i = *published
+            .get(&key)
+            .unwrap_or_else(|| panic!("{}: no published row {key:?}", csv.display()));
         for (h, want) in header.iter().zip(&row) {
-            assert_eq!(&cell(df, h, i), want, "{}: {key:?} column {h}", csv.display());
+            assert_eq!(
+                &cell(df, h, i),
+                want,
+                "{}: {key:?} column {h}",
+                csv.display()
+            );
         }
     }
 }
@@ -99,4 +136,45 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// The type names `schemas/*.json` use.
+pub fn type_name(dt: &DataType) -> String {
+    match dt {
+        DataType::String => "string".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::Float64 => "float64".into(),
+        DataType::Boolean => "bool".into(),
+        DataType::Date => "date".into(),
+        DataType::Datetime(TimeUnit::Microseconds, Some(tz)) if tz.as_str() == "UTC" => {
+            "timestamp[us, UTC]".into()
+        }
+        other => format!("unexpected {other:?}"),
+    }
+}
+
+/// Asserts that `df` has exactly the columns, order and types of `schemas/<table>.json`.
+pub fn assert_matches_schema(df: &DataFrame, table: &str) {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas"))
+        .join(format!("{table}.json"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let want: Vec<(String, String)> = schema["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let got: Vec<(String, String)> = df
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_string(), type_name(c.dtype())))
+        .collect();
+    assert_eq!(got, want, "{table} does not match {}", path.display());
 }

@@ -1,0 +1,41 @@
+# motcua — the two commands a newcomer needs: `make run` and `make test`.
+
+CARGO        ?= cargo
+PYTHON       ?= python3
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+BIN          := $(CARGO_TARGET_DIR)/debug/motcua
+OUTPUT       ?= ./data
+PERIOD       ?= 2024-Q3
+
+# Demo secrets only: a real deployment sets its own (see README, "Environment").
+export MOTCUA_SOURCE_TOKEN ?= demo-token
+export MOTCUA_PII_KEY      ?= demo-pii-key-not-for-production
+
+.PHONY: build run test test-deps fmt clean
+
+build:
+	$(CARGO) build --bin motcua
+
+## make run: build, start the demo source on a free port, run 2024-Q3 into ./data, print the figures.
+run: build
+	@set -e; tmp=$$(mktemp -d); \
+	$(BIN) demo-source --port 0 --ready-file $$tmp/url > $$tmp/demo.log 2>&1 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; rm -rf $$tmp' EXIT INT TERM; \
+	for i in $$(seq 600); do [ -s $$tmp/url ] && break; kill -0 $$pid 2>/dev/null || { cat $$tmp/demo.log; exit 1; }; sleep 0.1; done; \
+	echo "demo source at $$(cat $$tmp/url)"; \
+	$(BIN) run --pipeline pipelines/demo.toml --source-url "$$(cat $$tmp/url)" --output $(OUTPUT) --period $(PERIOD)
+
+## make test: install what the tests need, then run every test (Rust, then the real readers).
+test: test-deps
+	$(CARGO) test --all-targets
+	MOTCUA_BIN=$(BIN) $(PYTHON) -m pytest -q tests/readers
+
+test-deps:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	rm -rf $(OUTPUT)

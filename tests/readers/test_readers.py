@@ -1,0 +1,147 @@
+"""Real readers (DuckDB, pyarrow) see the published tables as outputs.md promises."""
+
+import gzip
+import json
+import pathlib
+import re
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+KPI_TABLES = ["cases_by_agency", "cases_by_level", "catalog_by_level"]
+UTC_US = pa.timestamp("us", tz="UTC")
+TEXT = (pa.string(), pa.large_string())
+
+
+def parquet_files(root: pathlib.Path):
+    return sorted(p for p in root.rglob("*.parquet") if "raw" not in p.relative_to(root).parts)
+
+
+def expected_type(column: str, layer: str = "kpi"):
+    """The type outputs.md demands for a published column of a layer."""
+    if column in ("period_start", "period_end") or column.endswith("_date"):
+        return pa.date32()
+    if column in ("computed_at", "updated_at") or column.endswith("_at"):
+        return UTC_US
+    if column.endswith("_rate") or column == "progress_rate_766":
+        return pa.float64()
+    if column in ("channel", "applicant_kind", "status"):
+        return pa.int32()
+    if layer == "cases" and column in ("paid_online", "digitized"):
+        return pa.bool_()
+    if column in ("level", "period_convention", "run_id", "reason", "detail", "raw_path", "record_key",
+                  "source_run_id") or column.endswith(("_code", "_name", "_key", "_id", "_text")):
+        return TEXT
+    return pa.int64()  # every count
+
+
+def test_only_part0_files_where_readers_look(published):
+    for layer in ("kpi", "cases", "quality"):
+        files = [p for p in (published / layer).rglob("*") if p.is_file()]
+        assert files, layer
+        strays = [str(p) for p in files if p.name != "part-0.parquet"]
+        assert not strays, strays
+    assert not (published / "_staging").exists()
+
+
+def test_types_are_those_outputs_md_demands(published):
+    for f in parquet_files(published):
+        schema = pq.read_schema(f)
+        assert "period" not in schema.names, f"{f}: the partition column lives in the path only"
+        layer = f.relative_to(published).parts[0]
+        for field in schema:
+            want = expected_type(field.name, layer)
+            ok = field.type in want if isinstance(want, tuple) else field.type == want
+            assert ok, f"{f}: {field.name} is {field.type}, want {want}"
+            assert not pa.types.is_string_view(field.type)
+            assert not pa.types.is_unsigned_integer(field.type)
+
+
+def test_duckdb_reads_every_table_with_hive_partitioning_and_filters(published):
+    con = duckdb.connect()
+    for table in KPI_TABLES:
+        glob = str(published / "kpi" / table / "**" / "*.parquet")
+        periods = {r[0] for r in con.execute(
+            f"SELECT DISTINCT period FROM read_parquet('{glob}', hive_partitioning = true)").fetchall()}
+        assert periods == {"2024-Q2", "2024-Q3"}, periods
+        n = con.execute(
+            f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning = true) "
+            f"WHERE period = '2024-Q3' AND level = 'province'").fetchone()[0]
+        assert n >= 1, table
+        types = {r[0]: r[1] for r in con.execute(
+            f"DESCRIBE SELECT * FROM read_parquet('{glob}', hive_partitioning = true)").fetchall()}
+        assert types["period_start"] == "DATE" and types["computed_at"] == "TIMESTAMP WITH TIME ZONE", types
+        assert types["level"] == "VARCHAR"
+        counts = [c for c in types if c != "period" and expected_type(c) == pa.int64()]
+        assert counts and all(types[c] == "BIGINT" for c in counts), types
+    q3 = con.execute(
+        f"SELECT received_new, online_rate FROM read_parquet('{published}/kpi/cases_by_level/**/*.parquet', "
+        f"hive_partitioning = true) WHERE period = '2024-Q3' AND level = 'all'").fetchall()
+    assert q3 == [(106071, q3[0][1])] and round(q3[0][1] * 100, 2) == 64.89
+
+
+def test_duckdb_count_equals_the_real_non_null_count_in_every_column(published):
+    """Parquet statistics must be right: DuckDB answers count(col) from them."""
+    con = duckdb.connect()
+    for f in parquet_files(published):
+        table = pq.read_table(f)
+        for name in table.column_names:
+            real = len(table[name]) - table[name].null_count
+            got = con.execute(f'SELECT count("{name}") FROM read_parquet(\'{f}\')').fetchone()[0]
+            assert got == real, f"{f}: count({name}) = {got}, real {real}"
+            nn = con.execute(f'SELECT count(*) FROM read_parquet(\'{f}\') WHERE "{name}" IS NOT NULL').fetchone()[0]
+            assert nn == real, f"{f}: {name} IS NOT NULL gives {nn}, real {real}"
+
+
+def test_pyarrow_reads_with_hive_partitioning_and_filters_strings(published):
+    for table in KPI_TABLES:
+        dataset = ds.dataset(published / "kpi" / table, format="parquet", partitioning="hive")
+        t = dataset.to_table(filter=(ds.field("level") == "district") & (ds.field("period") == "2024-Q3"))
+        assert t.num_rows >= 1, table
+        assert set(t["level"].to_pylist()) == {"district"}
+    cases = ds.dataset(published / "cases", format="parquet", partitioning="hive")
+    t = cases.to_table(filter=ds.field("agency_code") == "000.00.01.H57")
+    assert t.num_rows > 100
+    assert pc.all(pc.equal(t["agency_code"], "000.00.01.H57")).as_py()
+
+
+def test_no_personal_data_outside_raw(published):
+    """Every name, ID number, phone, email and address the source served is absent outside raw/."""
+    names, tokens = set(), set()
+    for page in (p for p in (published / "raw").rglob("*.json.gz") if p.parent.name == "v1-hoso"):
+        for rec in json.loads(gzip.decompress(page.read_bytes())).get("data") or []:
+            for k in ("ChuHoSo", "DiaChi", "TrichYeuHoSo", "Email"):
+                if rec.get(k):
+                    names.add(str(rec[k]).strip())
+            for k in ("SoGiayToChuHoSo", "SoDienThoai"):
+                if rec.get(k):
+                    tokens.add(str(rec[k]).strip())
+            for step in rec.get("QuaTrinhXuLy") or []:
+                if step.get("NguoiXuLy"):
+                    names.add(step["NguoiXuLy"].strip())
+    assert len(names) > 1000 and len(tokens) > 1000, "the source served personal data to look for"
+
+    texts = []
+    for f in sorted(p for p in published.rglob("*") if p.is_file() and "raw" not in p.relative_to(published).parts):
+        if f.suffix == ".parquet":
+            t = pq.read_table(f)
+            for name in t.column_names:
+                if pa.types.is_string(t[name].type) or pa.types.is_large_string(t[name].type):
+                    texts.extend(v for v in t[name].to_pylist() if v)
+        else:
+            texts.append(f.read_text(errors="replace"))
+    words = set()
+    phrases = set()
+    for text in texts:
+        parts = re.split(r"[^\w@.]+", text)
+        words.update(parts)
+        for n in (3, 4, 5):
+            for i in range(len(parts) - n + 1):
+                phrases.add(" ".join(parts[i:i + n]))
+    leaked_tokens = tokens & words
+    assert not leaked_tokens, sorted(leaked_tokens)[:5]
+    leaked_names = {n for n in names if n in phrases or n in words}
+    assert not leaked_names, sorted(leaked_names)[:5]
