@@ -14,7 +14,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use polars::prelude::*;
-use serde::Serialize;
 
 use crate::kpi::KpiTables;
 use crate::normalise::Reject;
@@ -25,13 +24,7 @@ pub const ROW_GROUP_ROWS: usize = 262_144;
 /// Far above any column chunk we write, so each chunk is one page (see the module notes).
 const DATA_PAGE_BYTES: usize = 1 << 30;
 
-/// A file this run wrote, for the run record.
-#[derive(Debug, Clone, Serialize)]
-pub struct WrittenFile {
-    pub path: String,
-    pub bytes: u64,
-    pub rows: Option<u64>,
-}
+pub use crate::store::WrittenFile;
 
 /// Encodes frames as Parquet through a scratch folder outside the output root.
 pub struct ParquetEncoder {

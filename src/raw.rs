@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use flate2::{read::GzDecoder, write::GzEncoder, Compression};
 
-use crate::store::Store;
+use crate::store::{Store, WrittenFile};
 
 /// Lands the bodies of one run.
 pub struct RawLog {
@@ -17,6 +17,7 @@ pub struct RawLog {
     run_id: String,
     seq: AtomicU64,
     pub bytes_written: AtomicU64,
+    files: std::sync::Mutex<Vec<WrittenFile>>,
 }
 
 impl RawLog {
@@ -26,6 +27,7 @@ impl RawLog {
             run_id: run_id.to_string(),
             seq: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            files: Default::default(),
         }
     }
 
@@ -65,6 +67,13 @@ impl RawLog {
             .await
             .context("landing a raw response")?;
         Ok(path)
+    }
+}
+
+impl RawLog {
+    /// The files landed so far, in arrival order.
+    pub fn files(&self) -> Vec<WrittenFile> {
+        self.files.lock().expect("raw file list").clone()
     }
 }
 

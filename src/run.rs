@@ -232,6 +232,7 @@ async fn pipeline(
         .pull_cases(&raw, since, |path, data| normaliser.add_records(path, data))
         .await;
     fill_pull_counts(&mut record.counts, &source.stats, &raw);
+    record.files.extend(raw.files());
     result?;
     let secs = pulled.elapsed().as_secs_f64();
     info!(

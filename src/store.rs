@@ -24,6 +24,15 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
 const PART_SIZE: usize = 16 * 1024 * 1024;
 
+/// A file a run wrote, for the run record.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WrittenFile {
+    pub path: String,
+    pub bytes: u64,
+    /// Rows, for Parquet files.
+    pub rows: Option<u64>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     os: Arc<dyn ObjectStore>,
@@ -87,6 +96,15 @@ impl Store {
         })
     }
 
+    /// What to check when the root cannot be used.
+    fn hint(&self) -> &'static str {
+        if self.local.is_some() {
+            "check that the output folder exists and is writable"
+        } else {
+            "check that the bucket exists, that AWS_ENDPOINT_URL (if set) is reachable, and that AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION are right"
+        }
+    }
+
     /// The local folder behind the root, when it is one.
     pub fn local_root(&self) -> Option<&std::path::Path> {
         self.local.as_deref()
@@ -95,13 +113,12 @@ impl Store {
     /// Reads an object; `None` when it does not exist.
     pub async fn get(&self, path: &str) -> Result<Option<Bytes>> {
         match self.os.get(&Path::from(path)).await {
-            Ok(r) => {
-                Ok(Some(r.bytes().await.with_context(|| {
-                    format!("reading {path} from {}", self.url)
-                })?))
-            }
+            Ok(r) => Ok(Some(r.bytes().await.with_context(|| {
+                format!("reading {path} from {} ({})", self.url, self.hint())
+            })?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {path} from {}", self.url)),
+            Err(e) => Err(e)
+                .with_context(|| format!("reading {path} from {} ({})", self.url, self.hint())),
         }
     }
 
@@ -114,7 +131,7 @@ impl Store {
             .map_ok(|m| (m.location.to_string(), m.size))
             .try_collect()
             .await
-            .with_context(|| format!("listing {prefix} in {}", self.url))?;
+            .with_context(|| format!("listing {prefix} in {} ({})", self.url, self.hint()))?;
         out.sort();
         Ok(out)
     }
@@ -136,7 +153,7 @@ impl Store {
     /// Replaces the object at `path` with `bytes` in one atomic step.
     pub async fn publish(&self, path: &str, bytes: Bytes) -> Result<()> {
         let dest = Path::from(path);
-        let ctx = || format!("writing {path} to {}", self.url);
+        let ctx = || format!("writing {path} to {} ({})", self.url, self.hint());
         if self.local.is_some() {
             let n = self.seq.fetch_add(1, Ordering::Relaxed);
             let tmp = Path::from(format!("{}/{n:06}.tmp", self.staging));
