@@ -22,6 +22,12 @@ pub struct PipelineFile {
     pub period_convention: Option<Convention>,
     /// How far before the cursor the next pull starts, e.g. "3d", "12h", "0s".
     pub lookback: Option<String>,
+    /// How long a run's lock lasts without a heartbeat before another run may take it over.
+    pub lock_expiry: Option<String>,
+    /// How many periods a backfill computes and publishes at once (memory grows with it).
+    pub concurrency: Option<usize>,
+    /// Raw responses older than this are pruned by each successful run; absent keeps all.
+    pub raw_retention: Option<String>,
     #[serde(default)]
     pub source: SourceSection,
 }
@@ -64,6 +70,9 @@ pub struct Settings {
     pub output: String,
     pub convention: Convention,
     pub lookback: Duration,
+    pub lock_expiry: Duration,
+    pub concurrency: usize,
+    pub raw_retention: Option<Duration>,
     pub source: SourceConfig,
     pub token: Secret,
     pub pii_key: PiiKey,
@@ -185,6 +194,13 @@ impl Settings {
                 .unwrap_or_else(|| "./data".into()),
             convention: o.convention.or(file.period_convention).unwrap_or_default(),
             lookback: parse_duration(file.lookback.as_deref().unwrap_or("3d"))?,
+            lock_expiry: parse_duration(file.lock_expiry.as_deref().unwrap_or("2h"))?,
+            concurrency: file.concurrency.unwrap_or(4).clamp(1, 64),
+            raw_retention: file
+                .raw_retention
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?,
             source,
             token: source_token()?,
             pii_key: pii_key()?,

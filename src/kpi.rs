@@ -25,7 +25,7 @@ pub struct KpiTables {
 }
 
 /// One identity checked over one table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct IdentityCheck {
     pub period: String,
     pub table: String,

@@ -11,17 +11,22 @@
 //! | publish | [`publish`] | writes Parquet partitions atomically and the run record |
 //!
 //! [`rules`] holds the domain rules of `kpi.md` in one place, [`period`] its periods;
-//! [`run`] orchestrates a run; [`store`] is the output root; [`demo`] is the demo source.
+//! [`run`] orchestrates a run; [`state`] holds its cursor and lock; [`status`] reports on an
+//! output root; [`store`] is the output root; [`progress`] draws bars; [`demo`] is the demo
+//! source.
 
 pub mod config;
 pub mod demo;
 pub mod kpi;
 pub mod normalise;
 pub mod period;
+pub mod progress;
 pub mod publish;
 pub mod raw;
 pub mod report;
 pub mod rules;
 pub mod run;
 pub mod source;
+pub mod state;
+pub mod status;
 pub mod store;

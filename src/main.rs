@@ -1,20 +1,32 @@
 //! The `motcua` command line. See `README.md` for the commands, flags, environment and exit codes.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use motcua::config::{Overrides, Settings};
-use motcua::period::{self, Convention, PeriodId};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use motcua::config::{Overrides, PipelineFile, Settings};
+use motcua::period::{Convention, PeriodId};
+use motcua::run::{self, Command as RunCommand, Options};
 use motcua::source::SourceError;
-use motcua::{demo, report, run};
+use motcua::state::{LockBusy, LockLost};
+use motcua::{demo, progress, report, status, store};
 
 /// Turns a province's administrative-procedure cases into its quarterly figures.
 #[derive(Parser)]
 #[command(name = "motcua", version, about)]
 struct Cli {
+    /// Log lines as human-readable text (default) or JSON lines for cron and log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -25,6 +37,9 @@ enum Command {
         /// A period to publish: 2024-Q3, 2024-H1, 2024-9M, 2024 or 2024-09. Repeatable.
         #[arg(long = "period", value_name = "ID")]
         periods: Vec<PeriodId>,
+        /// Pull everything again, ignoring the cursor.
+        #[arg(long)]
+        full_refresh: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -34,8 +49,45 @@ enum Command {
         from: PeriodId,
         #[arg(long, value_name = "ID")]
         to: PeriodId,
+        /// Publish only the periods the last backfill of this range failed or left missing.
+        #[arg(long)]
+        resume: bool,
+        /// Pull everything again, ignoring the cursor.
+        #[arg(long)]
+        full_refresh: bool,
         #[command(flatten)]
         common: Common,
+    },
+    /// Rebuild staging and the KPIs from the raw layer alone, without the source.
+    Replay {
+        /// Replay the raw responses of the runs up to this one, and publish its periods.
+        #[arg(
+            long,
+            value_name = "RUN_ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        run_id: Option<String>,
+        /// Replay every run's raw responses, and republish every published period.
+        #[arg(long)]
+        all: bool,
+        /// Publish these periods instead.
+        #[arg(long = "period", value_name = "ID")]
+        periods: Vec<PeriodId>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show the last runs, the cursor, the lock holder and the published periods.
+    Status {
+        /// The deployment's pipeline file (for its output root).
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
+        /// Output root: a folder, file://… or s3://bucket/prefix (default ./data).
+        #[arg(long, value_name = "URL")]
+        output: Option<String>,
+        /// How many runs to list.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
     },
     /// Serve the demo province on 127.0.0.1 (token: MOTCUA_SOURCE_TOKEN, default "demo-token").
     DemoSource {
@@ -74,6 +126,9 @@ struct Common {
     /// Output root: a folder, file://… or s3://bucket/prefix (default ./data).
     #[arg(long, value_name = "URL")]
     output: Option<String>,
+    /// When another run holds the output's lock, wait for it instead of exiting.
+    #[arg(long)]
+    wait: bool,
 }
 
 impl Common {
@@ -94,6 +149,9 @@ mod exit {
     pub const TOKEN_REFUSED: u8 = 3;
     pub const SOURCE_UNAVAILABLE: u8 = 4;
     pub const IDENTITY_BROKEN: u8 = 5;
+    pub const LOCKED: u8 = 6;
+    pub const PERIODS_FAILED: u8 = 7;
+    pub const INTERRUPTED: u8 = 130;
 }
 
 fn classify(e: &anyhow::Error) -> u8 {
@@ -104,34 +162,51 @@ fn classify(e: &anyhow::Error) -> u8 {
                 _ => exit::SOURCE_UNAVAILABLE,
             };
         }
-        if cause.downcast_ref::<run::IdentityBroken>().is_some() {
+        if cause.is::<run::IdentityBroken>() {
             return exit::IDENTITY_BROKEN;
+        }
+        if cause.is::<LockBusy>() || cause.is::<LockLost>() {
+            return exit::LOCKED;
+        }
+        if cause.is::<run::PeriodsFailed>() {
+            return exit::PERIODS_FAILED;
+        }
+        if cause.is::<run::Interrupted>() {
+            return exit::INTERRUPTED;
         }
     }
     exit::FAILED
 }
 
-fn init_logs() {
+fn init_logs(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MOTCUA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
+    let terminal = std::io::stderr().is_terminal();
+    match format {
+        LogFormat::Json => {
+            progress::enable(false);
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+        }
+        LogFormat::Text => {
+            progress::enable(terminal);
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(progress::LogWriter)
+                .with_target(false)
+                .with_ansi(terminal)
+                .init();
+        }
+    }
 }
 
-async fn publish_periods(
-    common: &Common,
-    command: &str,
-    periods: Option<Vec<PeriodId>>,
-) -> Result<(), (u8, String)> {
+async fn execute(common: &Common, command: RunCommand) -> Result<(), (u8, String)> {
     let settings =
         Settings::resolve(&common.overrides()).map_err(|e| (exit::USAGE, format!("{e:#}")))?;
-    let periods = periods.unwrap_or_else(|| run::default_periods(&settings));
-    match run::execute(&settings, command, &periods).await {
+    match run::execute(&settings, &command, Options { wait: common.wait }).await {
         Ok(outcome) => {
             for t in &outcome.tables {
                 match report::level_table(t) {
@@ -154,16 +229,82 @@ async fn publish_periods(
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs();
+    init_logs(cli.log_format);
     let result = match cli.command {
-        Command::Run { periods, common } => {
-            let periods = (!periods.is_empty()).then_some(periods);
-            publish_periods(&common, "run", periods).await
+        Command::Run {
+            periods,
+            full_refresh,
+            common,
+        } => {
+            let periods = if periods.is_empty() {
+                match Settings::resolve(&common.overrides()) {
+                    Ok(s) => run::default_periods(&s),
+                    Err(e) => return fail(exit::USAGE, format!("{e:#}")),
+                }
+            } else {
+                periods
+            };
+            execute(
+                &common,
+                RunCommand::Run {
+                    periods,
+                    full_refresh,
+                },
+            )
+            .await
         }
-        Command::Backfill { from, to, common } => match period::range(from, to) {
-            Ok(ids) => publish_periods(&common, "backfill", Some(ids)).await,
+        Command::Backfill {
+            from,
+            to,
+            resume,
+            full_refresh,
+            common,
+        } => match motcua::period::range(from, to) {
+            Ok(_) => {
+                execute(
+                    &common,
+                    RunCommand::Backfill {
+                        from,
+                        to,
+                        resume,
+                        full_refresh,
+                    },
+                )
+                .await
+            }
             Err(e) => Err((exit::USAGE, e)),
         },
+        Command::Replay {
+            run_id,
+            all: _,
+            periods,
+            common,
+        } => execute(&common, RunCommand::Replay { run_id, periods }).await,
+        Command::Status {
+            pipeline,
+            output,
+            runs,
+        } => {
+            let output = match (output, pipeline.map(|p| PipelineFile::load(&p))) {
+                (Some(o), _) => Ok(o),
+                (None, Some(Ok(f))) => Ok(f.output.unwrap_or_else(|| "./data".into())),
+                (None, Some(Err(e))) => Err((exit::USAGE, format!("{e:#}"))),
+                (None, None) => Ok("./data".into()),
+            };
+            match output {
+                Ok(o) => match store::Store::open(&o, "status") {
+                    Ok(s) => match status::report(&s, runs).await {
+                        Ok(text) => {
+                            print!("{text}");
+                            Ok(())
+                        }
+                        Err(e) => Err((exit::FAILED, format!("{e:#}"))),
+                    },
+                    Err(e) => Err((exit::USAGE, format!("{e:#}"))),
+                },
+                Err(e) => Err(e),
+            }
+        }
         Command::DemoSource {
             port,
             seed,
@@ -193,9 +334,11 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err((code, message)) => {
-            eprintln!("motcua: {message}");
-            ExitCode::from(code)
-        }
+        Err((code, message)) => fail(code, message),
     }
+}
+
+fn fail(code: u8, message: String) -> ExitCode {
+    eprintln!("motcua: {message}");
+    ExitCode::from(code)
 }

@@ -246,6 +246,11 @@ impl Normaliser {
         }
     }
 
+    /// The run whose records come next (`source_run_id`), when replaying several runs.
+    pub fn set_run_id(&mut self, run_id: &str) {
+        self.run_id = run_id.to_string();
+    }
+
     /// Adds the records of one `/v1/hoso` page (its `data` array), landed at `raw_path`.
     pub fn add_records(&mut self, raw_path: &str, records: &[Value]) {
         for (i, rec) in records.iter().enumerate() {

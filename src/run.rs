@@ -1,52 +1,105 @@
 //! The orchestration of one run: source → raw → normalise → KPI → publish, then the run record.
 //!
-//! 1. read the cursor (`_state/cursor.json`); pull agencies, catalog and the cases changed since
-//!    the cursor minus the lookback (everything on the first run), landing every body in `raw/`;
-//! 2. normalise, reject (`quality/rejects/run_id=…`), and upsert the staging buckets `cases/`;
-//! 3. move the cursor — only now that the data is safely staged;
-//! 4. compute every requested period and check the identities of `kpi.md` on every row; if one
-//!    breaks, the run fails and publishes no KPI at all;
-//! 5. publish the KPI partitions, each one file replaced by one write;
-//! 6. write the run record `_runs/<run_id>.json`, whatever happened.
+//! 1. take the single-writer lock `_state/lock` (or wait for it, or exit naming its holder);
+//! 2. read the cursor; pull agencies, catalog and the cases changed since the cursor minus the
+//!    lookback (everything on the first run or with `--full-refresh`), landing every body in
+//!    `raw/` — or, for `replay`, read those bodies back from `raw/` instead of the source;
+//! 3. normalise, reject (`quality/rejects/run_id=…`), and upsert the staging buckets `cases/`;
+//! 4. move the cursor — only now that the data is safely staged;
+//! 5. compute every period (a bounded number at once) and check the identities of `kpi.md` on
+//!    every row; if one breaks, the run fails and publishes no KPI at all;
+//! 6. publish the periods, each partition one file replaced by one write; a period that fails
+//!    is recorded and the others still go out;
+//! 7. prune raw older than the retention; write the run record `_runs/<run_id>.json`, whatever
+//!    happened; release the lock — on Ctrl-C and SIGTERM too.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
+use futures::StreamExt;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::kpi::{self, IdentityCheck, KpiTables};
-use crate::normalise::{self, source_timestamp, Normaliser};
-use crate::period::PeriodId;
+use crate::normalise::{self, source_timestamp, Agency, Normalised, Normaliser, Procedure};
+use crate::period::{self, PeriodId};
+use crate::progress;
 use crate::publish::{self, ParquetEncoder, WrittenFile};
-use crate::raw::RawLog;
-use crate::source::{PullStats, Source};
+use crate::raw::{self, RawLog};
+use crate::source::{Envelope, PullStats, Source};
+use crate::state::{self, Cursor, Lock};
 use crate::store::Store;
 
-/// The state file that holds the incremental cursor.
-pub const CURSOR_PATH: &str = "_state/cursor.json";
+/// What a run does.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Pull, stage, publish `periods`.
+    Run {
+        periods: Vec<PeriodId>,
+        full_refresh: bool,
+    },
+    /// Pull, stage, publish every period from `from` to `to`; with `resume`, only those the
+    /// last backfill of that range did not publish, or whose files are missing.
+    Backfill {
+        from: PeriodId,
+        to: PeriodId,
+        resume: bool,
+        full_refresh: bool,
+    },
+    /// Rebuild staging from `raw/` alone (runs up to `run_id`, or all), then publish `periods`
+    /// (default: those the replayed run published; with all runs, every published period).
+    Replay {
+        run_id: Option<String>,
+        periods: Vec<PeriodId>,
+    },
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run { .. } => "run",
+            Command::Backfill { .. } => "backfill",
+            Command::Replay { .. } => "replay",
+        }
+    }
+}
+
+/// How a run behaves around others and the terminal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Wait for the lock instead of exiting when another run holds it.
+    pub wait: bool,
+}
 
 /// A run failed because a KPI identity broke; nothing was published.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct IdentityBroken(pub String);
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Cursor {
-    /// Greatest `NgayCapNhat` staged, `yyyyMMddHHmmss` Vietnam time.
-    pub cursor: String,
-    pub cursor_micros: i64,
+/// Some periods could not be published; the others were.
+#[derive(Debug, thiserror::Error)]
+#[error("{} of {} periods were not published ({}): see the run record _runs/{run_id}.json, fix the cause, then rerun with `backfill --resume` (or run those periods again)", failed.len(), total, failed.join(", "))]
+pub struct PeriodsFailed {
+    pub failed: Vec<String>,
+    pub total: usize,
     pub run_id: String,
-    pub written_at: String,
 }
 
+/// The run was stopped by a signal.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stopped by {0}; what was published before stays, the lock is released; run again to finish"
+)]
+pub struct Interrupted(pub &'static str);
+
 /// Counts of the run record.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub requests: u64,
     pub retries: u64,
@@ -54,6 +107,7 @@ pub struct Counts {
     pub records_pulled: u64,
     pub bytes_pulled: u64,
     pub raw_bytes_written: u64,
+    pub raw_files_replayed: u64,
     pub valid_records: u64,
     pub duplicates_dropped: u64,
     pub records_rejected: u64,
@@ -64,14 +118,18 @@ pub struct Counts {
     pub procedures: u64,
     pub unknown_agencies: Vec<String>,
     pub cases_at_unknown_agencies: u64,
+    pub raw_runs_pruned: u64,
 }
 
 /// The run record `_runs/<run_id>.json` (see `outputs.md`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub run_id: String,
     pub pipeline: String,
     pub command: String,
+    /// `from..to` of a backfill.
+    #[serde(default)]
+    pub range: Option<String>,
     pub output: String,
     pub period_convention: String,
     pub periods: Vec<PeriodRecord>,
@@ -89,12 +147,14 @@ pub struct RunRecord {
     pub files: Vec<WrittenFile>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeriodRecord {
     pub id: String,
     pub start: String,
     pub end: String,
     pub published: bool,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// What a successful run leaves for the caller to show.
@@ -115,7 +175,8 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// The default periods of `run`: the current quarter to date and the previous one.
+/// The default periods of `run`: the current quarter to date and the previous one, so that a
+/// case changed after its quarter was published reaches that quarter at the next run.
 pub fn default_periods(settings: &Settings) -> Vec<PeriodId> {
     let today = Utc::now()
         .with_timezone(&chrono_tz::Asia::Ho_Chi_Minh)
@@ -124,29 +185,39 @@ pub fn default_periods(settings: &Settings) -> Vec<PeriodId> {
     vec![q.previous(), q]
 }
 
-/// Runs the pipeline for `periods` and writes the run record, successful or not.
-pub async fn execute(settings: &Settings, command: &str, periods: &[PeriodId]) -> Result<Outcome> {
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// Runs `command` under the lock and writes the run record, whatever happens.
+pub async fn execute(settings: &Settings, command: &Command, opts: Options) -> Result<Outcome> {
     let run_id = new_run_id();
     let store = Store::open(&settings.output, &run_id)?;
     let started = Instant::now();
     let mut record = RunRecord {
         run_id: run_id.clone(),
         pipeline: settings.name.clone(),
-        command: command.to_string(),
+        command: command.name().into(),
+        range: match command {
+            Command::Backfill { from, to, .. } => Some(format!("{from}..{to}")),
+            _ => None,
+        },
         output: settings.output.clone(),
         period_convention: settings.convention.to_string(),
-        periods: periods
-            .iter()
-            .map(|p| {
-                let r = p.resolve(settings.convention);
-                PeriodRecord {
-                    id: p.to_string(),
-                    start: r.start.to_string(),
-                    end: r.end.to_string(),
-                    published: false,
-                }
-            })
-            .collect(),
+        periods: vec![],
         started_at: now(),
         ended_at: None,
         duration_secs: 0.0,
@@ -160,27 +231,84 @@ pub async fn execute(settings: &Settings, command: &str, periods: &[PeriodId]) -
         identities_hold: None,
         files: vec![],
     };
-    info!(run_id = %run_id, output = %settings.output, periods = ?periods.iter().map(|p| p.to_string()).collect::<Vec<_>>(), "run started");
-    let result = pipeline(settings, &store, &mut record, periods).await;
+    info!(run_id = %run_id, command = command.name(), output = %settings.output, "run started");
+    let result = tokio::select! {
+        r = locked(settings, &store, &mut record, command, opts) => r,
+        s = shutdown_signal() => Err(Interrupted(s).into()),
+    };
+    finish(&store, &mut record, started, &result).await;
+    let tables = result?;
+    Ok(Outcome { record, tables })
+}
+
+async fn locked(
+    settings: &Settings,
+    store: &Store,
+    record: &mut RunRecord,
+    command: &Command,
+    opts: Options,
+) -> Result<Vec<KpiTables>> {
+    let lock = Lock::acquire(
+        store,
+        &record.run_id,
+        command.name(),
+        settings.lock_expiry,
+        opts.wait,
+    )
+    .await?;
+    let stale = store.clean_stale_staging().await?;
+    if stale > 0 {
+        warn!(
+            files = stale,
+            "removed staging files a killed run left behind"
+        );
+    }
+    let result = pipeline(settings, store, record, command, &lock).await;
+    if let Err(e) = lock.release().await {
+        warn!(error = %format!("{e:#}"), "could not release the lock; the next run will take it over when it expires");
+    }
+    result
+}
+
+/// Records the outcome, writes the run record and the summary line, cleans this run's staging.
+async fn finish(
+    store: &Store,
+    record: &mut RunRecord,
+    started: Instant,
+    result: &Result<Vec<KpiTables>>,
+) {
     record.ended_at = Some(now());
     record.duration_secs = started.elapsed().as_secs_f64();
-    match &result {
+    match result {
         Ok(_) => record.outcome = "succeeded".into(),
         Err(e) => {
-            record.outcome = "failed".into();
+            let partial = e.downcast_ref::<PeriodsFailed>().is_some()
+                && record.periods.iter().any(|p| p.published);
+            record.outcome = if partial { "partial" } else { "failed" }.into();
             record.error = Some(format!("{e:#}"));
         }
     }
-    let body = serde_json::to_vec_pretty(&record)?;
-    let written = store
-        .publish(&format!("_runs/{run_id}.json"), Bytes::from(body))
-        .await;
+    // A run refused at the lock leaves no record: it did nothing, and the holder's record stands.
+    let refused = matches!(result, Err(e) if e.downcast_ref::<state::LockBusy>().is_some());
+    if !refused {
+        match serde_json::to_vec_pretty(&record) {
+            Ok(body) => {
+                if let Err(e) = store
+                    .publish(&format!("_runs/{}.json", record.run_id), Bytes::from(body))
+                    .await
+                {
+                    warn!(error = %format!("{e:#}"), "could not write the run record");
+                }
+            }
+            Err(e) => warn!(error = %e, "could not encode the run record"),
+        }
+    }
     if let Err(e) = store.clean_staging().await {
         warn!(error = %format!("{e:#}"), "could not remove this run's staging folder");
     }
     let c = &record.counts;
     info!(
-        run_id = %run_id,
+        run_id = %record.run_id,
         outcome = %record.outcome,
         records_pulled = c.records_pulled,
         rejected = c.records_rejected,
@@ -188,29 +316,81 @@ pub async fn execute(settings: &Settings, command: &str, periods: &[PeriodId]) -
         duration_secs = format!("{:.1}", record.duration_secs),
         "run finished"
     );
-    let tables = result?;
-    written.context("writing the run record")?;
-    Ok(Outcome { record, tables })
+}
+
+/// The staging table and the catalogs the KPIs need.
+struct Staged {
+    cases: Arc<DataFrame>,
+    agencies: Arc<Vec<Agency>>,
+    catalog: Arc<Vec<Procedure>>,
 }
 
 async fn pipeline(
     settings: &Settings,
     store: &Store,
     record: &mut RunRecord,
-    periods: &[PeriodId],
+    command: &Command,
+    lock: &Lock,
 ) -> Result<Vec<KpiTables>> {
-    let run_id = record.run_id.clone();
-    // 1. pull
-    let cursor: Option<Cursor> = match store.get(CURSOR_PATH).await? {
-        Some(b) => Some(serde_json::from_slice(&b).with_context(|| {
-            format!("{CURSOR_PATH} is damaged: delete it to pull everything again")
-        })?),
-        None => None,
+    let enc = ParquetEncoder::new()?;
+    let (agencies, catalog, normalised) = match command {
+        Command::Replay { run_id, .. } => {
+            from_raw(settings, store, record, run_id.as_deref()).await?
+        }
+        Command::Run { full_refresh, .. } | Command::Backfill { full_refresh, .. } => {
+            pull(settings, store, record, *full_refresh).await?
+        }
     };
+    lock.ensure_held().await?;
+    let replay = matches!(command, Command::Replay { .. });
+    stage(store, &enc, record, normalised, replay).await?;
+    if !replay {
+        move_cursor(store, record).await?;
+    }
+    let periods = periods_of(settings, store, command).await?;
+    record.periods = periods
+        .iter()
+        .map(|p| {
+            let r = p.resolve(settings.convention);
+            PeriodRecord {
+                id: p.to_string(),
+                start: r.start.to_string(),
+                end: r.end.to_string(),
+                published: false,
+                error: None,
+            }
+        })
+        .collect();
+    let cases = load_staging(store, &settings.pii_key).await?;
+    record.counts.cases_in_staging = cases.height() as u64;
+    note_unknown_agencies(record, &cases, &agencies)?;
+    let staged = Staged {
+        cases: Arc::new(cases),
+        agencies: Arc::new(agencies),
+        catalog: Arc::new(catalog),
+    };
+    let tables =
+        compute_and_publish(settings, store, &enc, record, lock, &staged, &periods).await?;
+    if let Some(keep) = settings.raw_retention {
+        record.counts.raw_runs_pruned = prune_raw(store, keep, &record.run_id).await?;
+    }
+    Ok(tables)
+}
+
+/// Step 2: pull agencies, catalog and changed cases; every body lands in `raw/` first.
+async fn pull(
+    settings: &Settings,
+    store: &Store,
+    record: &mut RunRecord,
+    full_refresh: bool,
+) -> Result<(Vec<Agency>, Vec<Procedure>, Normalised)> {
+    let run_id = record.run_id.clone();
+    let cursor = state::read_cursor(store).await?;
     record.cursor_before = cursor.as_ref().map(|c| c.cursor.clone());
-    let since = cursor
-        .as_ref()
-        .map(|c| c.cursor_micros - settings.lookback.as_micros() as i64);
+    let since = match (&cursor, full_refresh) {
+        (Some(c), false) => Some(c.cursor_micros - settings.lookback.as_micros() as i64),
+        _ => None,
+    };
     record.pulled_from = since.map(source_timestamp);
     let raw = RawLog::new(store.clone(), &run_id);
     let mut source = Source::new(settings.source.clone(), settings.token.expose())?;
@@ -220,17 +400,17 @@ async fn pipeline(
         warn!(
             agencies = skipped_a,
             procedures = skipped_p,
-            "catalog entries without a code or repeated were skipped"
+            "catalog entries without a code, or repeated, were skipped"
         );
     }
-    record.counts.agencies = agencies.len() as u64;
-    record.counts.procedures = catalog.len() as u64;
     info!(agencies = agencies.len(), procedures = catalog.len(), from = ?record.pulled_from, "pulling cases");
     let mut normaliser = Normaliser::new(settings.pii_key.clone(), &run_id);
     let pulled = Instant::now();
+    source.progress = progress::bar(None, "records", "pulling cases");
     let result = source
         .pull_cases(&raw, since, |path, data| normaliser.add_records(path, data))
         .await;
+    source.progress.finish_and_clear();
     fill_pull_counts(&mut record.counts, &source.stats, &raw);
     record.files.extend(raw.files());
     result?;
@@ -243,9 +423,95 @@ async fn pipeline(
         per_second = (source.stats.records as f64 / secs.max(1e-3)) as u64,
         "pull done"
     );
+    record.cursor_after = source.stats.cursor_after.clone();
+    record.counts.agencies = agencies.len() as u64;
+    record.counts.procedures = catalog.len() as u64;
+    Ok((agencies, catalog, normaliser.finish()?))
+}
 
-    // 2. normalise, reject, upsert staging
-    let normalised = normaliser.finish()?;
+/// Step 2 for `replay`: the same bodies, read back from `raw/` in arrival order.
+async fn from_raw(
+    settings: &Settings,
+    store: &Store,
+    record: &mut RunRecord,
+    upto: Option<&str>,
+) -> Result<(Vec<Agency>, Vec<Procedure>, Normalised)> {
+    let runs = raw_runs(store).await?;
+    if let Some(id) = upto {
+        if !runs.iter().any(|r| r == id) {
+            anyhow::bail!("no raw responses for run {id} under raw/: `motcua status` lists the runs (raw may have been pruned by raw_retention)");
+        }
+    }
+    let runs: Vec<String> = runs
+        .into_iter()
+        .filter(|r| upto.is_none_or(|u| r.as_str() <= u))
+        .collect();
+    if runs.is_empty() {
+        anyhow::bail!("raw/ holds no responses to replay: run `motcua run` first");
+    }
+    info!(runs = runs.len(), "replaying raw responses");
+    let mut normaliser = Normaliser::new(settings.pii_key.clone(), &record.run_id);
+    let mut agencies = None;
+    let mut catalog = None;
+    for run in &runs {
+        normaliser.set_run_id(run);
+        let mut files = store.list(&format!("raw/run_id={run}")).await?;
+        // Arrival order: the sequence number that starts every file name.
+        files.sort_by_key(|(p, _)| p.rsplit('/').next().unwrap_or("").to_string());
+        for (path, _) in files {
+            let gz = store
+                .get(&path)
+                .await?
+                .with_context(|| format!("{path} vanished during replay"))?;
+            let body = raw::gunzip(&gz).with_context(|| format!("{path} is damaged"))?;
+            let env: Envelope = match serde_json::from_slice(&body) {
+                Ok(e) => e,
+                Err(_) => continue, // a torn body the pull retried
+            };
+            if env.code() != "0" {
+                continue; // "system busy" answers the pull retried
+            }
+            record.counts.raw_files_replayed += 1;
+            let data = env.data.unwrap_or_default();
+            if path.contains("/v1-donvi/") {
+                agencies = Some(normalise::agencies(&data).0);
+            } else if path.contains("/v1-tthc/") {
+                catalog = Some(normalise::procedures(&data).0);
+            } else if path.contains("/v1-hoso/") {
+                record.counts.records_pulled += data.len() as u64;
+                normaliser.add_records(&path, &data);
+            }
+        }
+    }
+    let agencies = agencies.context("the replayed runs hold no /v1/donvi response")?;
+    let catalog = catalog.context("the replayed runs hold no /v1/tthc response")?;
+    record.counts.agencies = agencies.len() as u64;
+    record.counts.procedures = catalog.len() as u64;
+    Ok((agencies, catalog, normaliser.finish()?))
+}
+
+/// The run ids under `raw/`, oldest first.
+pub async fn raw_runs(store: &Store) -> Result<Vec<String>> {
+    let mut runs = BTreeSet::new();
+    for (p, _) in store.list("raw").await? {
+        if let Some(rest) = p.strip_prefix("raw/run_id=") {
+            if let Some((id, _)) = rest.split_once('/') {
+                runs.insert(id.to_string());
+            }
+        }
+    }
+    Ok(runs.into_iter().collect())
+}
+
+/// Step 3: rejects, then the staging buckets. A replay rebuilds them from nothing.
+async fn stage(
+    store: &Store,
+    enc: &ParquetEncoder,
+    record: &mut RunRecord,
+    normalised: Normalised,
+    rebuild: bool,
+) -> Result<()> {
+    let run_id = record.run_id.clone();
     let c = &mut record.counts;
     c.valid_records = normalised.stats.valid;
     c.records_rejected = normalised.stats.rejected;
@@ -255,58 +521,184 @@ async fn pipeline(
     if c.records_rejected > 0 {
         warn!(rejected = c.records_rejected, by_reason = ?c.rejected_by_reason, "records rejected; see quality/rejects/run_id={run_id}/");
     }
-    let enc = ParquetEncoder::new()?;
     let rejects = publish::rejects_frame(&normalised.rejects, &run_id)?;
     let f = publish::write_table(
         store,
-        &enc,
+        enc,
         &format!("quality/rejects/run_id={run_id}/part-0.parquet"),
         rejects,
     )
     .await?;
     record.files.push(f);
-    for (bucket, new) in normalise::by_bucket(&normalised.cases)? {
-        let path = format!("cases/bucket={bucket:02}/part-0.parquet");
-        let old = match store.get(&path).await? {
-            Some(b) => Some(
-                publish::decode(b).with_context(|| format!("{path} is not readable Parquet"))?,
-            ),
-            None => None,
+    let buckets = normalise::by_bucket(&normalised.cases)?;
+    if rebuild {
+        for (path, _) in store.list("cases").await? {
+            let keep = buckets.keys().any(|b| path == bucket_path(*b));
+            if !keep {
+                store.delete(&path).await?;
+            }
+        }
+    }
+    for (bucket, new) in buckets {
+        let path = bucket_path(bucket);
+        let old = match (rebuild, store.get(&path).await?) {
+            (false, Some(b)) => Some(publish::decode(b).with_context(|| format!("{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"))?),
+            _ => None,
         };
         let merged = normalise::upsert(old, new)?;
         record
             .files
-            .push(publish::write_table(store, &enc, &path, merged).await?);
+            .push(publish::write_table(store, enc, &path, merged).await?);
         record.counts.staging_buckets_written += 1;
     }
+    Ok(())
+}
 
-    // 3. the cursor moves only now that the data is staged
-    if let Some(after) = source.stats.cursor_after_micros {
-        if cursor.as_ref().is_none_or(|c| after > c.cursor_micros) {
-            let next = Cursor {
-                cursor: source_timestamp(after),
-                cursor_micros: after,
-                run_id: run_id.clone(),
-                written_at: now(),
-            };
-            store
-                .publish(CURSOR_PATH, Bytes::from(serde_json::to_vec_pretty(&next)?))
-                .await?;
+fn bucket_path(bucket: u32) -> String {
+    format!("cases/bucket={bucket:02}/part-0.parquet")
+}
+
+/// Step 4: the cursor moves only once the pulled data is staged.
+async fn move_cursor(store: &Store, record: &mut RunRecord) -> Result<()> {
+    let before = state::read_cursor(store).await?;
+    let Some(after) = record
+        .cursor_after
+        .as_deref()
+        .and_then(normalise::parse_instant)
+    else {
+        record.cursor_after = record.cursor_before.clone();
+        return Ok(());
+    };
+    if before.as_ref().is_none_or(|c| after > c.cursor_micros) {
+        let next = Cursor {
+            cursor: source_timestamp(after),
+            cursor_micros: after,
+            run_id: record.run_id.clone(),
+            written_at: now(),
+        };
+        state::write_cursor(store, &next).await?;
+    } else {
+        record.cursor_after = record.cursor_before.clone();
+    }
+    Ok(())
+}
+
+/// The periods a command publishes.
+async fn periods_of(
+    settings: &Settings,
+    store: &Store,
+    command: &Command,
+) -> Result<Vec<PeriodId>> {
+    Ok(match command {
+        Command::Run { periods, .. } => periods.clone(),
+        Command::Backfill {
+            from, to, resume, ..
+        } => {
+            let all = period::range(*from, *to).map_err(anyhow::Error::msg)?;
+            if *resume {
+                resume_periods(store, &all, &format!("{from}..{to}"), settings).await?
+            } else {
+                all
+            }
+        }
+        Command::Replay { run_id, periods } if periods.is_empty() => match run_id {
+            Some(id) => {
+                let body = store
+                    .get(&format!("_runs/{id}.json"))
+                    .await?
+                    .with_context(|| format!("no run record _runs/{id}.json: give --period"))?;
+                let r: RunRecord = serde_json::from_slice(&body)?;
+                r.periods.iter().filter_map(|p| p.id.parse().ok()).collect()
+            }
+            None => published_periods(store)
+                .await?
+                .into_iter()
+                .filter_map(|(id, _)| id.parse().ok())
+                .collect(),
+        },
+        Command::Replay { periods, .. } => periods.clone(),
+    })
+}
+
+/// Periods of a backfill range that the last backfill of that range did not publish, or whose
+/// partition files are missing.
+async fn resume_periods(
+    store: &Store,
+    all: &[PeriodId],
+    range: &str,
+    settings: &Settings,
+) -> Result<Vec<PeriodId>> {
+    let mut last: Option<RunRecord> = None;
+    for (path, _) in store.list("_runs").await? {
+        let Some(body) = store.get(&path).await? else {
+            continue;
+        };
+        let Ok(r) = serde_json::from_slice::<RunRecord>(&body) else {
+            continue;
+        };
+        if r.command == "backfill"
+            && r.range.as_deref() == Some(range)
+            && r.period_convention == settings.convention.as_str()
+            && r.outcome != "running"
+        {
+            if last.as_ref().is_none_or(|l| r.run_id > l.run_id) {
+                last = Some(r);
+            }
         }
     }
-    record.cursor_after = source
-        .stats
-        .cursor_after
-        .clone()
-        .max(record.cursor_before.clone());
+    let published: BTreeSet<String> = published_periods(store)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let failed: BTreeSet<String> = last
+        .iter()
+        .flat_map(|r| {
+            r.periods
+                .iter()
+                .filter(|p| !p.published)
+                .map(|p| p.id.clone())
+        })
+        .collect();
+    let todo: Vec<PeriodId> = all
+        .iter()
+        .filter(|p| failed.contains(&p.to_string()) || !published.contains(&p.to_string()))
+        .copied()
+        .collect();
+    info!(
+        last_backfill = last.as_ref().map(|r| r.run_id.as_str()).unwrap_or("none"),
+        periods = ?todo.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "resuming: only the periods that failed or are missing"
+    );
+    Ok(todo)
+}
 
-    // 4. KPIs for every period, identities checked before anything is published
-    let staged = load_staging(store, &settings.pii_key).await?;
-    record.counts.cases_in_staging = staged.height() as u64;
+/// Published periods (every table present) with the time their level table was written.
+pub async fn published_periods(store: &Store) -> Result<Vec<(String, chrono::DateTime<Utc>)>> {
+    let mut found: BTreeMap<String, (usize, chrono::DateTime<Utc>)> = BTreeMap::new();
+    for (path, _, modified) in store.list_meta("kpi").await? {
+        let Some(id) = path.split('/').find_map(|s| s.strip_prefix("period=")) else {
+            continue;
+        };
+        let e = found.entry(id.to_string()).or_insert((0, modified));
+        e.0 += 1;
+        e.1 = e.1.max(modified);
+    }
+    Ok(found
+        .into_iter()
+        .filter(|(_, (n, _))| *n == 3)
+        .map(|(id, (_, t))| (id, t))
+        .collect())
+}
+
+fn note_unknown_agencies(
+    record: &mut RunRecord,
+    cases: &DataFrame,
+    agencies: &[Agency],
+) -> Result<()> {
     let known: BTreeSet<&str> = agencies.iter().map(|a| a.code.as_str()).collect();
-    let codes = staged.column("agency_code")?.str()?;
     let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
-    for code in codes.iter().flatten() {
+    for code in cases.column("agency_code")?.str()?.iter().flatten() {
         if !known.contains(code) {
             *unknown.entry(code.to_string()).or_default() += 1;
         }
@@ -316,13 +708,69 @@ async fn pipeline(
     }
     record.counts.cases_at_unknown_agencies = unknown.values().sum();
     record.counts.unknown_agencies = unknown.into_keys().collect();
+    Ok(())
+}
+
+/// Steps 5 and 6: every period computed (a bounded number at once), all identities checked,
+/// then each period published; a failed period is recorded and the others still go out.
+async fn compute_and_publish(
+    settings: &Settings,
+    store: &Store,
+    enc: &ParquetEncoder,
+    record: &mut RunRecord,
+    lock: &Lock,
+    staged: &Staged,
+    periods: &[PeriodId],
+) -> Result<Vec<KpiTables>> {
     let computed_at = Utc::now().timestamp_micros();
+    let bar = progress::bar(
+        Some(periods.len() as u64 * 2),
+        "steps",
+        "computing and publishing periods",
+    );
+    let computed: Vec<(PeriodId, Result<KpiTables>)> =
+        futures::stream::iter(periods.iter().copied())
+            .map(|p| {
+                let (cases, agencies, catalog) = (
+                    staged.cases.clone(),
+                    staged.agencies.clone(),
+                    staged.catalog.clone(),
+                );
+                let (run_id, convention) = (record.run_id.clone(), settings.convention);
+                let bar = bar.clone();
+                async move {
+                    let r = tokio::task::spawn_blocking(move || {
+                        kpi::compute(
+                            &cases,
+                            &agencies,
+                            &catalog,
+                            &p.resolve(convention),
+                            &run_id,
+                            computed_at,
+                        )
+                    })
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .and_then(|r| r);
+                    bar.inc(1);
+                    (p, r)
+                }
+            })
+            .buffered(settings.concurrency)
+            .collect()
+            .await;
     let mut tables = vec![];
-    for p in periods {
-        let period = p.resolve(settings.convention);
-        let t = kpi::compute(&staged, &agencies, &catalog, &period, &run_id, computed_at)?;
-        record.identity_checks.extend(t.identities.iter().cloned());
-        tables.push(t);
+    let mut failed = BTreeMap::new();
+    for (p, r) in computed {
+        match r {
+            Ok(t) => {
+                record.identity_checks.extend(t.identities.iter().cloned());
+                tables.push(t);
+            }
+            Err(e) => {
+                failed.insert(p.to_string(), format!("{e:#}"));
+            }
+        }
     }
     let broken: Vec<&IdentityCheck> = record
         .identity_checks
@@ -337,15 +785,82 @@ async fn pipeline(
         ))
         .into());
     }
-
-    // 5. publish
-    for (t, pr) in tables.iter().zip(record.periods.iter_mut()) {
-        let files = publish::kpi_tables(store, &enc, t).await?;
-        record.files.extend(files);
-        pr.published = true;
-        info!(period = %t.period.id, "published");
+    lock.ensure_held().await?;
+    let published: Vec<(String, Result<Vec<WrittenFile>>)> = futures::stream::iter(tables.iter())
+        .map(|t| {
+            let bar = bar.clone();
+            async move {
+                let r = publish::kpi_tables(store, enc, t).await;
+                bar.inc(1);
+                (t.period.id.to_string(), r)
+            }
+        })
+        .buffer_unordered(settings.concurrency)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    for (id, r) in published {
+        match r {
+            Ok(files) => {
+                record.files.extend(files);
+                if let Some(pr) = record.periods.iter_mut().find(|p| p.id == id) {
+                    pr.published = true;
+                }
+                info!(period = %id, "published");
+            }
+            Err(e) => {
+                warn!(period = %id, error = %format!("{e:#}"), "period not published");
+                failed.insert(id, format!("{e:#}"));
+            }
+        }
     }
+    for (id, e) in &failed {
+        if let Some(pr) = record.periods.iter_mut().find(|p| &p.id == id) {
+            pr.error = Some(e.clone());
+        }
+    }
+    if !failed.is_empty() {
+        return Err(PeriodsFailed {
+            failed: failed.into_keys().collect(),
+            total: periods.len(),
+            run_id: record.run_id.clone(),
+        }
+        .into());
+    }
+    let order: BTreeMap<String, usize> = periods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.to_string(), i))
+        .collect();
+    tables.sort_by_key(|t| order[&t.period.id.to_string()]);
     Ok(tables)
+}
+
+/// Deletes the raw responses of runs older than `keep` (never this run's).
+async fn prune_raw(store: &Store, keep: std::time::Duration, this_run: &str) -> Result<u64> {
+    let cutoff = Utc::now() - chrono::Duration::from_std(keep)?;
+    let mut pruned = 0;
+    for run in raw_runs(store).await? {
+        let Some(ts) = run
+            .get(..16)
+            .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").ok())
+        else {
+            continue;
+        };
+        if run != this_run && ts.and_utc() < cutoff {
+            for (p, _) in store.list(&format!("raw/run_id={run}")).await? {
+                store.delete(&p).await?;
+            }
+            pruned += 1;
+        }
+    }
+    if pruned > 0 {
+        info!(
+            runs = pruned,
+            "pruned raw responses older than the retention"
+        );
+    }
+    Ok(pruned)
 }
 
 fn fill_pull_counts(c: &mut Counts, s: &PullStats, raw: &RawLog) {
@@ -366,11 +881,7 @@ pub async fn load_staging(store: &Store, key: &normalise::PiiKey) -> Result<Data
                 .get(&path)
                 .await?
                 .with_context(|| format!("{path} vanished while reading staging"))?;
-            frames.push(
-                publish::decode(b)
-                    .with_context(|| format!("{path} is not readable Parquet"))?
-                    .lazy(),
-            );
+            frames.push(publish::decode(b).with_context(|| format!("{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"))?.lazy());
         }
     }
     if frames.is_empty() {

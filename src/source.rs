@@ -137,6 +137,8 @@ pub struct Source {
     cfg: SourceConfig,
     http: reqwest::Client,
     pub stats: PullStats,
+    /// Progress of the case pull (hidden unless on a terminal).
+    pub progress: indicatif::ProgressBar,
 }
 
 impl Source {
@@ -158,6 +160,7 @@ impl Source {
             cfg,
             http,
             stats: PullStats::default(),
+            progress: indicatif::ProgressBar::hidden(),
         })
     }
 
@@ -321,6 +324,11 @@ impl Source {
             query.push(("page", "1".to_string()));
             query.push(("page_size", size.to_string()));
             let r = self.fetch(raw, "/v1/hoso", &query).await?;
+            if self.stats.pages == 0 {
+                if let Some(total) = r.envelope.total() {
+                    self.progress.set_length(total);
+                }
+            }
             let data = r.envelope.data.unwrap_or_default();
             self.take(&r.raw_path, &data, &mut on_page);
             if self.stats.pages % 50 == 0 {
@@ -360,6 +368,7 @@ impl Source {
     fn take(&mut self, raw_path: &str, data: &[Value], on_page: &mut impl FnMut(&str, &[Value])) {
         self.stats.pages += 1;
         self.stats.records += data.len() as u64;
+        self.progress.inc(data.len() as u64);
         for d in data {
             if let Ok(Some(t)) = instant(d.get("NgayCapNhat")) {
                 if self.stats.cursor_after_micros.is_none_or(|c| t > c) {

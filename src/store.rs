@@ -25,7 +25,7 @@ const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
 const PART_SIZE: usize = 16 * 1024 * 1024;
 
 /// A file a run wrote, for the run record.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WrittenFile {
     pub path: String,
     pub bytes: u64,
@@ -124,11 +124,24 @@ impl Store {
 
     /// Lists the objects under `prefix` with their sizes, sorted by path.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .list_meta(prefix)
+            .await?
+            .into_iter()
+            .map(|(p, s, _)| (p, s))
+            .collect())
+    }
+
+    /// Lists the objects under `prefix` with sizes and last-modified times, sorted by path.
+    pub async fn list_meta(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64, chrono::DateTime<chrono::Utc>)>> {
         let p = Path::from(prefix);
-        let mut out: Vec<(String, u64)> = self
+        let mut out: Vec<(String, u64, chrono::DateTime<chrono::Utc>)> = self
             .os
             .list(Some(&p))
-            .map_ok(|m| (m.location.to_string(), m.size))
+            .map_ok(|m| (m.location.to_string(), m.size, m.last_modified))
             .try_collect()
             .await
             .with_context(|| format!("listing {prefix} in {} ({})", self.url, self.hint()))?;
@@ -187,6 +200,26 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("deleting {path} in {}", self.url)),
         }
+    }
+
+    /// Removes the staging folders runs that were killed left behind. Only call it while
+    /// holding the lock: every writer holds it, so none of them is still running.
+    pub async fn clean_stale_staging(&self) -> Result<u64> {
+        let mut n = 0;
+        for (p, _) in self.list("_staging").await? {
+            if !p.starts_with(&format!("{}/", self.staging)) {
+                self.delete(&p).await?;
+                n += 1;
+            }
+        }
+        if let Some(root) = &self.local {
+            if let Ok(rd) = std::fs::read_dir(root.join("_staging")) {
+                for d in rd.flatten() {
+                    let _ = std::fs::remove_dir(d.path());
+                }
+            }
+        }
+        Ok(n)
     }
 
     /// Removes this run's staging folder (local roots only use one).

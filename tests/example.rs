@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use common::*;
 use motcua::demo::{self, Chaos};
 use motcua::period::{Convention, PeriodId};
-use motcua::run;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_expected_figure_of_the_worked_example() {
@@ -29,7 +28,7 @@ async fn every_expected_figure_of_the_worked_example() {
         (Convention::Calendar, "calendar"),
     ] {
         let out = tempfile::tempdir().unwrap();
-        let outcome = run::execute(&settings(&src.url(), out.path(), convention), "run", &[q3])
+        let outcome = run_periods(&settings(&src.url(), out.path(), convention), &[q3])
             .await
             .unwrap();
         assert_eq!(outcome.record.outcome, "succeeded");

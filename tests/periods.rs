@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use common::*;
 use motcua::demo::{self, Chaos};
 use motcua::period::{Convention, PeriodId};
-use motcua::run;
-use polars::prelude::*;
 
 const FLOWS: [&str; 13] = [
     "received_online",
@@ -60,13 +58,9 @@ async fn periods_tile_and_identities_hold() {
     .collect();
     for convention in [Convention::Decree09, Convention::Calendar] {
         let out = tempfile::tempdir().unwrap();
-        let o = run::execute(
-            &settings(&src.url(), out.path(), convention),
-            "backfill",
-            &ids,
-        )
-        .await
-        .unwrap();
+        let o = run_periods(&settings(&src.url(), out.path(), convention), &ids)
+            .await
+            .unwrap();
         assert_eq!(o.record.identities_hold, Some(true));
         assert!(o.record.identity_checks.iter().all(|c| c.failures == 0));
         assert!(o

@@ -32,6 +32,9 @@ pub fn settings(url: &str, output: &Path, convention: Convention) -> Settings {
         output: output.to_str().unwrap().to_string(),
         convention,
         lookback: Duration::from_secs(3 * 86_400),
+        lock_expiry: Duration::from_secs(600),
+        concurrency: 4,
+        raw_retention: None,
         source,
         token: Secret::new(TOKEN),
         pii_key: PiiKey::new(PII_KEY.as_bytes()),
@@ -177,4 +180,16 @@ pub fn assert_matches_schema(df: &DataFrame, table: &str) {
         .map(|c| (c.name().to_string(), type_name(c.dtype())))
         .collect();
     assert_eq!(got, want, "{table} does not match {}", path.display());
+}
+
+/// `motcua run --period …` in-process.
+pub async fn run_periods(
+    settings: &Settings,
+    periods: &[motcua::period::PeriodId],
+) -> anyhow::Result<motcua::run::Outcome> {
+    let cmd = motcua::run::Command::Run {
+        periods: periods.to_vec(),
+        full_refresh: false,
+    };
+    motcua::run::execute(settings, &cmd, motcua::run::Options::default()).await
 }
