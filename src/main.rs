@@ -152,6 +152,7 @@ mod exit {
     pub const LOCKED: u8 = 6;
     pub const PERIODS_FAILED: u8 = 7;
     pub const INTERRUPTED: u8 = 130;
+    pub const TERMINATED: u8 = 143;
 }
 
 fn classify(e: &anyhow::Error) -> u8 {
@@ -171,8 +172,8 @@ fn classify(e: &anyhow::Error) -> u8 {
         if cause.is::<run::PeriodsFailed>() {
             return exit::PERIODS_FAILED;
         }
-        if cause.is::<run::Interrupted>() {
-            return exit::INTERRUPTED;
+        if let Some(run::Interrupted(signal)) = cause.downcast_ref::<run::Interrupted>() {
+            return if *signal == "SIGTERM" { exit::TERMINATED } else { exit::INTERRUPTED };
         }
     }
     exit::FAILED

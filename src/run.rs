@@ -241,33 +241,38 @@ pub async fn execute(settings: &Settings, command: &Command, opts: Options) -> R
     Ok(Outcome { record, tables })
 }
 
-async fn locked(
-    settings: &Settings,
-    store: &Store,
-    record: &mut RunRecord,
-    command: &Command,
-    opts: Options,
-) -> Result<Vec<KpiTables>> {
-    let lock = Lock::acquire(
-        store,
-        &record.run_id,
-        command.name(),
-        settings.lock_expiry,
-        opts.wait,
-    )
-    .await?;
+/// Takes the lock, runs the pipeline, and releases the lock on every way out: success,
+/// failure, and a signal (the lock is released by a guard when the pipeline is dropped).
+async fn locked(settings: &Settings, store: &Store, record: &mut RunRecord, command: &Command, opts: Options) -> Result<Vec<KpiTables>> {
+    let lock = Lock::acquire(store, &record.run_id, command.name(), settings.lock_expiry, opts.wait).await?;
+    let guard = ReleaseOnDrop(Some(lock));
     let stale = store.clean_stale_staging().await?;
     if stale > 0 {
-        warn!(
-            files = stale,
-            "removed staging files a killed run left behind"
-        );
+        warn!(files = stale, "removed staging files a killed run left behind");
     }
-    let result = pipeline(settings, store, record, command, &lock).await;
-    if let Err(e) = lock.release().await {
-        warn!(error = %format!("{e:#}"), "could not release the lock; the next run will take it over when it expires");
+    let lock = guard.0.as_ref().expect("held");
+    pipeline(settings, store, record, command, lock).await
+}
+
+/// Releases the lock when the run ends, however it ends.
+struct ReleaseOnDrop(Option<Lock>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if let Some(lock) = self.0.take() {
+            // Drop cannot await: release on the runtime and wait for it, so that the lock is
+            // gone before the process exits.
+            let handle = tokio::runtime::Handle::current();
+            let done = std::thread::spawn(move || {
+                handle.block_on(async move {
+                    if let Err(e) = lock.release().await {
+                        warn!(error = %format!("{e:#}"), "could not release the lock; the next run takes it over when it expires");
+                    }
+                })
+            });
+            let _ = done.join();
+        }
     }
-    result
 }
 
 /// Records the outcome, writes the run record and the summary line, cleans this run's staging.

@@ -2,97 +2,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::process::{motcua, pipeline_file as pipeline_with, stderr, DemoProcess, BIN};
 use common::*;
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_motcua");
-
-/// A `motcua demo-source` process, killed on drop.
-struct DemoProcess {
-    child: Child,
-    url: String,
-}
-
-impl DemoProcess {
-    fn start(args: &[&str]) -> DemoProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let ready = dir.path().join("url");
-        let child = Command::new(BIN)
-            .args([
-                "demo-source",
-                "--port",
-                "0",
-                "--ready-file",
-                ready.to_str().unwrap(),
-            ])
-            .args(args)
-            .env("MOTCUA_SOURCE_TOKEN", TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while !ready.exists() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "demo source did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let url = std::fs::read_to_string(&ready).unwrap();
-        DemoProcess { child, url }
-    }
-}
-
-impl Drop for DemoProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pipeline_file(dir: &Path, extra: &str) -> PathBuf {
-    let p = dir.join("pipeline.toml");
-    std::fs::write(
-        &p,
-        format!("name = \"test\"\n[source]\nbackoff_base_ms = 20\nbackoff_max_ms = 200\n{extra}"),
-    )
-    .unwrap();
-    p
-}
-
-fn motcua(args: &[&str], token: &str) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("MOTCUA_SOURCE_TOKEN", token)
-        .env("MOTCUA_PII_KEY", PII_KEY)
-        .env_remove("MOTCUA_SOURCE_TOKEN_FILE")
-        .output()
-        .unwrap()
+fn pipeline_file(dir: &Path, source: &str) -> std::path::PathBuf {
+    pipeline_with(dir, "", source)
 }
 
 fn run_q3(url: &str, out: &Path, pipeline: &Path, token: &str) -> Output {
-    motcua(
-        &[
-            "run",
-            "--period",
-            "2024-Q3",
-            "--source-url",
-            url,
-            "--output",
-            out.to_str().unwrap(),
-            "--pipeline",
-            pipeline.to_str().unwrap(),
-        ],
-        token,
-    )
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
+    common::process::verb("run", url, out, pipeline, &["--period", "2024-Q3"]).env("MOTCUA_SOURCE_TOKEN", token).output().unwrap()
 }
 
 #[test]
@@ -250,7 +173,6 @@ fn bad_usage_says_what_to_do() {
             "--source-url",
             "http://127.0.0.1:1/",
         ],
-        TOKEN,
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("2024-Q3"), "{}", stderr(&o));
@@ -266,7 +188,7 @@ fn bad_usage_says_what_to_do() {
         "{}",
         stderr(&o)
     );
-    let o = motcua(&["backfill", "--from", "2024-Q2", "--to", "2024-03"], TOKEN);
+    let o = motcua(&["backfill", "--from", "2024-Q2", "--to", "2024-03"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("different kinds"), "{}", stderr(&o));
 }
