@@ -220,13 +220,23 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_pipeline_file_parses_and_unknown_keys_are_refused() {
+    fn the_pipeline_files_parse_and_unknown_keys_are_refused() {
         let f = PipelineFile::load(Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/pipelines/demo.toml"
         )))
         .unwrap();
         assert_eq!(f.period_convention, Some(Convention::Decree09));
+        let f = PipelineFile::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/hue.toml"
+        )))
+        .unwrap();
+        assert_eq!(f.raw_retention.as_deref(), Some("800d"));
+        assert_eq!(
+            parse_duration(f.lock_expiry.as_deref().unwrap()).unwrap(),
+            Duration::from_secs(7200)
+        );
         assert!(toml::from_str::<PipelineFile>("outptu = \"x\"").is_err());
     }
 }

@@ -173,7 +173,11 @@ fn classify(e: &anyhow::Error) -> u8 {
             return exit::PERIODS_FAILED;
         }
         if let Some(run::Interrupted(signal)) = cause.downcast_ref::<run::Interrupted>() {
-            return if *signal == "SIGTERM" { exit::TERMINATED } else { exit::INTERRUPTED };
+            return if *signal == "SIGTERM" {
+                exit::TERMINATED
+            } else {
+                exit::INTERRUPTED
+            };
         }
     }
     exit::FAILED

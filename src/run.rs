@@ -243,12 +243,28 @@ pub async fn execute(settings: &Settings, command: &Command, opts: Options) -> R
 
 /// Takes the lock, runs the pipeline, and releases the lock on every way out: success,
 /// failure, and a signal (the lock is released by a guard when the pipeline is dropped).
-async fn locked(settings: &Settings, store: &Store, record: &mut RunRecord, command: &Command, opts: Options) -> Result<Vec<KpiTables>> {
-    let lock = Lock::acquire(store, &record.run_id, command.name(), settings.lock_expiry, opts.wait).await?;
+async fn locked(
+    settings: &Settings,
+    store: &Store,
+    record: &mut RunRecord,
+    command: &Command,
+    opts: Options,
+) -> Result<Vec<KpiTables>> {
+    let lock = Lock::acquire(
+        store,
+        &record.run_id,
+        command.name(),
+        settings.lock_expiry,
+        opts.wait,
+    )
+    .await?;
     let guard = ReleaseOnDrop(Some(lock));
     let stale = store.clean_stale_staging().await?;
     if stale > 0 {
-        warn!(files = stale, "removed staging files a killed run left behind");
+        warn!(
+            files = stale,
+            "removed staging files a killed run left behind"
+        );
     }
     let lock = guard.0.as_ref().expect("held");
     pipeline(settings, store, record, command, lock).await

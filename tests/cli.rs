@@ -15,7 +15,10 @@ fn pipeline_file(dir: &Path, source: &str) -> std::path::PathBuf {
 }
 
 fn run_q3(url: &str, out: &Path, pipeline: &Path, token: &str) -> Output {
-    common::process::verb("run", url, out, pipeline, &["--period", "2024-Q3"]).env("MOTCUA_SOURCE_TOKEN", token).output().unwrap()
+    common::process::verb("run", url, out, pipeline, &["--period", "2024-Q3"])
+        .env("MOTCUA_SOURCE_TOKEN", token)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -165,15 +168,13 @@ fn a_source_that_is_down_exits_non_zero_and_leaves_published_files_untouched() {
 
 #[test]
 fn bad_usage_says_what_to_do() {
-    let o = motcua(
-        &[
-            "run",
-            "--period",
-            "2024-Q5",
-            "--source-url",
-            "http://127.0.0.1:1/",
-        ],
-    );
+    let o = motcua(&[
+        "run",
+        "--period",
+        "2024-Q5",
+        "--source-url",
+        "http://127.0.0.1:1/",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("2024-Q3"), "{}", stderr(&o));
     let o = Command::new(BIN)

@@ -22,7 +22,9 @@ fn q(id: &str) -> PeriodId {
 
 fn all_count(t: &motcua::kpi::KpiTables, column: &str) -> i64 {
     let df = &t.by_level;
-    let i = (0..df.height()).find(|i| cell(df, "level", *i) == "all").unwrap();
+    let i = (0..df.height())
+        .find(|i| cell(df, "level", *i) == "all")
+        .unwrap();
     df.column(column).unwrap().i64().unwrap().get(i).unwrap()
 }
 
@@ -31,12 +33,17 @@ fn in_person_q3_case(records: &[Value]) -> String {
     let (f, l) = q("2024-Q3").bounds(Convention::Decree09);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     for r in records {
-        *seen.entry(text(r.get("MaHoSo")).unwrap_or_default()).or_default() += 1;
+        *seen
+            .entry(text(r.get("MaHoSo")).unwrap_or_default())
+            .or_default() += 1;
     }
     records
         .iter()
         .find(|r| {
-            let acc = instant(r.get("NgayTiepNhan")).ok().flatten().map(local_date);
+            let acc = instant(r.get("NgayTiepNhan"))
+                .ok()
+                .flatten()
+                .map(local_date);
             let key = text(r.get("MaHoSo")).unwrap_or_default();
             enum_code(r.get("KenhThucHien")) == Ok(Some(1))
                 && matches!(enum_code(r.get("TrangThaiHoSo")), Ok(Some(9 | 10)))
@@ -50,13 +57,23 @@ fn in_person_q3_case(records: &[Value]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_change_reaches_its_published_quarter_through_an_incremental_pull() {
-    let src = demo::start(demo::generate(5, 0.05), TOKEN, Chaos::off(), SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let src = demo::start(
+        demo::generate(5, 0.05),
+        TOKEN,
+        Chaos::off(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
     let out = tempfile::tempdir().unwrap();
     let s = settings(&src.url(), out.path(), Convention::Decree09);
     let first = run_periods(&s, &[q("2024-Q3")]).await.unwrap();
     let pulled_first = first.record.counts.records_pulled;
     assert!(pulled_first > 7000);
-    assert_eq!(first.record.pulled_from, None, "the first run pulls everything");
+    assert_eq!(
+        first.record.pulled_from, None,
+        "the first run pulls everything"
+    );
 
     // At the source, a Q3 case turns out to have been filed online.
     let key = in_person_q3_case(&src.records());
@@ -64,33 +81,66 @@ async fn a_late_change_reaches_its_published_quarter_through_an_incremental_pull
 
     let second = run_periods(&s, &[q("2024-Q3")]).await.unwrap();
     let c = &second.record;
-    assert!(c.pulled_from.is_some(), "the second run starts from the cursor minus the lookback");
-    let cursor = motcua::normalise::parse_instant(first.record.cursor_after.as_deref().unwrap()).unwrap();
+    assert!(
+        c.pulled_from.is_some(),
+        "the second run starts from the cursor minus the lookback"
+    );
+    let cursor =
+        motcua::normalise::parse_instant(first.record.cursor_after.as_deref().unwrap()).unwrap();
     let from = motcua::normalise::parse_instant(c.pulled_from.as_deref().unwrap()).unwrap();
     assert_eq!(cursor - from, 3 * 86_400 * 1_000_000, "lookback of 3 days");
     // Only the changed record and those within the lookback before the cursor come again.
     let in_lookback = src
         .records()
         .iter()
-        .filter(|r| instant(r.get("NgayCapNhat")).ok().flatten().is_some_and(|t| t >= from))
+        .filter(|r| {
+            instant(r.get("NgayCapNhat"))
+                .ok()
+                .flatten()
+                .is_some_and(|t| t >= from)
+        })
         .count() as u64;
-    assert!(c.counts.records_pulled >= in_lookback && c.counts.records_pulled <= in_lookback + 5, "{} vs {in_lookback}", c.counts.records_pulled);
+    assert!(
+        c.counts.records_pulled >= in_lookback && c.counts.records_pulled <= in_lookback + 5,
+        "{} vs {in_lookback}",
+        c.counts.records_pulled
+    );
     assert!(c.counts.records_pulled < pulled_first / 20);
     let (t1, t2) = (&first.tables[0], &second.tables[0]);
-    assert_eq!(all_count(t2, "received_online"), all_count(t1, "received_online") + 1);
-    assert_eq!(all_count(t2, "received_offline"), all_count(t1, "received_offline") - 1);
+    assert_eq!(
+        all_count(t2, "received_online"),
+        all_count(t1, "received_online") + 1
+    );
+    assert_eq!(
+        all_count(t2, "received_offline"),
+        all_count(t1, "received_offline") - 1
+    );
     assert_eq!(all_count(t2, "received_new"), all_count(t1, "received_new"));
     // The published partition changed too.
-    let published = read_parquet(&out.path().join("kpi/cases_by_level/period=2024-Q3/part-0.parquet"));
-    let i = (0..published.height()).find(|i| cell(&published, "level", *i) == "all").unwrap();
-    assert_eq!(cell(&published, "received_online", i), all_count(t2, "received_online").to_string());
+    let published = read_parquet(
+        &out.path()
+            .join("kpi/cases_by_level/period=2024-Q3/part-0.parquet"),
+    );
+    let i = (0..published.height())
+        .find(|i| cell(&published, "level", *i) == "all")
+        .unwrap();
+    assert_eq!(
+        cell(&published, "received_online", i),
+        all_count(t2, "received_online").to_string()
+    );
 
     // --full-refresh ignores the cursor.
-    let cmd = Command::Run { periods: vec![q("2024-Q3")], full_refresh: true };
+    let cmd = Command::Run {
+        periods: vec![q("2024-Q3")],
+        full_refresh: true,
+    };
     let third = run::execute(&s, &cmd, Options::default()).await.unwrap();
     assert_eq!(third.record.pulled_from, None);
     assert!(third.record.counts.records_pulled >= pulled_first);
-    assert_eq!(all_count(&third.tables[0], "received_online"), all_count(t2, "received_online"));
+    assert_eq!(
+        all_count(&third.tables[0], "received_online"),
+        all_count(t2, "received_online")
+    );
     src.stop();
 }
 
@@ -100,22 +150,56 @@ fn two_runs_at_once_one_publishes_the_other_exits_or_waits() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let p = pipeline_file(work.path(), "", "");
-    let spawn = |args: &[&str]| verb("run", &src.url, &out, &p, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let (a, b) = (spawn(&["--period", "2024-Q3"]), spawn(&["--period", "2024-Q3"]));
+    let spawn = |args: &[&str]| {
+        verb("run", &src.url, &out, &p, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (
+        spawn(&["--period", "2024-Q3"]),
+        spawn(&["--period", "2024-Q3"]),
+    );
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let codes = BTreeSet::from([a.status.code().unwrap(), b.status.code().unwrap()]);
-    assert_eq!(codes, BTreeSet::from([0, 6]), "a: {}\nb: {}", stderr(&a), stderr(&b));
+    assert_eq!(
+        codes,
+        BTreeSet::from([0, 6]),
+        "a: {}\nb: {}",
+        stderr(&a),
+        stderr(&b)
+    );
     let loser = if a.status.code() == Some(6) { &a } else { &b };
-    assert!(stderr(loser).contains("another run holds the lock") && stderr(loser).contains("--wait"), "{}", stderr(loser));
-    assert_eq!(files_under(&out.join("_runs")).len(), 1, "the refused run did nothing");
+    assert!(
+        stderr(loser).contains("another run holds the lock") && stderr(loser).contains("--wait"),
+        "{}",
+        stderr(loser)
+    );
+    assert_eq!(
+        files_under(&out.join("_runs")).len(),
+        1,
+        "the refused run did nothing"
+    );
     assert!(!out.join("_state/lock").exists(), "the lock is released");
     let figures = read_parquet(&out.join("kpi/cases_by_level/period=2024-Q3/part-0.parquet"));
 
     // With --wait, the second queues behind the first and both finish with the same figures.
-    let (a, b) = (spawn(&["--period", "2024-Q3"]), spawn(&["--period", "2024-Q3", "--wait"]));
+    let (a, b) = (
+        spawn(&["--period", "2024-Q3"]),
+        spawn(&["--period", "2024-Q3", "--wait"]),
+    );
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert!(b.status.success(), "the waiting run finishes: {}", stderr(&b));
-    assert!(a.status.success() || a.status.code() == Some(6), "{}", stderr(&a));
+    assert!(
+        b.status.success(),
+        "the waiting run finishes: {}",
+        stderr(&b)
+    );
+    assert!(
+        a.status.success() || a.status.code() == Some(6),
+        "{}",
+        stderr(&a)
+    );
     assert!(
         stderr(&b).contains("waiting for the lock") || a.status.code() == Some(6),
         "one of them met the other's lock: a: {}\nb: {}",
@@ -139,24 +223,41 @@ fn write_lock(out: &Path, host: &str, pid: u32, expires: &str) {
 
 #[test]
 fn a_stale_lock_is_taken_over_and_a_live_one_is_respected() {
-    let src = DemoProcess::start(&["--chaos", "off", "--dataset", example_dir().to_str().unwrap()]);
+    let src = DemoProcess::start(&[
+        "--chaos",
+        "off",
+        "--dataset",
+        example_dir().to_str().unwrap(),
+    ]);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let p = pipeline_file(work.path(), "", "");
-    let run = || verb("run", &src.url, &out, &p, &["--period", "2024-Q3"]).output().unwrap();
+    let run = || {
+        verb("run", &src.url, &out, &p, &["--period", "2024-Q3"])
+            .output()
+            .unwrap()
+    };
 
     // A live holder: this test process, on this host, until 2099.
     let host = motcua::state::hostname();
     write_lock(&out, &host, std::process::id(), "2099-01-01T00:00:00Z");
     let o = run();
     assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
-    assert!(stderr(&o).contains("20200101T000000Z-dead") && stderr(&o).contains(&host), "names the holder: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("20200101T000000Z-dead") && stderr(&o).contains(&host),
+        "names the holder: {}",
+        stderr(&o)
+    );
 
     // Expired on another host: taken over, and the takeover is logged.
     write_lock(&out, "elsewhere", 1, "2020-01-01T01:00:00Z");
     let o = run();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("taking over a stale lock") && stderr(&o).contains("expired"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("taking over a stale lock") && stderr(&o).contains("expired"),
+        "{}",
+        stderr(&o)
+    );
 
     // Left on this host by a process that is gone (a kill -9): taken over at once.
     let dead = {
@@ -181,11 +282,25 @@ fn a_failed_quarter_fails_the_backfill_and_resume_publishes_only_it() {
     // Make 2024-Q2's publication fail: a folder sits where its level table must go.
     let blocker = out.join("kpi/cases_by_level/period=2024-Q2/part-0.parquet");
     std::fs::create_dir_all(&blocker).unwrap();
-    let o = verb("backfill", &src.url, &out, &p, &["--from", "2023-Q3", "--to", "2025-Q2"]).output().unwrap();
+    let o = verb(
+        "backfill",
+        &src.url,
+        &out,
+        &p,
+        &["--from", "2023-Q3", "--to", "2025-Q2"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
-    assert!(stderr(&o).contains("2024-Q2") && stderr(&o).contains("--resume"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2024-Q2") && stderr(&o).contains("--resume"),
+        "{}",
+        stderr(&o)
+    );
     let runs = files_under(&out.join("_runs"));
-    let record: Value = serde_json::from_str(&std::fs::read_to_string(out.join("_runs").join(&runs[0])).unwrap()).unwrap();
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("_runs").join(&runs[0])).unwrap())
+            .unwrap();
     assert_eq!(record["outcome"], "partial");
     let periods = record["periods"].as_array().unwrap();
     assert_eq!(periods.len(), 8);
@@ -195,24 +310,59 @@ fn a_failed_quarter_fails_the_backfill_and_resume_publishes_only_it() {
         assert_eq!(pr["error"].is_string(), failed, "{pr}");
     }
     std::fs::remove_dir(&blocker).unwrap();
-    let o = verb("backfill", &src.url, &out, &p, &["--from", "2023-Q3", "--to", "2025-Q2", "--resume"]).output().unwrap();
+    let o = verb(
+        "backfill",
+        &src.url,
+        &out,
+        &p,
+        &["--from", "2023-Q3", "--to", "2025-Q2", "--resume"],
+    )
+    .output()
+    .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let runs = files_under(&out.join("_runs"));
-    let record: Value = serde_json::from_str(&std::fs::read_to_string(out.join("_runs").join(&runs[1])).unwrap()).unwrap();
-    let ids: Vec<&str> = record["periods"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("_runs").join(&runs[1])).unwrap())
+            .unwrap();
+    let ids: Vec<&str> = record["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["2024-Q2"], "resume publishes only the failed quarter");
-    assert!(out.join("kpi/cases_by_level/period=2024-Q2/part-0.parquet").is_file());
+    assert!(out
+        .join("kpi/cases_by_level/period=2024-Q2/part-0.parquet")
+        .is_file());
     // Status shows both runs and the eight published quarters.
     let o = motcua(&["status", "--output", out.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
-    assert!(text.contains("lock    free") && text.contains("published periods (8)") && text.contains("partial"), "{text}");
-    assert!(text.contains(&format!("cursor  {}", record["cursor_after"].as_str().unwrap())), "{text}");
+    assert!(
+        text.contains("lock    free")
+            && text.contains("published periods (8)")
+            && text.contains("partial"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "cursor  {}",
+            record["cursor_after"].as_str().unwrap()
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_from_raw_gives_the_figures_of_the_runs_that_pulled_them() {
-    let src = demo::start(demo::generate(21, 0.05), TOKEN, Chaos::all(), SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let src = demo::start(
+        demo::generate(21, 0.05),
+        TOKEN,
+        Chaos::all(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
     let out = tempfile::tempdir().unwrap();
     let s = settings(&src.url(), out.path(), Convention::Decree09);
     let periods = [q("2024-Q2"), q("2024-Q3")];
@@ -228,8 +378,16 @@ async fn replay_from_raw_gives_the_figures_of_the_runs_that_pulled_them() {
             .flat_map(|t| {
                 let df = &t.by_agency;
                 (0..df.height()).map(move |i| {
-                    let mut row = vec![t.period.id.to_string(), cell(df, "agency_code", i), cell(df, "field_code", i)];
-                    row.extend(motcua::rules::measure_names().iter().map(|m| cell(df, m, i)));
+                    let mut row = vec![
+                        t.period.id.to_string(),
+                        cell(df, "agency_code", i),
+                        cell(df, "field_code", i),
+                    ];
+                    row.extend(
+                        motcua::rules::measure_names()
+                            .iter()
+                            .map(|m| cell(df, m, i)),
+                    );
                     row
                 })
             })
@@ -237,16 +395,48 @@ async fn replay_from_raw_gives_the_figures_of_the_runs_that_pulled_them() {
     };
     std::fs::remove_dir_all(out.path().join("cases")).unwrap();
     std::fs::remove_dir_all(out.path().join("kpi")).unwrap();
-    let all = run::execute(&s, &Command::Replay { run_id: None, periods: vec![] }, Options::default()).await.unwrap();
+    let all = run::execute(
+        &s,
+        &Command::Replay {
+            run_id: None,
+            periods: vec![],
+        },
+        Options::default(),
+    )
+    .await
+    .unwrap();
     assert!(all.record.counts.raw_files_replayed > 10);
-    assert_eq!(all.tables.len(), 0, "nothing was published any more, so --all republishes nothing by default");
-    let all = run::execute(&s, &Command::Replay { run_id: None, periods: periods.to_vec() }, Options::default()).await.unwrap();
+    assert_eq!(
+        all.tables.len(),
+        0,
+        "nothing was published any more, so --all republishes nothing by default"
+    );
+    let all = run::execute(
+        &s,
+        &Command::Replay {
+            run_id: None,
+            periods: periods.to_vec(),
+        },
+        Options::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(figures(&all.tables), figures(&second.tables));
-    assert_eq!(all.record.counts.cases_in_staging, second.record.counts.cases_in_staging);
+    assert_eq!(
+        all.record.counts.cases_in_staging,
+        second.record.counts.cases_in_staging
+    );
 
-    let one = Command::Replay { run_id: Some(first.record.run_id.clone()), periods: vec![] };
+    let one = Command::Replay {
+        run_id: Some(first.record.run_id.clone()),
+        periods: vec![],
+    };
     let one = run::execute(&s, &one, Options::default()).await.unwrap();
-    assert_eq!(figures(&one.tables), figures(&first.tables), "replaying the first run gives its figures");
+    assert_eq!(
+        figures(&one.tables),
+        figures(&first.tables),
+        "replaying the first run gives its figures"
+    );
     assert_ne!(figures(&first.tables), figures(&second.tables));
 }
 
@@ -256,24 +446,56 @@ fn json_logs_parse_line_by_line_and_carry_no_token_or_personal_data() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let p = pipeline_file(work.path(), "", "");
-    let o = verb("run", &src.url, &out, &p, &["--period", "2024-Q3", "--log-format", "json"]).output().unwrap();
+    let o = verb(
+        "run",
+        &src.url,
+        &out,
+        &p,
+        &["--period", "2024-Q3", "--log-format", "json"],
+    )
+    .output()
+    .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let logs = stderr(&o);
     let mut messages = vec![];
     for line in logs.lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        messages.push(v["fields"]["message"].as_str().unwrap_or_default().to_string());
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        messages.push(
+            v["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
-    assert!(messages.iter().any(|m| m.contains("retrying")), "the chaos was logged");
-    assert_eq!(messages.last().map(String::as_str), Some("run finished"), "one summary line ends the run");
+    assert!(
+        messages.iter().any(|m| m.contains("retrying")),
+        "the chaos was logged"
+    );
+    assert_eq!(
+        messages.last().map(String::as_str),
+        Some("run finished"),
+        "one summary line ends the run"
+    );
     let summary: Value = serde_json::from_str(logs.lines().last().unwrap()).unwrap();
-    for f in ["records_pulled", "rejected", "periods_published", "duration_secs"] {
-        assert!(!summary["fields"][f].is_null(), "summary has {f}: {summary}");
+    for f in [
+        "records_pulled",
+        "rejected",
+        "periods_published",
+        "duration_secs",
+    ] {
+        assert!(
+            !summary["fields"][f].is_null(),
+            "summary has {f}: {summary}"
+        );
     }
     assert!(!logs.contains(TOKEN), "the token never appears");
     // Personal data served by the source (from the raw layer) never appears in the logs.
     let mut pii = BTreeSet::new();
-    for f in files_under(&out.join("raw")).into_iter().filter(|f| f.contains("v1-hoso")) {
+    for f in files_under(&out.join("raw"))
+        .into_iter()
+        .filter(|f| f.contains("v1-hoso"))
+    {
         let body = motcua::raw::gunzip(&std::fs::read(out.join("raw").join(f)).unwrap()).unwrap();
         let env: Value = serde_json::from_slice(&body).unwrap();
         for r in env["data"].as_array().into_iter().flatten() {
@@ -291,20 +513,42 @@ fn json_logs_parse_line_by_line_and_carry_no_token_or_personal_data() {
 
 #[test]
 fn raw_older_than_the_retention_is_pruned() {
-    let src = DemoProcess::start(&["--chaos", "off", "--dataset", example_dir().to_str().unwrap()]);
+    let src = DemoProcess::start(&[
+        "--chaos",
+        "off",
+        "--dataset",
+        example_dir().to_str().unwrap(),
+    ]);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let old = out.join("raw/run_id=20200101T000000Z-0000/v1-hoso");
     std::fs::create_dir_all(&old).unwrap();
-    std::fs::write(old.join("000000.json.gz"), motcua::raw::gzip(b"{}").unwrap()).unwrap();
+    std::fs::write(
+        old.join("000000.json.gz"),
+        motcua::raw::gzip(b"{}").unwrap(),
+    )
+    .unwrap();
     let keep = pipeline_file(work.path(), "", "");
-    let o = verb("run", &src.url, &out, &keep, &["--period", "2024-Q3"]).output().unwrap();
+    let o = verb("run", &src.url, &out, &keep, &["--period", "2024-Q3"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(old.join("000000.json.gz").exists(), "the default keeps everything");
+    assert!(
+        old.join("000000.json.gz").exists(),
+        "the default keeps everything"
+    );
     let prune = pipeline_file(work.path(), "raw_retention = \"30d\"", "");
-    let o = verb("run", &src.url, &out, &prune, &["--period", "2024-Q3"]).output().unwrap();
+    let o = verb("run", &src.url, &out, &prune, &["--period", "2024-Q3"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!old.join("000000.json.gz").exists(), "older than 30 days: pruned");
-    let runs: BTreeSet<String> = files_under(&out.join("raw")).iter().map(|f| f.split('/').next().unwrap().to_string()).collect();
+    assert!(
+        !old.join("000000.json.gz").exists(),
+        "older than 30 days: pruned"
+    );
+    let runs: BTreeSet<String> = files_under(&out.join("raw"))
+        .iter()
+        .map(|f| f.split('/').next().unwrap().to_string())
+        .collect();
     assert_eq!(runs.len(), 2, "both recent runs keep their raw: {runs:?}");
 }

@@ -20,7 +20,13 @@ impl DemoProcess {
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("url");
         let child = Command::new(BIN)
-            .args(["demo-source", "--port", "0", "--ready-file", ready.to_str().unwrap()])
+            .args([
+                "demo-source",
+                "--port",
+                "0",
+                "--ready-file",
+                ready.to_str().unwrap(),
+            ])
             .args(args)
             .env("MOTCUA_SOURCE_TOKEN", TOKEN)
             .stdout(Stdio::null())
@@ -29,7 +35,10 @@ impl DemoProcess {
             .unwrap();
         let started = Instant::now();
         while !ready.exists() {
-            assert!(started.elapsed() < Duration::from_secs(60), "demo source did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "demo source did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let url = std::fs::read_to_string(&ready).unwrap();
@@ -67,7 +76,15 @@ pub fn motcua(args: &[&str]) -> Output {
 
 /// `motcua <verb> --source-url URL --output OUT --pipeline P <args…>`
 pub fn verb(verb: &str, url: &str, out: &Path, pipeline: &Path, args: &[&str]) -> Command {
-    let mut all = vec![verb, "--source-url", url, "--output", out.to_str().unwrap(), "--pipeline", pipeline.to_str().unwrap()];
+    let mut all = vec![
+        verb,
+        "--source-url",
+        url,
+        "--output",
+        out.to_str().unwrap(),
+        "--pipeline",
+        pipeline.to_str().unwrap(),
+    ];
     all.extend_from_slice(args);
     command(&all)
 }
@@ -80,12 +97,18 @@ pub fn stderr(o: &Output) -> String {
 pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let started = Instant::now();
     while !f() {
-        assert!(started.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 pub fn kill(child: &Child, signal: &str) {
-    let ok = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
