@@ -18,6 +18,8 @@ use crate::rules::{self, level_name, LEVEL_ORDER};
 /// The three KPI tables of one period.
 pub struct KpiTables {
     pub period: Period,
+    /// The run that computed them.
+    pub run_id: String,
     pub by_agency: DataFrame,
     pub by_level: DataFrame,
     pub catalog: DataFrame,
@@ -244,6 +246,7 @@ pub fn compute(
     identities.extend(check_identities(period, "cases_by_level", &by_level)?);
     Ok(KpiTables {
         period: *period,
+        run_id: run_id.to_string(),
         by_agency,
         by_level,
         catalog,

@@ -114,7 +114,18 @@ pub async fn kpi_tables(
         let path = format!("kpi/{table}/period={id}/part-0.parquet");
         out.push(write_table(store, enc, &path, df.clone()).await?);
     }
+    out.push(report(store, t).await?);
     Ok(out)
+}
+
+/// The period's report for people, `reports/period=<id>/index.html`.
+pub async fn report(store: &Store, t: &KpiTables) -> Result<WrittenFile> {
+    let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let html = crate::report::html(t, &t.run_id, &generated)?;
+    let path = format!("reports/period={}/index.html", t.period.id);
+    let len = html.len() as u64;
+    store.publish(&path, Bytes::from(html)).await?;
+    Ok(WrittenFile { path, bytes: len, rows: None })
 }
 
 /// The rejects of a run as a frame (no personal data: codes, reasons, dates and raw locations).
