@@ -29,10 +29,16 @@ run: build
 ## make test: install what the tests need, then run every test (Rust, then the real readers).
 test: test-deps
 	$(CARGO) test --all-targets
-	MOTCUA_BIN=$(BIN) $(PYTHON) -m pytest -q tests/readers
+	PATH="$$HOME/.cargo/bin:$$PATH" MOTCUA_BIN=$(BIN) $(PYTHON) -m pytest -q tests/readers
 
+## test-deps: DuckDB, pyarrow, pytest and moto_server (pip); Chromium (Debian); s3s-fs (crates.io, ~3 min once).
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	@command -v chromium >/dev/null || { echo "installing chromium (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null || \
+	  { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
+	@command -v s3s-fs >/dev/null || { echo "installing s3s-fs 0.14.1 (cargo install, about 3 minutes)"; \
+	  CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/s3s-fs $(CARGO) install s3s-fs --version 0.14.1 --features binary --locked --quiet; }
 
 fmt:
 	$(CARGO) fmt --all

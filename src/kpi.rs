@@ -16,6 +16,7 @@ use crate::period::Period;
 use crate::rules::{self, level_name, LEVEL_ORDER};
 
 /// The three KPI tables of one period.
+#[derive(Clone)]
 pub struct KpiTables {
     pub period: Period,
     /// The run that computed them.

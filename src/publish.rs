@@ -26,10 +26,25 @@ const DATA_PAGE_BYTES: usize = 1 << 30;
 
 pub use crate::store::WrittenFile;
 
-/// Encodes frames as Parquet through a scratch folder outside the output root.
-pub struct ParquetEncoder {
+/// Encodes frames as Parquet through a scratch folder outside the output root. Cheap to clone.
+///
+/// polars runs its own executors and may block on them, so every polars call of the async
+/// stages goes through [`blocking`], on tokio's blocking pool, never on an async worker.
+#[derive(Clone)]
+pub struct ParquetEncoder(Arc<EncoderInner>);
+
+struct EncoderInner {
     dir: tempfile::TempDir,
     seq: AtomicU64,
+}
+
+/// Runs polars (or other CPU-bound) work on tokio's blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("a worker thread panicked")?
 }
 
 impl ParquetEncoder {
@@ -38,16 +53,16 @@ impl ParquetEncoder {
             .prefix("motcua-")
             .tempdir()
             .context("creating a scratch folder in the system temp dir")?;
-        Ok(ParquetEncoder {
+        Ok(ParquetEncoder(Arc::new(EncoderInner {
             dir,
             seq: AtomicU64::new(0),
-        })
+        })))
     }
 
     /// The Parquet bytes of `df`.
     pub fn encode(&self, df: DataFrame) -> Result<Vec<u8>> {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.path().join(format!("{n:06}.parquet"));
+        let n = self.0.seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.0.dir.path().join(format!("{n:06}.parquet"));
         let opts = ParquetWriteOptions {
             compression: ParquetCompression::Zstd(None),
             statistics: StatisticsOptions::default(),
@@ -80,6 +95,11 @@ pub fn decode(bytes: Bytes) -> Result<DataFrame> {
     Ok(ParquetReader::new(Cursor::new(bytes)).finish()?)
 }
 
+/// [`decode`] on the blocking pool.
+pub async fn decode_async(bytes: Bytes) -> Result<DataFrame> {
+    blocking(move || decode(bytes)).await
+}
+
 /// Writes `df` as Parquet at `path`.
 pub async fn write_table(
     store: &Store,
@@ -88,7 +108,8 @@ pub async fn write_table(
     df: DataFrame,
 ) -> Result<WrittenFile> {
     let rows = df.height() as u64;
-    let bytes = enc.encode(df)?;
+    let e = enc.clone();
+    let bytes = blocking(move || e.encode(df)).await?;
     let len = bytes.len() as u64;
     store.publish(path, Bytes::from(bytes)).await?;
     Ok(WrittenFile {
@@ -121,11 +142,16 @@ pub async fn kpi_tables(
 /// The period's report for people, `reports/period=<id>/index.html`.
 pub async fn report(store: &Store, t: &KpiTables) -> Result<WrittenFile> {
     let generated = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
-    let html = crate::report::html(t, &t.run_id, &generated)?;
+    let tables = t.clone();
+    let html = blocking(move || crate::report::html(&tables, &tables.run_id, &generated)).await?;
     let path = format!("reports/period={}/index.html", t.period.id);
     let len = html.len() as u64;
     store.publish(&path, Bytes::from(html)).await?;
-    Ok(WrittenFile { path, bytes: len, rows: None })
+    Ok(WrittenFile {
+        path,
+        bytes: len,
+        rows: None,
+    })
 }
 
 /// The rejects of a run as a frame (no personal data: codes, reasons, dates and raw locations).

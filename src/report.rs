@@ -33,7 +33,17 @@ pub fn level_table(t: &KpiTables) -> Result<String> {
     let mut out = format!("{} ({}, {} … {})\n", p.id, p.convention, p.start, p.end);
     out.push_str(&format!(
         "{:<9}{:>8}{:>7}{:>7}{:>8}{:>7}{:>8}{:>6}{:>7}{:>7}{:>6}\n",
-        "level", "received", "online", "onl%", "resolvd", "early", "on time", "late", "ontm%", "in prg", "wait"
+        "level",
+        "received",
+        "online",
+        "onl%",
+        "resolvd",
+        "early",
+        "on time",
+        "late",
+        "ontm%",
+        "in prg",
+        "wait"
     ));
     let levels = df.column("level")?.str()?;
     for row in 0..df.height() {
@@ -99,7 +109,12 @@ fn level_vi(level: &str) -> &'static str {
 const OFFICIAL: [(&str, &str, &str, &str); 13] = [
     ("received_total", "Tổng số", "total", "3"),
     ("received_online", "Trực tuyến", "online", "4"),
-    ("received_offline", "Trực tiếp, BCCI", "in person, post", "5"),
+    (
+        "received_offline",
+        "Trực tiếp, BCCI",
+        "in person, post",
+        "5",
+    ),
     ("carried_over", "Kỳ trước chuyển qua", "carried over", "6"),
     ("resolved_total", "Tổng số", "total", "7"),
     ("resolved_early", "Trước hạn", "early", "8"),
@@ -115,7 +130,11 @@ const OFFICIAL: [(&str, &str, &str, &str); 13] = [
 const RATES: [(&str, &str, &str); 3] = [
     ("online_rate", "Tỷ lệ trực tuyến", "online rate"),
     ("on_time_rate", "Tỷ lệ đúng hạn", "on-time rate"),
-    ("progress_rate_766", "Chỉ số tiến độ (QĐ 766)", "progress, Decision 766"),
+    (
+        "progress_rate_766",
+        "Chỉ số tiến độ (QĐ 766)",
+        "progress, Decision 766",
+    ),
 ];
 
 fn official_header(first: &str, first_en: &str) -> String {
@@ -129,7 +148,10 @@ fn official_header(first: &str, first_en: &str) -> String {
     ] {
         let _ = write!(h, "<th colspan=\"{span}\">{vi}<small>{en}</small></th>");
     }
-    let _ = write!(h, "<th colspan=\"3\">Tỷ lệ<small>rates</small></th></tr><tr>");
+    let _ = write!(
+        h,
+        "<th colspan=\"3\">Tỷ lệ<small>rates</small></th></tr><tr>"
+    );
     for (_, vi, en, col) in OFFICIAL {
         let _ = write!(h, "<th>{vi}<small>{en}</small><i>({col})</i></th>");
     }
@@ -144,12 +166,22 @@ fn official_cells(df: &DataFrame, row: usize, key: &str) -> Result<String> {
     let mut s = String::new();
     for (m, _, _, _) in OFFICIAL {
         let v = int(df, m, row)?;
-        let _ = write!(s, "<td data-row=\"{}\" data-m=\"{m}\" data-v=\"{v}\">{}</td>", esc(key), num(v));
+        let _ = write!(
+            s,
+            "<td data-row=\"{}\" data-m=\"{m}\" data-v=\"{v}\">{}</td>",
+            esc(key),
+            num(v)
+        );
     }
     for (m, _, _) in RATES {
         let r = rate(df, m, row)?;
         let v = r.map(|r| format!("{r:.6}")).unwrap_or_default();
-        let _ = write!(s, "<td data-row=\"{}\" data-m=\"{m}\" data-v=\"{v}\">{}</td>", esc(key), percent(r));
+        let _ = write!(
+            s,
+            "<td data-row=\"{}\" data-m=\"{m}\" data-v=\"{v}\">{}</td>",
+            esc(key),
+            percent(r)
+        );
     }
     Ok(s)
 }
@@ -164,10 +196,19 @@ fn bars(title: &str, subtitle: &str, items: &[(String, f64, String)], max: f64) 
         "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 680 {h}\" width=\"680\" height=\"{h}\" role=\"img\" aria-label=\"{}\">",
         esc(title)
     );
-    let _ = write!(s, "<text x=\"0\" y=\"14\" class=\"t\">{}</text><text x=\"0\" y=\"28\" class=\"s\">{}</text>", esc(title), esc(subtitle));
+    let _ = write!(
+        s,
+        "<text x=\"0\" y=\"14\" class=\"t\">{}</text><text x=\"0\" y=\"28\" class=\"s\">{}</text>",
+        esc(title),
+        esc(subtitle)
+    );
     for (i, (label, v, shown)) in items.iter().enumerate() {
         let y = 36.0 + i as f64 * row;
-        let w = if max > 0.0 { (v / max).clamp(0.0, 1.0) * bar_w } else { 0.0 };
+        let w = if max > 0.0 {
+            (v / max).clamp(0.0, 1.0) * bar_w
+        } else {
+            0.0
+        };
         let _ = write!(
             s,
             "<text x=\"{}\" y=\"{}\" class=\"l\" text-anchor=\"end\">{}</text><rect x=\"{}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" class=\"b\"/><text x=\"{}\" y=\"{}\" class=\"v\">{}</text>",
@@ -246,7 +287,13 @@ pub fn html(t: &KpiTables, run_id: &str, generated_at: &str) -> Result<String> {
     for row in 0..df.height() {
         let level = levels.get(row).unwrap_or("?");
         let class = if level == "all" { " class=\"all\"" } else { "" };
-        let _ = write!(h, "<tr{class}><td class=\"name\">{}<small>{}</small></td>{}</tr>", level_vi(level), level, official_cells(df, row, level)?);
+        let _ = write!(
+            h,
+            "<tr{class}><td class=\"name\">{}<small>{}</small></td>{}</tr>",
+            level_vi(level),
+            level,
+            official_cells(df, row, level)?
+        );
     }
     h.push_str("</tbody></table></section>");
 
@@ -271,8 +318,18 @@ pub fn html(t: &KpiTables, run_id: &str, generated_at: &str) -> Result<String> {
     overdue.truncate(10);
     let max_overdue = overdue.first().map(|o| o.1).unwrap_or(0.0);
     h.push_str("<section><h2>Biểu đồ <small>charts</small></h2><div class=\"charts\">");
-    h.push_str(&bars("Tỷ lệ hồ sơ trực tuyến theo cấp", "online rate per level", &online, 1.0));
-    h.push_str(&bars("Tỷ lệ giải quyết đúng hạn theo cấp", "on-time rate per level", &on_time, 1.0));
+    h.push_str(&bars(
+        "Tỷ lệ hồ sơ trực tuyến theo cấp",
+        "online rate per level",
+        &online,
+        1.0,
+    ));
+    h.push_str(&bars(
+        "Tỷ lệ giải quyết đúng hạn theo cấp",
+        "on-time rate per level",
+        &on_time,
+        1.0,
+    ));
     h.push_str(&bars(
         "Cơ quan có nhiều hồ sơ quá hạn nhất",
         "agencies with the most overdue cases (resolved late + in progress overdue)",
@@ -288,10 +345,25 @@ pub fn html(t: &KpiTables, run_id: &str, generated_at: &str) -> Result<String> {
     for row in 0..c.height() {
         let level = cl.get(row).unwrap_or("?");
         let class = if level == "all" { " class=\"all\"" } else { "" };
-        let _ = write!(h, "<tr{class}><td class=\"name\">{}<small>{level}</small></td>", level_vi(level));
-        for m in ["procedures", "one_stop", "inter_agency", "online_full", "online_partial", "with_cases"] {
+        let _ = write!(
+            h,
+            "<tr{class}><td class=\"name\">{}<small>{level}</small></td>",
+            level_vi(level)
+        );
+        for m in [
+            "procedures",
+            "one_stop",
+            "inter_agency",
+            "online_full",
+            "online_partial",
+            "with_cases",
+        ] {
             let v = int(c, m, row)?;
-            let _ = write!(h, "<td data-row=\"{level}\" data-m=\"catalog.{m}\" data-v=\"{v}\">{}</td>", num(v));
+            let _ = write!(
+                h,
+                "<td data-row=\"{level}\" data-m=\"catalog.{m}\" data-v=\"{v}\">{}</td>",
+                num(v)
+            );
         }
         let _ = write!(h, "<td>{}</td></tr>", percent(rate(c, "online_rate", row)?));
     }
@@ -305,7 +377,12 @@ pub fn html(t: &KpiTables, run_id: &str, generated_at: &str) -> Result<String> {
     for a in &per_agency {
         if a.level != current {
             current = a.level.clone();
-            let _ = write!(h, "<tr class=\"lvl\"><td colspan=\"17\">{} <small>{}</small></td></tr>", level_vi(&current), esc(&current));
+            let _ = write!(
+                h,
+                "<tr class=\"lvl\"><td colspan=\"17\">{} <small>{}</small></td></tr>",
+                level_vi(&current),
+                esc(&current)
+            );
         }
         let _ = write!(
             h,
@@ -347,11 +424,16 @@ fn agencies(t: &KpiTables) -> Result<Vec<AgencyRow>> {
     let mut aggs = sums;
     aggs.push(col("agency_name").first().alias("agency_name"));
     aggs.push(col("level").first().alias("level"));
-    let rank = crate::rules::LEVEL_ORDER
-        .iter()
-        .enumerate()
-        .rev()
-        .fold(lit(99i32), |rest, (i, l)| when(col("level").eq(lit(*l))).then(lit(i as i32)).otherwise(rest));
+    let rank =
+        crate::rules::LEVEL_ORDER
+            .iter()
+            .enumerate()
+            .rev()
+            .fold(lit(99i32), |rest, (i, l)| {
+                when(col("level").eq(lit(*l)))
+                    .then(lit(i as i32))
+                    .otherwise(rest)
+            });
     let mut select: Vec<Expr> = vec![col("level"), col("agency_code"), col("agency_name")];
     select.extend(names.iter().map(|m| col(*m)));
     select.extend(crate::rules::rates());
@@ -367,11 +449,32 @@ fn agencies(t: &KpiTables) -> Result<Vec<AgencyRow>> {
     let mut out = vec![];
     for row in 0..df.height() {
         let one = df.slice(row as i64, 1);
-        let code = one.column("agency_code")?.str()?.get(0).unwrap_or("").to_string();
-        let name = one.column("agency_name")?.str()?.get(0).map(str::to_string).unwrap_or_else(|| code.clone());
-        let level = one.column("level")?.str()?.get(0).unwrap_or("unknown").to_string();
+        let code = one
+            .column("agency_code")?
+            .str()?
+            .get(0)
+            .unwrap_or("")
+            .to_string();
+        let name = one
+            .column("agency_name")?
+            .str()?
+            .get(0)
+            .map(str::to_string)
+            .unwrap_or_else(|| code.clone());
+        let level = one
+            .column("level")?
+            .str()?
+            .get(0)
+            .unwrap_or("unknown")
+            .to_string();
         let overdue = int(&one, "resolved_overdue", 0)? + int(&one, "in_progress_overdue", 0)?;
-        out.push(AgencyRow { level, code, name, overdue, frame: one });
+        out.push(AgencyRow {
+            level,
+            code,
+            name,
+            overdue,
+            frame: one,
+        });
     }
     Ok(out)
 }

@@ -167,10 +167,14 @@ fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A run id: its start in UTC to the millisecond, then a random suffix, e.g.
+/// `20261128T023151123Z-89a3`. Ids sort in start order (runs on one root never overlap: the lock).
 pub fn new_run_id() -> String {
+    let now = Utc::now();
     format!(
-        "{}-{:04x}",
-        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        "{}{:03}Z-{:04x}",
+        now.format("%Y%m%dT%H%M%S"),
+        now.timestamp_subsec_millis(),
         rand::random::<u16>()
     )
 }
@@ -563,10 +567,14 @@ async fn stage(
     for (bucket, new) in buckets {
         let path = bucket_path(bucket);
         let old = match (rebuild, store.get(&path).await?) {
-            (false, Some(b)) => Some(publish::decode(b).with_context(|| format!("{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"))?),
+            (false, Some(b)) => Some(
+                publish::decode_async(b)
+                    .await
+                    .with_context(|| format!("{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"))?,
+            ),
             _ => None,
         };
-        let merged = normalise::upsert(old, new)?;
+        let merged = publish::blocking(move || normalise::upsert(old, new)).await?;
         record
             .files
             .push(publish::write_table(store, enc, &path, merged).await?);
@@ -662,7 +670,10 @@ async fn resume_periods(
             && r.period_convention == settings.convention.as_str()
             && r.outcome != "running"
         {
-            if last.as_ref().is_none_or(|l| r.run_id > l.run_id) {
+            if last
+                .as_ref()
+                .is_none_or(|l| (&r.started_at, &r.run_id) > (&l.started_at, &l.run_id))
+            {
                 last = Some(r);
             }
         }
@@ -863,8 +874,8 @@ async fn prune_raw(store: &Store, keep: std::time::Duration, this_run: &str) -> 
     let mut pruned = 0;
     for run in raw_runs(store).await? {
         let Some(ts) = run
-            .get(..16)
-            .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").ok())
+            .get(..15)
+            .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%S").ok())
         else {
             continue;
         };
@@ -902,12 +913,17 @@ pub async fn load_staging(store: &Store, key: &normalise::PiiKey) -> Result<Data
                 .get(&path)
                 .await?
                 .with_context(|| format!("{path} vanished while reading staging"))?;
-            frames.push(publish::decode(b).with_context(|| format!("{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"))?.lazy());
+            frames.push(
+                publish::decode_async(b)
+                    .await
+                    .with_context(|| format!("{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"))?
+                    .lazy(),
+            );
         }
     }
     if frames.is_empty() {
         let empty = Normaliser::new(key.clone(), "").finish()?.cases;
         return Ok(empty.drop("_order")?);
     }
-    Ok(concat(frames, UnionArgs::default())?.collect()?)
+    publish::blocking(move || Ok(concat(frames, UnionArgs::default())?.collect()?)).await
 }

@@ -63,20 +63,33 @@ impl Store {
                 .with_bucket_name(bucket)
                 .build()
                 .with_context(|| format!("cannot open {url}: check AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL"))?;
-            let os: Arc<dyn ObjectStore> = match prefix.trim_matches('/') {
-                "" => Arc::new(s3),
-                p => Arc::new(PrefixStore::new(s3, p)),
-            };
-            return Ok(Store {
-                os,
-                url: url.to_string(),
-                local: None,
-                staging,
-                seq,
-            });
+            return Ok(Self::remote(s3, prefix, url, staging, seq));
+        }
+        #[cfg(feature = "gcp")]
+        if let Some(rest) = url.strip_prefix("gs://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .with_context(|| format!("cannot open {url}: check GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT)"))?;
+            return Ok(Self::remote(gcs, prefix, url, staging, seq));
+        }
+        #[cfg(feature = "azure")]
+        if let Some(rest) = url.strip_prefix("az://") {
+            let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let az = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(container)
+                .build()
+                .with_context(|| format!("cannot open {url}: check AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY"))?;
+            return Ok(Self::remote(az, prefix, url, staging, seq));
+        }
+        for (scheme, feature) in [("gs://", "gcp"), ("az://", "azure")] {
+            if url.starts_with(scheme) {
+                bail!("output {url:?} needs motcua built with the {feature} feature: cargo build --release --features {feature}");
+            }
         }
         if url.contains("://") && !url.starts_with("file://") {
-            bail!("output {url:?}: only local folders, file:// and s3:// roots are built in");
+            bail!("output {url:?}: use a folder, file://…, s3://… (or gs://, az:// with the gcp, azure features)");
         }
         let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
         std::fs::create_dir_all(&path).with_context(|| {
@@ -94,6 +107,26 @@ impl Store {
             staging,
             seq,
         })
+    }
+
+    fn remote<T: ObjectStore>(
+        os: T,
+        prefix: &str,
+        url: &str,
+        staging: String,
+        seq: Arc<AtomicU64>,
+    ) -> Store {
+        let os: Arc<dyn ObjectStore> = match prefix.trim_matches('/') {
+            "" => Arc::new(os),
+            p => Arc::new(PrefixStore::new(os, p)),
+        };
+        Store {
+            os,
+            url: url.to_string(),
+            local: None,
+            staging,
+            seq,
+        }
     }
 
     /// What to check when the root cannot be used.
@@ -191,14 +224,18 @@ impl Store {
         {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("creating {path} in {}", self.url)),
+            Err(e) => {
+                Err(e).with_context(|| format!("creating {path} in {} ({})", self.url, self.hint()))
+            }
         }
     }
 
     pub async fn delete(&self, path: &str) -> Result<()> {
         match self.os.delete(&Path::from(path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("deleting {path} in {}", self.url)),
+            Err(e) => {
+                Err(e).with_context(|| format!("deleting {path} in {} ({})", self.url, self.hint()))
+            }
         }
     }
 

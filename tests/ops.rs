@@ -521,7 +521,7 @@ fn raw_older_than_the_retention_is_pruned() {
     ]);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    let old = out.join("raw/run_id=20200101T000000Z-0000/v1-hoso");
+    let old = out.join("raw/run_id=20200101T000000000Z-0000/v1-hoso");
     std::fs::create_dir_all(&old).unwrap();
     std::fs::write(
         old.join("000000.json.gz"),

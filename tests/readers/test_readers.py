@@ -145,3 +145,32 @@ def test_no_personal_data_outside_raw(published):
     assert not leaked_tokens, sorted(leaked_tokens)[:5]
     leaked_names = {n for n in names if n in phrases or n in words}
     assert not leaked_names, sorted(leaked_names)[:5]
+
+
+def readme_duckdb_blocks():
+    text = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    return [b for b in re.findall(r"```sql\n(.*?)```", text, re.S) if b.startswith("-- duckdb")]
+
+
+def test_the_readme_duckdb_statements_run_and_agencies_roll_up_to_levels_exactly(published):
+    blocks = readme_duckdb_blocks()
+    assert len(blocks) == 3, "the README's DuckDB blocks"
+    con = duckdb.connect()
+    for b in blocks[:2]:
+        con.execute(b.replace("'data/", f"'{published}/"))
+    q3 = con.execute(blocks[1]).fetchall()
+    assert len(q3) == 4 and {r[1] for r in q3} == {"province", "district", "commune", "all"}
+    assert con.execute(blocks[2]).fetchall() == [], "every level row equals the sum of its agency rows"
+    # Every measure, not only those the README lists.
+    measures = [c for c, t, *_ in con.execute("DESCRIBE cases_by_level").fetchall()
+                if t == "BIGINT"]
+    assert len(measures) == 19
+    sums = ", ".join(f"sum({m})::BIGINT AS {m}" for m in measures)
+    rolled = con.execute(f"""
+        SELECT period, level, {sums} FROM cases_by_agency GROUP BY ALL
+        UNION ALL SELECT period, 'all', {sums} FROM cases_by_agency GROUP BY ALL""").fetchall()
+    levels = con.execute(f"SELECT period, level, {', '.join(measures)} FROM cases_by_level").fetchall()
+    rolled = {(r[0], r[1]): r[2:] for r in rolled}
+    for row in levels:
+        want = rolled.get((row[0], row[1]), tuple([0] * len(measures)))
+        assert row[2:] == want, row[:2]

@@ -69,10 +69,45 @@ def example_source():
     proc.wait()
 
 
-def motcua(url, output, extra_env):
+def motcua(url, output, extra_env, args=("run", "--period", "2024-Q3"), popen=False):
     env = dict(os.environ, MOTCUA_SOURCE_TOKEN=TOKEN, MOTCUA_PII_KEY=PII_KEY, **extra_env)
-    return subprocess.run([binary(), "run", "--period", "2024-Q3", "--source-url", url, "--output", output],
-                          env=env, capture_output=True, text=True)
+    cmd = [binary(), *args, "--source-url", url, "--output", output]
+    if popen:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True)
+
+
+def kpi_figures(read):
+    """Every KPI figure of every published table and period, by a reader of the root."""
+    out = {}
+    for key in read.keys():
+        if key.startswith("kpi/") and key.endswith("part-0.parquet"):
+            t = pq.read_table(io.BytesIO(read.get(key)))
+            out[key] = t.drop_columns(["run_id", "computed_at"]).to_pylist()
+    return out
+
+
+class S3Reader:
+    def __init__(self, client, bucket, prefix):
+        self.c, self.b, self.p = client, bucket, prefix
+
+    def keys(self):
+        pages = self.c.get_paginator("list_objects_v2").paginate(Bucket=self.b, Prefix=self.p + "/")
+        return sorted(o["Key"][len(self.p) + 1:] for page in pages for o in page.get("Contents", []))
+
+    def get(self, key):
+        return self.c.get_object(Bucket=self.b, Key=f"{self.p}/{key}")["Body"].read()
+
+
+class LocalReader:
+    def __init__(self, root):
+        self.root = pathlib.Path(root)
+
+    def keys(self):
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+
+    def get(self, key):
+        return (self.root / key).read_bytes()
 
 
 FIGURES = ["level", "received_new", "received_online", "resolved_total", "resolved_early", "resolved_on_time",
@@ -116,3 +151,80 @@ def test_an_unreachable_endpoint_says_so(example_source):
     run = motcua(example_source, "s3://motcua/x", env)
     assert run.returncode != 0
     assert "s3://motcua/x" in run.stderr, run.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_source():
+    work = pathlib.Path(tempfile.mkdtemp())
+    ready = work / "url"
+    proc = subprocess.Popen([binary(), "demo-source", "--port", "0", "--chaos", "on", "--scale", "0.2",
+                             "--ready-file", str(ready)], env=dict(os.environ, MOTCUA_SOURCE_TOKEN=TOKEN),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(ready)
+    yield ready.read_text()
+    proc.kill()
+    proc.wait()
+
+
+def test_run_and_backfill_on_s3_equal_a_local_folder_figure_for_figure(s3, demo_source, tmp_path):
+    client, env = s3
+    local = tmp_path / "local"
+    for args in (("run", "--period", "2024-Q3"), ("backfill", "--from", "2024-Q1", "--to", "2024-Q4")):
+        remote = motcua(demo_source, "s3://motcua/equal", env, args)
+        assert remote.returncode == 0, remote.stderr
+        mine = motcua(demo_source, str(local), {}, args)
+        assert mine.returncode == 0, mine.stderr
+    on_s3 = kpi_figures(S3Reader(client, "motcua", "equal"))
+    on_disk = kpi_figures(LocalReader(local))
+    assert len(on_s3) == 12 and on_s3 == on_disk
+    layout = lambda keys: sorted(k.split("run_id=")[0] for k in keys if k.startswith(("kpi/", "cases/", "reports/")))
+    assert layout(S3Reader(client, "motcua", "equal").keys()) == layout(LocalReader(local).keys())
+
+
+def test_two_runs_on_one_s3_root_one_publishes(s3, demo_source):
+    _, env = s3
+    a = motcua(demo_source, "s3://motcua/race", env, popen=True)
+    b = motcua(demo_source, "s3://motcua/race", env, popen=True)
+    results = [p.communicate() + (p.returncode,) for p in (a, b)]
+    codes = sorted(r[2] for r in results)
+    assert codes == [0, 6], [r[1][-500:] for r in results]
+
+
+@pytest.fixture(scope="module")
+def s3s():
+    exe = shutil.which("s3s-fs")
+    assert exe, "s3s-fs is installed by make test (cargo install s3s-fs --version 0.14.1 --features binary --locked)"
+    root = pathlib.Path(tempfile.mkdtemp())
+    (root / "motcua").mkdir()
+    port = free_port()
+    proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--access-key", "AKIDMOTCUA",
+                             "--secret-key", "motcua-secret-key", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.time() < deadline, "s3s-fs did not start"
+            time.sleep(0.1)
+    yield {"AWS_ACCESS_KEY_ID": "AKIDMOTCUA", "AWS_SECRET_ACCESS_KEY": "motcua-secret-key",
+           "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true"}
+    proc.kill()
+    proc.wait()
+
+
+def test_a_signature_checking_s3_accepts_the_right_credentials(s3s, example_source, tmp_path):
+    run = motcua(example_source, "s3://motcua/signed", s3s)
+    assert run.returncode == 0, run.stderr
+    local = motcua(example_source, str(tmp_path / "local"), {})
+    assert local.returncode == 0, local.stderr
+    assert "published 1 period" in run.stdout
+
+
+def test_wrong_credentials_say_so(s3s, example_source):
+    env = dict(s3s, AWS_SECRET_ACCESS_KEY="not-the-secret")
+    run = motcua(example_source, "s3://motcua/signed", env)
+    assert run.returncode != 0
+    assert "SignatureDoesNotMatch" in run.stderr and "AWS_ACCESS_KEY_ID" in run.stderr, run.stderr
+    assert "not-the-secret" not in run.stderr
