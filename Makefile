@@ -29,6 +29,7 @@ run: build
 ## make test: install what the tests need, then run every test (Rust, then the real readers).
 test: test-deps
 	$(CARGO) test --all-targets
+	$(CARGO) check --lib --features gcp,azure
 	PATH="$$HOME/.cargo/bin:$$PATH" MOTCUA_BIN=$(BIN) $(PYTHON) -m pytest -q tests/readers
 
 ## test-deps: DuckDB, pyarrow, pytest and moto_server (pip); Chromium (Debian); s3s-fs (crates.io, ~3 min once).

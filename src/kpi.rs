@@ -83,7 +83,8 @@ fn counts() -> Vec<&'static str> {
     rules::measure_names()
 }
 
-fn level_rank() -> Expr {
+/// Sorts levels as [`LEVEL_ORDER`]: province, district, commune, unknown, all.
+pub fn level_rank() -> Expr {
     LEVEL_ORDER
         .iter()
         .enumerate()

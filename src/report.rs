@@ -424,16 +424,7 @@ fn agencies(t: &KpiTables) -> Result<Vec<AgencyRow>> {
     let mut aggs = sums;
     aggs.push(col("agency_name").first().alias("agency_name"));
     aggs.push(col("level").first().alias("level"));
-    let rank =
-        crate::rules::LEVEL_ORDER
-            .iter()
-            .enumerate()
-            .rev()
-            .fold(lit(99i32), |rest, (i, l)| {
-                when(col("level").eq(lit(*l)))
-                    .then(lit(i as i32))
-                    .otherwise(rest)
-            });
+    let rank = crate::kpi::level_rank();
     let mut select: Vec<Expr> = vec![col("level"), col("agency_code"), col("agency_name")];
     select.extend(names.iter().map(|m| col(*m)));
     select.extend(crate::rules::rates());

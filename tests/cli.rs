@@ -35,6 +35,10 @@ fn published_figures_equal_the_reference_and_a_second_run_republishes_them() {
         "the summary table is printed: {stdout}"
     );
     assert!(
+        stdout.lines().all(|l| l.chars().count() <= 80),
+        "the summary fits an 80-column terminal:\n{stdout}"
+    );
+    assert!(
         stderr(&first).contains("source request failed; retrying"),
         "the demo misbehaved and was retried"
     );

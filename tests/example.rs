@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 use common::*;
 use motcua::demo::{self, Chaos};
@@ -14,14 +13,7 @@ use motcua::period::{Convention, PeriodId};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_expected_figure_of_the_worked_example() {
     let data = demo::load_dataset(&example_dir()).unwrap();
-    let src = demo::start(
-        data,
-        TOKEN,
-        Chaos::off(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .unwrap();
+    let src = serve(data, Chaos::off()).await;
     let q3: PeriodId = "2024-Q3".parse().unwrap();
     for (convention, name) in [
         (Convention::Decree09, "decree09"),

@@ -4,13 +4,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 
 use common::process::*;
 use common::*;
-use motcua::demo::{self, Chaos};
+use motcua::demo::Chaos;
 use motcua::normalise::{enum_code, instant, local_date, text};
 use motcua::period::{Convention, PeriodId};
 use motcua::run::{self, Command, Options};
@@ -18,14 +17,6 @@ use serde_json::{json, Value};
 
 fn q(id: &str) -> PeriodId {
     id.parse().unwrap()
-}
-
-fn all_count(t: &motcua::kpi::KpiTables, column: &str) -> i64 {
-    let df = &t.by_level;
-    let i = (0..df.height())
-        .find(|i| cell(df, "level", *i) == "all")
-        .unwrap();
-    df.column(column).unwrap().i64().unwrap().get(i).unwrap()
 }
 
 /// A case received in person in 2024-Q3 (Decree 09) and resolved, served once.
@@ -57,14 +48,7 @@ fn in_person_q3_case(records: &[Value]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_change_reaches_its_published_quarter_through_an_incremental_pull() {
-    let src = demo::start(
-        demo::generate(5, 0.05),
-        TOKEN,
-        Chaos::off(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .unwrap();
+    let src = demo_source(5, 0.05, Chaos::off()).await;
     let out = tempfile::tempdir().unwrap();
     let s = settings(&src.url(), out.path(), Convention::Decree09);
     let first = run_periods(&s, &[q("2024-Q3")]).await.unwrap();
@@ -355,14 +339,7 @@ fn a_failed_quarter_fails_the_backfill_and_resume_publishes_only_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_from_raw_gives_the_figures_of_the_runs_that_pulled_them() {
-    let src = demo::start(
-        demo::generate(21, 0.05),
-        TOKEN,
-        Chaos::all(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .unwrap();
+    let src = demo_source(21, 0.05, Chaos::all()).await;
     let out = tempfile::tempdir().unwrap();
     let s = settings(&src.url(), out.path(), Convention::Decree09);
     let periods = [q("2024-Q2"), q("2024-Q3")];

@@ -3,10 +3,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::*;
-use motcua::demo::{self, Chaos};
+use motcua::demo::Chaos;
 use motcua::period::{Convention, PeriodId};
 
 const FLOWS: [&str; 13] = [
@@ -31,24 +29,9 @@ const STOCKS: [&str; 4] = [
     "waiting_acceptance",
 ];
 
-fn all_row(t: &motcua::kpi::KpiTables, col: &str) -> i64 {
-    let df = &t.by_level;
-    let i = (0..df.height())
-        .find(|i| cell(df, "level", *i) == "all")
-        .unwrap();
-    df.column(col).unwrap().i64().unwrap().get(i).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periods_tile_and_identities_hold() {
-    let src = demo::start(
-        demo::generate(11, 0.05),
-        TOKEN,
-        Chaos::off(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .unwrap();
+    let src = demo_source(11, 0.05, Chaos::off()).await;
     let ids: Vec<PeriodId> = [
         "2024", "2024-H1", "2024-H2", "2024-9M", "2024-Q1", "2024-Q2", "2024-Q3", "2024-Q4",
     ]
@@ -93,9 +76,9 @@ async fn periods_tile_and_identities_hold() {
         ];
         for (whole, pieces) in &parts {
             for f in FLOWS {
-                let sum: i64 = pieces.iter().map(|p| all_row(t(p), f)).sum();
+                let sum: i64 = pieces.iter().map(|p| all_count(t(p), f)).sum();
                 assert_eq!(
-                    all_row(t(whole), f),
+                    all_count(t(whole), f),
                     sum,
                     "{convention}: {f} of {whole} = sum over {pieces:?}"
                 );
@@ -103,14 +86,14 @@ async fn periods_tile_and_identities_hold() {
             for s in STOCKS {
                 let last = pieces.last().unwrap();
                 assert_eq!(
-                    all_row(t(whole), s),
-                    all_row(t(last), s),
+                    all_count(t(whole), s),
+                    all_count(t(last), s),
                     "{convention}: {s} at the end of {whole}"
                 );
             }
         }
         assert!(
-            all_row(t("2024-Q3"), "received_new") > 4000,
+            all_count(t("2024-Q3"), "received_new") > 4000,
             "the province is not empty"
         );
         // Every partition was published.

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,10 +18,7 @@ use serde_json::Value;
 const SCALE: f64 = 0.02;
 
 async fn source_with(chaos: Chaos) -> DemoSource {
-    let data = demo::generate(7, SCALE);
-    demo::start(data, TOKEN, chaos, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap()
+    demo_source(7, SCALE, chaos).await
 }
 
 fn config(url: &str) -> SourceConfig {
@@ -258,17 +254,14 @@ async fn same_second_pages_are_read_as_a_window() {
     for v in data.cases.iter_mut().take(350) {
         v["NgayCapNhat"] = Value::String("20240801120000".into());
     }
-    let src = demo::start(
+    let src = serve(
         data,
-        TOKEN,
         Chaos {
             update_every: 3,
             ..Chaos::off()
         },
-        SocketAddr::from(([127, 0, 0, 1], 0)),
     )
-    .await
-    .unwrap();
+    .await;
     let (r, p) = pull(config(&src.url()), TOKEN).await;
     r.unwrap();
     assert!(p.source.stats.same_second_windows >= 1);

@@ -195,3 +195,36 @@ pub async fn run_periods(
     };
     motcua::run::execute(settings, &cmd, motcua::run::Options::default()).await
 }
+
+/// The demo province for `seed` at `scale`, served in-process on a free port.
+pub async fn demo_source(
+    seed: u64,
+    scale: f64,
+    chaos: motcua::demo::Chaos,
+) -> motcua::demo::DemoSource {
+    serve(motcua::demo::generate(seed, scale), chaos).await
+}
+
+/// `data` served in-process on a free port.
+pub async fn serve(
+    data: motcua::demo::Dataset,
+    chaos: motcua::demo::Chaos,
+) -> motcua::demo::DemoSource {
+    motcua::demo::start(
+        data,
+        TOKEN,
+        chaos,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap()
+}
+
+/// A count of the `all` row of a period's `cases_by_level`.
+pub fn all_count(t: &motcua::kpi::KpiTables, column: &str) -> i64 {
+    let df = &t.by_level;
+    let i = (0..df.height())
+        .find(|i| cell(df, "level", *i) == "all")
+        .unwrap();
+    df.column(column).unwrap().i64().unwrap().get(i).unwrap()
+}
