@@ -236,17 +236,15 @@ pub async fn execute(settings: &Settings, command: &Command, opts: Options) -> R
         files: vec![],
     };
     info!(run_id = %run_id, command = command.name(), output = %settings.output, "run started");
-    let result = tokio::select! {
-        r = locked(settings, &store, &mut record, command, opts) => r,
-        s = shutdown_signal() => Err(Interrupted(s).into()),
-    };
+    let result = locked(settings, &store, &mut record, command, opts).await;
     finish(&store, &mut record, started, &result).await;
     let tables = result?;
     Ok(Outcome { record, tables })
 }
 
 /// Takes the lock, runs the pipeline, and releases the lock on every way out: success,
-/// failure, and a signal (the lock is released by a guard when the pipeline is dropped).
+/// failure, Ctrl-C and SIGTERM (a signal stops the waiting or the pipeline, then the lock
+/// is released here before the run record is written).
 async fn locked(
     settings: &Settings,
     store: &Store,
@@ -254,45 +252,25 @@ async fn locked(
     command: &Command,
     opts: Options,
 ) -> Result<Vec<KpiTables>> {
-    let lock = Lock::acquire(
-        store,
-        &record.run_id,
-        command.name(),
-        settings.lock_expiry,
-        opts.wait,
-    )
-    .await?;
-    let guard = ReleaseOnDrop(Some(lock));
-    let stale = store.clean_stale_staging().await?;
-    if stale > 0 {
-        warn!(
-            files = stale,
-            "removed staging files a killed run left behind"
-        );
+    let run_id = record.run_id.clone();
+    let lock = tokio::select! {
+        l = Lock::acquire(store, &run_id, command.name(), settings.lock_expiry, opts.wait) => l?,
+        s = shutdown_signal() => return Err(Interrupted(s).into()),
+    };
+    let result = tokio::select! {
+        r = async {
+            let stale = store.clean_stale_staging().await?;
+            if stale > 0 {
+                warn!(files = stale, "removed staging files a killed run left behind");
+            }
+            pipeline(settings, store, record, command, &lock).await
+        } => r,
+        s = shutdown_signal() => Err(Interrupted(s).into()),
+    };
+    if let Err(e) = lock.release().await {
+        warn!(error = %format!("{e:#}"), "could not release the lock; the next run takes it over when it expires");
     }
-    let lock = guard.0.as_ref().expect("held");
-    pipeline(settings, store, record, command, lock).await
-}
-
-/// Releases the lock when the run ends, however it ends.
-struct ReleaseOnDrop(Option<Lock>);
-
-impl Drop for ReleaseOnDrop {
-    fn drop(&mut self) {
-        if let Some(lock) = self.0.take() {
-            // Drop cannot await: release on the runtime and wait for it, so that the lock is
-            // gone before the process exits.
-            let handle = tokio::runtime::Handle::current();
-            let done = std::thread::spawn(move || {
-                handle.block_on(async move {
-                    if let Err(e) = lock.release().await {
-                        warn!(error = %format!("{e:#}"), "could not release the lock; the next run takes it over when it expires");
-                    }
-                })
-            });
-            let _ = done.join();
-        }
-    }
+    result
 }
 
 /// Records the outcome, writes the run record and the summary line, cleans this run's staging.
