@@ -60,12 +60,17 @@ impl RawLog {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.path_for(seq, endpoint, query);
         let gz = gzip(body)?;
-        self.bytes_written
-            .fetch_add(gz.len() as u64, Ordering::Relaxed);
+        let bytes = gz.len() as u64;
         self.store
             .publish(&path, Bytes::from(gz))
             .await
             .context("landing a raw response")?;
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        self.files.lock().expect("raw file list").push(WrittenFile {
+            path: path.clone(),
+            bytes,
+            rows: None,
+        });
         Ok(path)
     }
 }

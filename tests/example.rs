@@ -100,6 +100,19 @@ async fn every_expected_figure_of_the_worked_example() {
             vec!["999.99.99.H57".to_string()]
         );
         assert_eq!(outcome.record.counts.records_pulled, 42);
+        // The run record lists every file written, with its size (and rows for Parquet).
+        let files = &outcome.record.files;
+        for prefix in ["raw/", "cases/", "kpi/", "quality/", "reports/"] {
+            assert!(
+                files.iter().any(|f| f.path.starts_with(prefix)),
+                "no {prefix} file in the run record"
+            );
+        }
+        for f in files {
+            let on_disk = std::fs::metadata(out.path().join(&f.path)).unwrap().len();
+            assert_eq!(on_disk, f.bytes, "{}", f.path);
+            assert_eq!(f.rows.is_some(), f.path.ends_with(".parquet"), "{}", f.path);
+        }
         // 42 records - 11 rejected = 31 valid; HS-21, HS-22 older versions and the HS-23 copy go: 28 cases.
         assert_eq!(outcome.record.counts.valid_records, 31);
         assert_eq!(outcome.record.counts.duplicates_dropped, 3);

@@ -130,7 +130,7 @@ async fn a_late_change_reaches_its_published_quarter_through_an_incremental_pull
 
 #[test]
 fn two_runs_at_once_one_publishes_the_other_exits_or_waits() {
-    let src = DemoProcess::start(&["--chaos", "off", "--scale", "0.3"]);
+    let src = DemoProcess::start(&["--chaos", "on", "--scale", "0.5"]);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let p = pipeline_file(work.path(), "", "");
