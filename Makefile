@@ -12,7 +12,7 @@ PERIOD       ?= 2024-Q3
 export MOTCUA_SOURCE_TOKEN ?= demo-token
 export MOTCUA_PII_KEY      ?= demo-pii-key-not-for-production
 
-.PHONY: build run test test-deps fmt clean
+.PHONY: build run status test test-deps fmt clean
 
 build:
 	$(CARGO) build --bin motcua
@@ -25,6 +25,10 @@ run: build
 	for i in $$(seq 600); do [ -s $$tmp/url ] && break; kill -0 $$pid 2>/dev/null || { cat $$tmp/demo.log; exit 1; }; sleep 0.1; done; \
 	echo "demo source at $$(cat $$tmp/url)"; \
 	$(BIN) run --pipeline pipelines/demo.toml --source-url "$$(cat $$tmp/url)" --output $(OUTPUT) --period $(PERIOD)
+
+## make status: the runs, cursor, lock and published periods of ./data.
+status: build
+	$(BIN) status --output $(OUTPUT)
 
 ## make test: install what the tests need, then run every test (Rust, then the real readers).
 test: test-deps

@@ -316,14 +316,7 @@ fn catalog_by_level(
             ],
         ));
     }
-    let names = [
-        "procedures",
-        "one_stop",
-        "inter_agency",
-        "online_full",
-        "online_partial",
-        "with_cases",
-    ];
+    let names = rules::CATALOG_MEASURES;
     let mut cols: Vec<Column> = vec![Column::new(
         "level".into(),
         rows.iter().map(|r| r.0).collect::<Vec<_>>(),

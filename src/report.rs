@@ -350,14 +350,7 @@ pub fn html(t: &KpiTables, run_id: &str, generated_at: &str) -> Result<String> {
             "<tr{class}><td class=\"name\">{}<small>{level}</small></td>",
             level_vi(level)
         );
-        for m in [
-            "procedures",
-            "one_stop",
-            "inter_agency",
-            "online_full",
-            "online_partial",
-            "with_cases",
-        ] {
+        for m in crate::rules::CATALOG_MEASURES {
             let v = int(c, m, row)?;
             let _ = write!(
                 h,

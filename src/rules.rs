@@ -417,6 +417,17 @@ pub const LEVEL_ORDER: [&str; 5] = ["province", "district", "commune", "unknown"
 // Procedure-catalog measures: computed in `kpi::catalog_by_level`, defined here.
 // ---------------------------------------------------------------------------------------------
 
+/// The catalog measures, in output order: procedures; `MotCua` = 1; `LienThong` = 1;
+/// `MucDoDVC` = 2; `MucDoDVC` = 1; at least one case in received_new at the level.
+pub const CATALOG_MEASURES: [&str; 6] = [
+    "procedures",
+    "one_stop",
+    "inter_agency",
+    "online_full",
+    "online_partial",
+    "with_cases",
+];
+
 /// `MucDoDVC` 2: full online (toàn trình); 1: partly online.
 pub const ONLINE_FULL: i32 = 2;
 pub const ONLINE_PARTIAL: i32 = 1;

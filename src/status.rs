@@ -36,7 +36,7 @@ pub async fn report(store: &Store, runs: usize) -> Result<String> {
         listed.len()
     ));
     out.push_str(&format!(
-        "  {:<22} {:<9} {:<9} {:>8} {:>9} {:>8}  periods\n",
+        "  {:<26} {:<9} {:<9} {:>8} {:>9} {:>8}  periods\n",
         "run", "command", "outcome", "secs", "records", "rejected"
     ));
     for r in &records {
@@ -52,7 +52,7 @@ pub async fn report(store: &Store, runs: usize) -> Result<String> {
             })
             .collect();
         out.push_str(&format!(
-            "  {:<22} {:<9} {:<9} {:>8.1} {:>9} {:>8}  {}\n",
+            "  {:<26} {:<9} {:<9} {:>8.1} {:>9} {:>8}  {}\n",
             r.run_id,
             r.command,
             r.outcome,
