@@ -691,12 +691,18 @@ impl Generator {
         let mut dates = Dates::default();
         let acc_day = self.day(from, to);
         self.accept(&mut dates, acc_day);
-        let due = acc_day + Days::new(self.rng.random_range(3..=20));
-        dates.due = Some(self.deadline(due));
+        let due_in = self.rng.random_range(5..=20);
+        dates.due = Some(self.deadline(acc_day + Days::new(due_in)));
         let status = if open && self.rng.random_bool(0.2) {
             4
         } else {
-            let end = self.day(acc_day, to.max(acc_day).min(acc_day + Days::new(25)));
+            // Most cases end by their deadline, as in the profiled quarter; a few run late.
+            let took = if self.rng.random_bool(0.94) {
+                self.rng.random_range(0..=due_in)
+            } else {
+                due_in + self.rng.random_range(1..=10)
+            };
+            let end = (acc_day + Days::new(took)).min(to.max(acc_day));
             self.finish(&mut dates, end);
             match self.rng.random_range(0..100) {
                 0..=2 => 7,
@@ -706,7 +712,14 @@ impl Generator {
         };
         let agency = self.weighted(cap);
         let procedure = self.procedure_at(cap);
-        let channel = self.rng.random_range(1..=3);
+        // Online about as often as in the profiled quarter.
+        let channel = if self.rng.random_bool(0.6) {
+            2
+        } else if self.rng.random_bool(0.9) {
+            1
+        } else {
+            3
+        };
         let with_older_version = status >= 7 && self.rng.random_bool(0.02);
         Draft {
             agency,
