@@ -32,7 +32,7 @@ pub fn bar(total: Option<u64>, unit: &str, message: &str) -> ProgressBar {
         Some(_) => format!(
             "{{msg}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, {{eta}} left)"
         ),
-        None => format!("{{msg}} {{human_pos}} {unit} ({{per_sec}})"),
+        None => format!("{{msg}}: {{human_pos}} {unit} ({{elapsed}})"),
     };
     pb.set_style(
         ProgressStyle::with_template(&template)

@@ -529,3 +529,36 @@ fn raw_older_than_the_retention_is_pruned() {
         .collect();
     assert_eq!(runs.len(), 2, "both recent runs keep their raw: {runs:?}");
 }
+
+#[test]
+fn a_progress_bar_shows_on_a_terminal_only() {
+    let src = DemoProcess::start(&["--chaos", "off", "--scale", "0.1"]);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let p = pipeline_file(work.path(), "", "");
+    let args = format!(
+        "{BIN} run --period 2024-Q3 --source-url {} --output {} --pipeline {}",
+        src.url,
+        out.display(),
+        p.display()
+    );
+    // `script` runs the command on a pseudo-terminal and copies what it draws to stdout.
+    let o = std::process::Command::new("script")
+        .args(["-qefc", &args, "/dev/null"])
+        .env("MOTCUA_SOURCE_TOKEN", TOKEN)
+        .env("MOTCUA_PII_KEY", PII_KEY)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let drawn = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        drawn.contains("pulling cases:") && drawn.contains(" records ("),
+        "a pull bar on a terminal: {drawn}"
+    );
+    // Off a terminal: plain log lines only.
+    let o = verb("run", &src.url, &out, &p, &["--period", "2024-Q3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(!stderr(&o).contains("pulling cases:"), "{}", stderr(&o));
+}
