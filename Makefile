@@ -12,7 +12,7 @@ PERIOD       ?= 2024-Q3
 export MOTCUA_SOURCE_TOKEN ?= demo-token
 export MOTCUA_PII_KEY      ?= demo-pii-key-not-for-production
 
-.PHONY: build run status test test-deps fmt clean
+.PHONY: build run status test test-deps bench fmt clean
 
 build:
 	$(CARGO) build --bin motcua
@@ -44,6 +44,13 @@ test-deps:
 	  { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
 	@command -v s3s-fs >/dev/null || { echo "installing s3s-fs 0.14.1 (cargo install, about 3 minutes)"; \
 	  CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/s3s-fs $(CARGO) install s3s-fs --version 0.14.1 --features binary --locked --quiet; }
+
+## make bench: release build, then each stage on demo provinces of SIZES (×163 thousand records), beside DuckDB.
+SIZES ?= 1,6
+bench:
+	$(CARGO) build --release --bin motcua
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	$(PYTHON) tests/bench/bench.py --bin $(CARGO_TARGET_DIR)/release/motcua --sizes $(SIZES)
 
 fmt:
 	$(CARGO) fmt --all

@@ -145,6 +145,10 @@ pub struct RunRecord {
     pub identity_checks: Vec<IdentityCheck>,
     pub identities_hold: Option<bool>,
     pub files: Vec<WrittenFile>,
+    /// Seconds spent in each stage: `pull` (or `replay_raw`, with normalising), `stage`,
+    /// `load_staging`, `compute`, `publish`.
+    #[serde(default)]
+    pub timings_secs: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,6 +238,7 @@ pub async fn execute(settings: &Settings, command: &Command, opts: Options) -> R
         identity_checks: vec![],
         identities_hold: None,
         files: vec![],
+        timings_secs: BTreeMap::new(),
     };
     info!(run_id = %run_id, command = command.name(), output = %settings.output, "run started");
     let result = locked(settings, &store, &mut record, command, opts).await;
@@ -336,6 +341,13 @@ async fn pipeline(
     lock: &Lock,
 ) -> Result<Vec<KpiTables>> {
     let enc = ParquetEncoder::new()?;
+    let mut clock = Instant::now();
+    let mut lap = |record: &mut RunRecord, stage: &str| {
+        record
+            .timings_secs
+            .insert(stage.into(), clock.elapsed().as_secs_f64());
+        clock = Instant::now();
+    };
     let (agencies, catalog, normalised) = match command {
         Command::Replay { run_id, .. } => {
             from_raw(settings, store, record, run_id.as_deref()).await?
@@ -344,9 +356,11 @@ async fn pipeline(
             pull(settings, store, record, *full_refresh).await?
         }
     };
-    lock.ensure_held().await?;
     let replay = matches!(command, Command::Replay { .. });
+    lap(record, if replay { "replay_raw" } else { "pull" });
+    lock.ensure_held().await?;
     stage(store, &enc, record, normalised, replay).await?;
+    lap(record, "stage");
     if !replay {
         move_cursor(store, record).await?;
     }
@@ -365,6 +379,7 @@ async fn pipeline(
         })
         .collect();
     let cases = load_staging(store, &settings.pii_key).await?;
+    lap(record, "load_staging");
     record.counts.cases_in_staging = cases.height() as u64;
     note_unknown_agencies(record, &cases, &agencies)?;
     let staged = Staged {
@@ -733,6 +748,7 @@ async fn compute_and_publish(
     periods: &[PeriodId],
 ) -> Result<Vec<KpiTables>> {
     let computed_at = Utc::now().timestamp_micros();
+    let computing = Instant::now();
     let bar = progress::bar(
         Some(periods.len() as u64 * 2),
         "steps",
@@ -795,6 +811,10 @@ async fn compute_and_publish(
         ))
         .into());
     }
+    record
+        .timings_secs
+        .insert("compute".into(), computing.elapsed().as_secs_f64());
+    let publishing = Instant::now();
     lock.ensure_held().await?;
     let published: Vec<(String, Result<Vec<WrittenFile>>)> = futures::stream::iter(tables.iter())
         .map(|t| {
@@ -809,6 +829,9 @@ async fn compute_and_publish(
         .collect()
         .await;
     bar.finish_and_clear();
+    record
+        .timings_secs
+        .insert("publish".into(), publishing.elapsed().as_secs_f64());
     for (id, r) in published {
         match r {
             Ok(files) => {
