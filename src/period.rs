@@ -184,68 +184,33 @@ impl PeriodId {
         }
     }
 
+    /// The period `delta` steps away, of the same kind.
+    fn step(&self, delta: i32) -> PeriodId {
+        let (year, index, per_year) = match *self {
+            PeriodId::Month { year, month } => (year, month as i32 - 1, 12),
+            PeriodId::Quarter { year, quarter } => (year, quarter as i32 - 1, 4),
+            PeriodId::Half { year, half } => (year, half as i32 - 1, 2),
+            PeriodId::NineMonths { year } | PeriodId::Year { year } => (year, 0, 1),
+        };
+        let n = year * per_year + index + delta;
+        let (year, k) = (n.div_euclid(per_year), n.rem_euclid(per_year) as u32 + 1);
+        match self {
+            PeriodId::Month { .. } => PeriodId::Month { year, month: k },
+            PeriodId::Quarter { .. } => PeriodId::Quarter { year, quarter: k },
+            PeriodId::Half { .. } => PeriodId::Half { year, half: k },
+            PeriodId::NineMonths { .. } => PeriodId::NineMonths { year },
+            PeriodId::Year { .. } => PeriodId::Year { year },
+        }
+    }
+
     /// The period of the same kind that follows this one.
     pub fn next(&self) -> PeriodId {
-        match *self {
-            PeriodId::Month { year, month } if month == 12 => PeriodId::Month {
-                year: year + 1,
-                month: 1,
-            },
-            PeriodId::Month { year, month } => PeriodId::Month {
-                year,
-                month: month + 1,
-            },
-            PeriodId::Quarter { year, quarter } if quarter == 4 => PeriodId::Quarter {
-                year: year + 1,
-                quarter: 1,
-            },
-            PeriodId::Quarter { year, quarter } => PeriodId::Quarter {
-                year,
-                quarter: quarter + 1,
-            },
-            PeriodId::Half { year, half } if half == 2 => PeriodId::Half {
-                year: year + 1,
-                half: 1,
-            },
-            PeriodId::Half { year, half } => PeriodId::Half {
-                year,
-                half: half + 1,
-            },
-            PeriodId::NineMonths { year } => PeriodId::NineMonths { year: year + 1 },
-            PeriodId::Year { year } => PeriodId::Year { year: year + 1 },
-        }
+        self.step(1)
     }
 
     /// The period of the same kind before this one.
     pub fn previous(&self) -> PeriodId {
-        match *self {
-            PeriodId::Month { year, month } if month == 1 => PeriodId::Month {
-                year: year - 1,
-                month: 12,
-            },
-            PeriodId::Month { year, month } => PeriodId::Month {
-                year,
-                month: month - 1,
-            },
-            PeriodId::Quarter { year, quarter } if quarter == 1 => PeriodId::Quarter {
-                year: year - 1,
-                quarter: 4,
-            },
-            PeriodId::Quarter { year, quarter } => PeriodId::Quarter {
-                year,
-                quarter: quarter - 1,
-            },
-            PeriodId::Half { year, half } if half == 1 => PeriodId::Half {
-                year: year - 1,
-                half: 2,
-            },
-            PeriodId::Half { year, half } => PeriodId::Half {
-                year,
-                half: half - 1,
-            },
-            PeriodId::NineMonths { year } => PeriodId::NineMonths { year: year - 1 },
-            PeriodId::Year { year } => PeriodId::Year { year: year - 1 },
-        }
+        self.step(-1)
     }
 
     /// The quarter that contains local date `day` under `convention`.
@@ -337,6 +302,29 @@ mod tests {
         let r = range("2023-Q3".parse().unwrap(), "2024-Q2".parse().unwrap()).unwrap();
         let ids: Vec<String> = r.iter().map(|p| p.to_string()).collect();
         assert_eq!(ids, ["2023-Q3", "2023-Q4", "2024-Q1", "2024-Q2"]);
+        let months = range("2023-11".parse().unwrap(), "2024-02".parse().unwrap()).unwrap();
+        let ids: Vec<String> = months.iter().map(|p| p.to_string()).collect();
+        assert_eq!(ids, ["2023-11", "2023-12", "2024-01", "2024-02"]);
+        assert_eq!(
+            "2024-01"
+                .parse::<PeriodId>()
+                .unwrap()
+                .previous()
+                .to_string(),
+            "2023-12"
+        );
+        assert_eq!(
+            "2024-H1"
+                .parse::<PeriodId>()
+                .unwrap()
+                .previous()
+                .to_string(),
+            "2023-H2"
+        );
+        assert_eq!(
+            "2024".parse::<PeriodId>().unwrap().next().to_string(),
+            "2025"
+        );
         assert!(range("2024-Q1".parse().unwrap(), "2024-03".parse().unwrap()).is_err());
         let d = NaiveDate::from_ymd_opt(2026, 9, 15).unwrap();
         assert_eq!(

@@ -662,13 +662,11 @@ async fn resume_periods(
             && r.range.as_deref() == Some(range)
             && r.period_convention == settings.convention.as_str()
             && r.outcome != "running"
-        {
-            if last
+            && last
                 .as_ref()
                 .is_none_or(|l| (&r.started_at, &r.run_id) > (&l.started_at, &l.run_id))
-            {
-                last = Some(r);
-            }
+        {
+            last = Some(r);
         }
     }
     let published: BTreeSet<String> = published_periods(store)

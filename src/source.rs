@@ -198,7 +198,7 @@ impl Source {
             self.stats.requests += 1;
             let mut wait = None;
             match self.http.get(url.clone()).query(query).send().await {
-                Err(e) => last = format!("{}", without_url(&e)),
+                Err(e) => last = without_url(&e).to_string(),
                 Ok(resp) => {
                     let status = resp.status();
                     match status {

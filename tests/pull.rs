@@ -85,7 +85,8 @@ fn assert_nothing_lost(src: &DemoSource, p: &Pulled) {
                 .ok()
                 .flatten()
                 .is_some_and(|t| t > cursor);
-            !got.contains(&identity(v)) && !(later && got_keys.contains(&identity(v).0))
+            let pulled_earlier_version = later && got_keys.contains(&identity(v).0);
+            !got.contains(&identity(v)) && !pulled_earlier_version
         })
         .map(identity)
         .collect();

@@ -794,18 +794,7 @@ impl Generator {
             }
         }
         let mut records: Vec<Value> = vec![];
-        for i in 0..drafts.len() {
-            let mut draft = std::mem::replace(
-                &mut drafts[i],
-                Draft {
-                    agency: 0,
-                    procedure: 0,
-                    channel: 0,
-                    status: 0,
-                    dates: Dates::default(),
-                    with_older_version: false,
-                },
-            );
+        for (i, mut draft) in drafts.into_iter().enumerate() {
             // A handful of old, ended cases from an agency the catalog no longer lists.
             let unlisted = i % 9973 == 17 && draft.dates.processed.is_some_and(|p| p.date() < f);
             if unlisted {
