@@ -111,8 +111,7 @@ fn published_figures_equal_the_reference_and_a_second_run_republishes_them() {
 
 #[test]
 fn a_wrong_token_exits_non_zero_and_publishes_nothing() {
-    let data = example_dir();
-    let src = DemoProcess::start(&["--chaos", "off", "--dataset", data.to_str().unwrap()]);
+    let src = DemoProcess::example();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let o = run_q3(
@@ -140,12 +139,11 @@ fn a_wrong_token_exits_non_zero_and_publishes_nothing() {
 
 #[test]
 fn a_source_that_is_down_exits_non_zero_and_leaves_published_files_untouched() {
-    let data = example_dir();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let pipeline = pipeline_file(work.path(), "max_attempts = 3\n");
     let url = {
-        let src = DemoProcess::start(&["--chaos", "off", "--dataset", data.to_str().unwrap()]);
+        let src = DemoProcess::example();
         let ok = run_q3(&src.url, &out, &pipeline, TOKEN);
         assert!(ok.status.success(), "{}", stderr(&ok));
         src.url.clone()

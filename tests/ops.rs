@@ -207,12 +207,7 @@ fn write_lock(out: &Path, host: &str, pid: u32, expires: &str) {
 
 #[test]
 fn a_stale_lock_is_taken_over_and_a_live_one_is_respected() {
-    let src = DemoProcess::start(&[
-        "--chaos",
-        "off",
-        "--dataset",
-        example_dir().to_str().unwrap(),
-    ]);
+    let src = DemoProcess::example();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let p = pipeline_file(work.path(), "", "");
@@ -490,12 +485,7 @@ fn json_logs_parse_line_by_line_and_carry_no_token_or_personal_data() {
 
 #[test]
 fn raw_older_than_the_retention_is_pruned() {
-    let src = DemoProcess::start(&[
-        "--chaos",
-        "off",
-        "--dataset",
-        example_dir().to_str().unwrap(),
-    ]);
+    let src = DemoProcess::example();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let old = out.join("raw/run_id=20200101T000000000Z-0000/v1-hoso");

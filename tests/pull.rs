@@ -98,6 +98,15 @@ fn assert_nothing_lost(src: &DemoSource, p: &Pulled) {
     );
 }
 
+/// The misbehaviour happened: the pull needed at least `n` retries.
+fn assert_retried(p: &Pulled, n: u64) {
+    assert!(
+        p.source.stats.retries >= n,
+        "retries {}",
+        p.source.stats.retries
+    );
+}
+
 async fn survives(chaos: Chaos) -> Pulled {
     let src = source_with(chaos).await;
     let (r, p) = pull(config(&src.url()), TOKEN).await;
@@ -133,11 +142,7 @@ async fn server_errors_are_retried() {
         ..Chaos::off()
     })
     .await;
-    assert!(
-        p.source.stats.retries >= 8,
-        "retries {}",
-        p.source.stats.retries
-    );
+    assert_retried(&p, 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,11 +152,7 @@ async fn dropped_connections_are_retried() {
         ..Chaos::off()
     })
     .await;
-    assert!(
-        p.source.stats.retries >= 8,
-        "retries {}",
-        p.source.stats.retries
-    );
+    assert_retried(&p, 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,11 +162,7 @@ async fn error_code_1_busy_is_retried() {
         ..Chaos::off()
     })
     .await;
-    assert!(
-        p.source.stats.retries >= 10,
-        "retries {}",
-        p.source.stats.retries
-    );
+    assert_retried(&p, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

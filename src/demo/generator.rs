@@ -615,8 +615,6 @@ impl Generator {
                 }
             }
         };
-        let agency = self.weighted(cap);
-        let procedure = self.procedure_at(cap);
         let channel = if online {
             2
         } else if self.rng.random_bool(0.1) {
@@ -624,6 +622,14 @@ impl Generator {
         } else {
             1
         };
+        self.place(cap, channel, status, dates)
+    }
+
+    /// Gives a drawn case an agency and a procedure of its level; an ended case sometimes
+    /// gets an older, in-progress version served too.
+    fn place(&mut self, cap: u8, channel: u8, status: u8, dates: Dates) -> Draft {
+        let agency = self.weighted(cap);
+        let procedure = self.procedure_at(cap);
         let with_older_version = status >= 7 && self.rng.random_bool(0.02);
         Draft {
             agency,
@@ -650,16 +656,7 @@ impl Generator {
             dates.due = Some(self.deadline(acc_day + Days::new(10)));
             4
         };
-        let agency = self.weighted(cap);
-        let procedure = self.procedure_at(cap);
-        Draft {
-            agency,
-            procedure,
-            channel: 2,
-            status,
-            dates,
-            with_older_version: false,
-        }
+        self.place(cap, 2, status, dates)
     }
 
     fn draw_refused(&mut self, cap: u8, from: NaiveDate, to: NaiveDate) -> Draft {
@@ -672,17 +669,8 @@ impl Generator {
             self.at(ref_day, 7, 18)
                 .max(sub + chrono::Duration::minutes(20)),
         );
-        let agency = self.weighted(cap);
-        let procedure = self.procedure_at(cap);
         let channel = if self.rng.random_bool(0.6) { 2 } else { 1 };
-        Draft {
-            agency,
-            procedure,
-            channel,
-            status: 3,
-            dates,
-            with_older_version: false,
-        }
+        self.place(cap, channel, 3, dates)
     }
 
     /// A case accepted in `from … to` that ended within that span too (or, when `open`, that
@@ -710,8 +698,6 @@ impl Generator {
                 _ => self.resolved_status(&mut dates),
             }
         };
-        let agency = self.weighted(cap);
-        let procedure = self.procedure_at(cap);
         // Online about as often as in the profiled quarter.
         let channel = if self.rng.random_bool(0.6) {
             2
@@ -720,15 +706,7 @@ impl Generator {
         } else {
             3
         };
-        let with_older_version = status >= 7 && self.rng.random_bool(0.02);
-        Draft {
-            agency,
-            procedure,
-            channel,
-            status,
-            dates,
-            with_older_version,
-        }
+        self.place(cap, channel, status, dates)
     }
 
     /// The demo province: agencies, catalog and case records, in a shuffled table order.

@@ -16,6 +16,16 @@ pub struct DemoProcess {
 }
 
 impl DemoProcess {
+    /// The worked example of `../shared/reference/example/`, served quietly.
+    pub fn example() -> DemoProcess {
+        Self::start(&[
+            "--chaos",
+            "off",
+            "--dataset",
+            super::example_dir().to_str().unwrap(),
+        ])
+    }
+
     pub fn start(args: &[&str]) -> DemoProcess {
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("url");

@@ -1,5 +1,6 @@
 """Publishes the demo province once per session with the real binary, for the reader tests."""
 
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -20,30 +21,38 @@ def binary() -> str:
     return str(pathlib.Path(target) / "debug" / "motcua")
 
 
-@pytest.fixture(scope="session")
-def published():
-    """An output root holding two published quarters of the demo province."""
-    work = pathlib.Path(tempfile.mkdtemp(prefix="motcua-readers-"))
-    ready = work / "url"
-    env = dict(os.environ, MOTCUA_SOURCE_TOKEN=TOKEN, MOTCUA_PII_KEY=PII_KEY)
+@contextlib.contextmanager
+def demo_source(*args):
+    """A `motcua demo-source` process on a free port (with `args`); yields its URL."""
+    ready = pathlib.Path(tempfile.mkdtemp(prefix="motcua-demo-")) / "url"
     src = subprocess.Popen(
-        [binary(), "demo-source", "--port", "0", "--chaos", "off", "--ready-file", str(ready)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [binary(), "demo-source", "--port", "0", "--ready-file", str(ready), *args],
+        env=dict(os.environ, MOTCUA_SOURCE_TOKEN=TOKEN), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.time() + 60
         while not ready.exists():
+            assert src.poll() is None, "the demo source stopped"
             assert time.time() < deadline, "the demo source did not start"
             time.sleep(0.05)
+        yield ready.read_text()
+    finally:
+        src.kill()
+        src.wait()
+
+
+@pytest.fixture(scope="session")
+def published():
+    """An output root holding two published quarters of the demo province."""
+    work = pathlib.Path(tempfile.mkdtemp(prefix="motcua-readers-"))
+    env = dict(os.environ, MOTCUA_SOURCE_TOKEN=TOKEN, MOTCUA_PII_KEY=PII_KEY)
+    with demo_source("--chaos", "off") as url:
         out = work / "out"
         run = subprocess.run(
             [binary(), "run", "--period", "2024-Q3", "--period", "2024-Q2",
-             "--source-url", ready.read_text(), "--output", str(out),
+             "--source-url", url, "--output", str(out),
              "--pipeline", str(ROOT / "pipelines" / "demo.toml")],
             env=env, capture_output=True, text=True,
         )
         assert run.returncode == 0, run.stderr
-        yield out
-    finally:
-        src.kill()
-        src.wait()
+    yield out

@@ -1,7 +1,6 @@
 """The HTML report opens in headless Chromium, shows the published figures, prints on A4."""
 
 import html.parser
-import pathlib
 import re
 import shutil
 import subprocess

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import io
 
-from conftest import PII_KEY, ROOT, TOKEN, binary
+from conftest import PII_KEY, ROOT, TOKEN, binary, demo_source as demo_process
 
 EXAMPLE = ROOT.parent / "shared" / "reference" / "example"
 
@@ -24,11 +24,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(path: pathlib.Path):
-    deadline = time.time() + 60
-    while not path.exists():
-        assert time.time() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
+def wait_for_port(port: int, what: str):
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.time() < deadline, f"{what} did not start"
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +46,7 @@ def s3():
            "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"}
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
                           region_name="us-east-1")
-    deadline = time.time() + 30
-    while True:
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            assert time.time() < deadline, "moto_server did not start"
-            time.sleep(0.2)
+    wait_for_port(port, "moto_server")
     client.create_bucket(Bucket="motcua")
     yield client, env
     proc.kill()
@@ -58,15 +55,8 @@ def s3():
 
 @pytest.fixture(scope="module")
 def example_source():
-    work = pathlib.Path(tempfile.mkdtemp())
-    ready = work / "url"
-    proc = subprocess.Popen([binary(), "demo-source", "--port", "0", "--chaos", "off", "--dataset", str(EXAMPLE),
-                             "--ready-file", str(ready)], env=dict(os.environ, MOTCUA_SOURCE_TOKEN=TOKEN),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(ready)
-    yield ready.read_text()
-    proc.kill()
-    proc.wait()
+    with demo_process("--chaos", "off", "--dataset", str(EXAMPLE)) as url:
+        yield url
 
 
 def motcua(url, output, extra_env, args=("run", "--period", "2024-Q3"), popen=False):
@@ -155,15 +145,8 @@ def test_an_unreachable_endpoint_says_so(example_source):
 
 @pytest.fixture(scope="module")
 def demo_source():
-    work = pathlib.Path(tempfile.mkdtemp())
-    ready = work / "url"
-    proc = subprocess.Popen([binary(), "demo-source", "--port", "0", "--chaos", "on", "--scale", "0.2",
-                             "--ready-file", str(ready)], env=dict(os.environ, MOTCUA_SOURCE_TOKEN=TOKEN),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(ready)
-    yield ready.read_text()
-    proc.kill()
-    proc.wait()
+    with demo_process("--chaos", "on", "--scale", "0.2") as url:
+        yield url
 
 
 def test_run_and_backfill_on_s3_equal_a_local_folder_figure_for_figure(s3, demo_source, tmp_path):
@@ -200,14 +183,7 @@ def s3s():
     proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--access-key", "AKIDMOTCUA",
                              "--secret-key", "motcua-secret-key", str(root)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.time() < deadline, "s3s-fs did not start"
-            time.sleep(0.1)
+    wait_for_port(port, "s3s-fs")
     yield {"AWS_ACCESS_KEY_ID": "AKIDMOTCUA", "AWS_SECRET_ACCESS_KEY": "motcua-secret-key",
            "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true"}
     proc.kill()
