@@ -65,22 +65,35 @@ fn field_frame(catalog: &[Procedure]) -> Result<DataFrame> {
     Ok(df!("field_code" => codes, "catalog_field_name" => names)?)
 }
 
-/// The staging cases with their level (`unknown` for an agency not in `/v1/donvi`).
-pub fn with_levels(cases: &DataFrame, agencies: &[Agency]) -> Result<LazyFrame> {
-    Ok(cases
-        .clone()
-        .lazy()
-        .join(
-            agency_frame(agencies)?.lazy(),
-            [col("agency_code")],
-            [col("agency_code")],
-            JoinArgs::new(JoinType::Left),
-        )
-        .with_column(col("level").fill_null(lit("unknown"))))
-}
+/// The staging columns the KPIs read; a bucket is decoded with these alone.
+pub const INPUT_COLUMNS: [&str; 15] = [
+    "agency_code",
+    "agency_name_text",
+    "procedure_code",
+    "field_code",
+    "field_name",
+    "channel",
+    "status",
+    "supplement_requests",
+    "paid_online",
+    "digitized",
+    "submitted_date",
+    "accepted_date",
+    "refused_date",
+    "end_date",
+    "due_date",
+];
 
 fn counts() -> Vec<&'static str> {
     rules::measure_names()
+}
+
+/// The counted measures (all but received_total), in output order.
+fn counted_names() -> Vec<&'static str> {
+    counts()
+        .into_iter()
+        .filter(|n| *n != "received_total")
+        .collect()
 }
 
 /// Sorts levels as [`LEVEL_ORDER`]: province, district, commune, unknown, all.
@@ -116,7 +129,228 @@ fn stamp(mut df: DataFrame, run_id: &str, computed_at: i64) -> Result<DataFrame>
     Ok(df)
 }
 
-/// Computes the three tables of `period` from the staging `cases`.
+// ---------------------------------------------------------------------------------------------
+// Partial counts. Every measure is a count of cases, so a period's counts over the staging
+// table are the sums of its counts over each bucket. A bucket is read once for all the periods
+// of a run, and memory holds one bucket per worker, however large the table grows.
+// ---------------------------------------------------------------------------------------------
+
+fn suffix(i: usize) -> String {
+    format!("#{i}")
+}
+
+/// What one slice of the staging table (a bucket) adds to every period of a run.
+pub struct Partial {
+    /// Per agency × field: `<measure>#<i>` counts for period `i`, the least `agency_name_text`
+    /// and `field_name` seen, and `_cases`, the number of cases.
+    counts: DataFrame,
+    /// Per agency × procedure: `_used#<i>`, the cases in received_new of period `i`.
+    used: DataFrame,
+}
+
+/// Counts `cases` (staging rows, at least [`INPUT_COLUMNS`]) for every one of `periods`.
+pub fn partial(cases: &DataFrame, periods: &[Period]) -> Result<Partial> {
+    let mut terms: Vec<Expr> = vec![];
+    let mut flags: Vec<Expr> = vec![col("agency_code"), col("field_code")];
+    let mut used: Vec<Expr> = vec![col("procedure_code")];
+    for (i, p) in periods.iter().enumerate() {
+        let sfx = suffix(i);
+        terms.extend(rules::Terms::defined(p.start, p.end).named(&sfx));
+        let t = rules::Terms::columns(&sfx);
+        for (name, cond) in rules::counted(p.start, p.end, &t) {
+            flags.push(cond.cast(DataType::Int32).alias(format!("{name}{sfx}")));
+        }
+        used.push(
+            t.received_new
+                .cast(DataType::Int32)
+                .alias(format!("_used{sfx}")),
+        );
+    }
+    flags.extend([col("agency_name_text"), col("field_name")]);
+    flags.extend(used);
+    let flagged = cases
+        .clone()
+        .lazy()
+        .with_columns(terms)
+        .select(flags)
+        .collect()
+        .map_err(anyhow::Error::from)
+        .context("evaluating the measures of each case")?;
+    let mut sums: Vec<Expr> = vec![];
+    let mut used_sums: Vec<Expr> = vec![];
+    for i in 0..periods.len() {
+        let sfx = suffix(i);
+        sums.extend(
+            counted_names()
+                .iter()
+                .map(|n| col(format!("{n}{sfx}")).sum()),
+        );
+        used_sums.push(col(format!("_used{sfx}")).sum());
+    }
+    sums.extend([
+        col("agency_name_text").min(),
+        col("field_name").min(),
+        len().cast(DataType::Int64).alias("_cases"),
+    ]);
+    let counts = flagged
+        .clone()
+        .lazy()
+        .group_by([col("agency_code"), col("field_code")])
+        .agg(sums)
+        .collect()
+        .map_err(anyhow::Error::from)
+        .context("counting cases per agency and field")?;
+    let used = flagged
+        .lazy()
+        .group_by([col("agency_code"), col("procedure_code")])
+        .agg(used_sums)
+        .collect()
+        .map_err(anyhow::Error::from)
+        .context("counting cases per agency and procedure")?;
+    Ok(Partial { counts, used })
+}
+
+/// Gathers the partial counts of every bucket.
+pub struct Accumulator {
+    periods: Vec<Period>,
+    counts: Vec<LazyFrame>,
+    used: Vec<LazyFrame>,
+}
+
+/// The partial counts of all buckets, summed: every period's tables come from here.
+pub struct Totals {
+    periods: Vec<Period>,
+    counts: DataFrame,
+    used: DataFrame,
+}
+
+impl Accumulator {
+    pub fn new(periods: &[Period]) -> Self {
+        Accumulator {
+            periods: periods.to_vec(),
+            counts: vec![],
+            used: vec![],
+        }
+    }
+
+    pub fn periods(&self) -> &[Period] {
+        &self.periods
+    }
+
+    pub fn add(&mut self, p: Partial) {
+        self.counts.push(p.counts.lazy());
+        self.used.push(p.used.lazy());
+    }
+
+    /// Sums what was added (an empty staging table when nothing was).
+    pub fn total(mut self) -> Result<Totals> {
+        if self.counts.is_empty() {
+            let empty = crate::normalise::empty_staging()?;
+            let p = partial(&empty, &self.periods)?;
+            self.add(p);
+        }
+        let mut sums: Vec<Expr> = vec![];
+        let mut used_sums: Vec<Expr> = vec![];
+        for i in 0..self.periods.len() {
+            let sfx = suffix(i);
+            sums.extend(counted_names().iter().map(|n| {
+                let c = format!("{n}{sfx}");
+                col(c.as_str()).cast(DataType::Int64).sum().alias(c)
+            }));
+            let u = format!("_used{sfx}");
+            used_sums.push(col(u.as_str()).cast(DataType::Int64).sum().alias(u));
+        }
+        sums.extend([
+            col("agency_name_text").min(),
+            col("field_name").min(),
+            col("_cases").sum(),
+        ]);
+        let counts = concat(self.counts, UnionArgs::default())?
+            .group_by([col("agency_code"), col("field_code")])
+            .agg(sums)
+            .collect()
+            .map_err(anyhow::Error::from)
+            .context("summing the buckets' counts")?;
+        let used = concat(self.used, UnionArgs::default())?
+            .group_by([col("agency_code"), col("procedure_code")])
+            .agg(used_sums)
+            .collect()
+            .map_err(anyhow::Error::from)
+            .context("summing the buckets' procedures")?;
+        Ok(Totals {
+            periods: self.periods,
+            counts,
+            used,
+        })
+    }
+}
+
+impl Totals {
+    /// Cases in staging per agency code.
+    pub fn cases_per_agency(&self) -> Result<BTreeMap<String, u64>> {
+        let df = self
+            .counts
+            .clone()
+            .lazy()
+            .group_by([col("agency_code")])
+            .agg([col("_cases").sum()])
+            .collect()?;
+        let codes = df.column("agency_code")?.str()?;
+        let n = df.column("_cases")?.i64()?;
+        Ok(codes
+            .iter()
+            .zip(n.iter())
+            .filter_map(|(c, n)| Some((c?.to_string(), n? as u64)))
+            .collect())
+    }
+
+    /// Cases in staging.
+    pub fn cases(&self) -> Result<u64> {
+        Ok(self.counts.column("_cases")?.i64()?.sum().unwrap_or(0) as u64)
+    }
+
+    /// The three tables of period number `i` (of the periods the accumulator was made for).
+    pub fn tables(
+        &self,
+        i: usize,
+        agencies: &[Agency],
+        catalog: &[Procedure],
+        run_id: &str,
+        computed_at: i64,
+    ) -> Result<KpiTables> {
+        let period = self.periods[i];
+        let sfx = suffix(i);
+        let mut cols = vec![
+            col("agency_code"),
+            col("field_code"),
+            col("agency_name_text"),
+            col("field_name").alias("case_field_name"),
+        ];
+        cols.extend(
+            counted_names()
+                .iter()
+                .map(|n| col(format!("{n}{sfx}")).alias(*n)),
+        );
+        let counts = self.counts.clone().lazy().select(cols);
+        let used = self
+            .used
+            .clone()
+            .lazy()
+            .filter(col(format!("_used{sfx}")).gt(lit(0i64)))
+            .select([col("agency_code"), col("procedure_code")]);
+        period_tables(
+            counts,
+            used,
+            agencies,
+            catalog,
+            &period,
+            run_id,
+            computed_at,
+        )
+    }
+}
+
+/// Computes the three tables of `period` from the staging `cases` (all of it in one frame).
 pub fn compute(
     cases: &DataFrame,
     agencies: &[Agency],
@@ -125,8 +359,23 @@ pub fn compute(
     run_id: &str,
     computed_at: i64,
 ) -> Result<KpiTables> {
-    let (f, l) = (period.start, period.end);
-    let lf = with_levels(cases, agencies)?;
+    let mut acc = Accumulator::new(&[*period]);
+    acc.add(partial(cases, &[*period])?);
+    acc.total()?
+        .tables(0, agencies, catalog, run_id, computed_at)
+}
+
+/// The tables of one period from its counts per agency × field and the (agency, procedure)
+/// pairs with a case in received_new.
+fn period_tables(
+    per_agency: LazyFrame,
+    used: LazyFrame,
+    agencies: &[Agency],
+    catalog: &[Procedure],
+    period: &Period,
+    run_id: &str,
+    computed_at: i64,
+) -> Result<KpiTables> {
     let count_cols: Vec<Expr> = counts().iter().map(|c| col(*c)).collect();
     let any_count = count_cols
         .iter()
@@ -134,17 +383,18 @@ pub fn compute(
         .map(|c| c.gt(lit(0i64)))
         .reduce(|a, b| a.or(b))
         .expect("measures");
+    let levels_of = agency_frame(agencies)?.lazy();
+    let with_level = |lf: LazyFrame| {
+        lf.join(
+            levels_of.clone(),
+            [col("agency_code")],
+            [col("agency_code")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .with_column(col("level").fill_null(lit("unknown")))
+    };
 
     // cases_by_agency
-    let mut aggs = rules::count_aggs(f, l);
-    aggs.push(col("level").first().alias("level"));
-    aggs.push(
-        col("catalog_agency_name")
-            .first()
-            .alias("catalog_agency_name"),
-    );
-    aggs.push(col("agency_name_text").min().alias("agency_name_text"));
-    aggs.push(col("field_name").min().alias("case_field_name"));
     let mut select: Vec<Expr> = period_columns(period);
     select.extend([
         col("level"),
@@ -155,10 +405,7 @@ pub fn compute(
     ]);
     select.extend(count_cols.clone());
     select.extend(rules::rates());
-    let by_agency = lf
-        .clone()
-        .group_by([col("agency_code"), col("field_code")])
-        .agg(aggs)
+    let by_agency = with_level(per_agency)
         .with_column(rules::received_total())
         .filter(any_count)
         .join(
@@ -227,18 +474,7 @@ pub fn compute(
     let by_level = stamp(by_level, run_id, computed_at)?;
 
     // catalog_by_level
-    let received: Vec<Expr> = rules::measures(f, l)
-        .into_iter()
-        .filter(|(n, _)| *n == "received_new")
-        .map(|(_, e)| e)
-        .collect();
-    let with_cases = lf
-        .filter(
-            received
-                .into_iter()
-                .next()
-                .expect("received_new is a measure"),
-        )
+    let with_cases = with_level(used)
         .select([col("level"), col("procedure_code")])
         .unique(None, UniqueKeepStrategy::Any)
         .collect()?;

@@ -26,14 +26,28 @@ use crate::rules::{self, Case};
 /// Trimmed, NFC-normalised text; `""` and `null` are absent. Numbers are read as their text.
 pub fn text(v: Option<&Value>) -> Option<String> {
     let s = match v? {
-        Value::String(s) => s.trim().nfc().collect::<String>(),
+        Value::String(s) => nfc(s.trim()),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         Value::Null => return None,
         other => other.to_string(),
     };
-    let s = s.trim().to_string();
-    (!s.is_empty()).then_some(s)
+    let t = s.trim();
+    if t.len() == s.len() {
+        (!s.is_empty()).then_some(s)
+    } else {
+        (!t.is_empty()).then(|| t.to_string())
+    }
+}
+
+/// `s` in Unicode NFC; text already in NFC (all ASCII codes and most names) is only copied.
+fn nfc(s: &str) -> String {
+    use unicode_normalization::{is_nfc_quick, IsNormalized};
+    if s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes {
+        s.to_string()
+    } else {
+        s.nfc().collect()
+    }
 }
 
 /// An enumeration given as `"4"` or `4`. `Err` carries the value as served.
@@ -171,6 +185,15 @@ pub fn staging_schema() -> Vec<(&'static str, DataType)> {
         ("due_date", DataType::Date),
         ("source_run_id", DataType::String),
     ]
+}
+
+/// An empty staging table: the columns of [`staging_schema`], no rows.
+pub fn empty_staging() -> Result<DataFrame> {
+    let cols: Vec<Column> = staging_schema()
+        .into_iter()
+        .map(|(n, dt)| Column::full_null(n.into(), 0, &dt))
+        .collect();
+    Ok(DataFrame::new(0, cols)?)
 }
 
 /// A `Timestamp(microsecond, UTC)` column from epoch microseconds. (polars 0.55 drops the time
@@ -376,8 +399,67 @@ impl Normaliser {
         c.len += 1;
     }
 
-    pub fn finish(self) -> Result<Normalised> {
-        let mut c = self.cols;
+    /// Records normalised and not yet taken as a frame.
+    pub fn pending(&self) -> usize {
+        self.cols.len
+    }
+
+    /// Appends what `other` normalised after this normaliser's records (its arrival order
+    /// continues this one's).
+    pub fn absorb(&mut self, other: Normaliser) {
+        let offset = self.stats.records as i64;
+        let (c, o) = (&mut self.cols, other.cols);
+        for (k, v) in o.strings {
+            c.strings.entry(k).or_default().extend(v);
+        }
+        for (k, v) in o.ints {
+            c.ints.entry(k).or_default().extend(v);
+        }
+        for (k, v) in o.instants {
+            c.instants.entry(k).or_default().extend(v);
+        }
+        for (k, v) in o.dates {
+            c.dates.entry(k).or_default().extend(v);
+        }
+        for (k, v) in o.flags {
+            c.flags.entry(k).or_default().extend(v);
+        }
+        c.supplements.extend(o.supplements);
+        c.order.extend(o.order.into_iter().map(|i| i + offset));
+        c.len += o.len;
+        self.rejects.extend(other.rejects);
+        let (s, t) = (&mut self.stats, other.stats);
+        s.records += t.records;
+        s.valid += t.valid;
+        s.rejected += t.rejected;
+        for (k, v) in t.rejected_by_reason {
+            *s.rejected_by_reason.entry(k).or_default() += v;
+        }
+    }
+
+    /// The records normalised so far as a frame (staging columns and `_order`); they are
+    /// then forgotten, the counts and rejects kept.
+    pub fn take_frame(&mut self) -> Result<DataFrame> {
+        frame(std::mem::take(&mut self.cols))
+    }
+
+    pub fn finish(mut self) -> Result<Normalised> {
+        Ok(Normalised {
+            cases: self.take_frame()?,
+            rejects: self.rejects,
+            stats: self.stats,
+        })
+    }
+
+    /// The rejects and counts, once every frame was taken.
+    pub fn into_rejects(self) -> (Vec<Reject>, NormaliseStats) {
+        (self.rejects, self.stats)
+    }
+}
+
+fn frame(cols: CaseColumns) -> Result<DataFrame> {
+    {
+        let mut c = cols;
         let mut columns: Vec<Column> = Vec::new();
         for (name, dtype) in staging_schema() {
             let col = match &dtype {
@@ -403,14 +485,9 @@ impl Normaliser {
             columns.push(col);
         }
         columns.push(Column::new("_order".into(), std::mem::take(&mut c.order)));
-        let cases = DataFrame::new(c.len, columns)
+        DataFrame::new(c.len, columns)
             .map_err(anyhow::Error::from)
-            .context("building the staging frame")?;
-        Ok(Normalised {
-            cases,
-            rejects: self.rejects,
-            stats: self.stats,
-        })
+            .context("building the staging frame")
     }
 }
 
@@ -550,6 +627,168 @@ pub fn by_bucket(cases: &DataFrame) -> Result<BTreeMap<u32, DataFrame>> {
         out.insert(b, part.drop("_bucket")?);
     }
     Ok(out)
+}
+
+/// Records per batch: the normaliser hands its columns to the spill every this many records,
+/// so memory holds a batch or two, however large the pull or the replay.
+pub const BATCH_RECORDS: usize = 100_000;
+
+/// Normalised records on their way to staging, split by bucket into files of a scratch folder
+/// in the system temp dir (never under the output root). Staging then merges one bucket at a
+/// time, so memory holds a bucket, not the pull.
+pub struct Spill {
+    dir: tempfile::TempDir,
+    files: BTreeMap<u32, Vec<std::path::PathBuf>>,
+    batches: usize,
+}
+
+impl Spill {
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("motcua-spill-")
+            .tempdir()
+            .context("creating a scratch folder in the system temp dir (set TMPDIR to a folder with room for a pull)")?;
+        Ok(Spill {
+            dir,
+            files: BTreeMap::new(),
+            batches: 0,
+        })
+    }
+
+    /// Splits a batch by bucket and writes each part.
+    pub fn add(&mut self, cases: DataFrame) -> Result<()> {
+        if cases.height() == 0 {
+            return Ok(());
+        }
+        let n = self.batches;
+        self.batches += 1;
+        for (bucket, mut part) in by_bucket(&cases)? {
+            let path = self.dir.path().join(format!("{bucket:02}-{n:06}.parquet"));
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("writing {} (is the temp dir full?)", path.display()))?;
+            ParquetWriter::new(file)
+                .with_compression(ParquetCompression::Lz4Raw)
+                .finish(&mut part)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("writing {} (is the temp dir full?)", path.display()))?;
+            self.files.entry(bucket).or_default().push(path);
+        }
+        Ok(())
+    }
+
+    /// The buckets that received records.
+    pub fn buckets(&self) -> Vec<u32> {
+        self.files.keys().copied().collect()
+    }
+
+    /// Every record spilled to `bucket`, with `_order`.
+    pub fn read(&self, bucket: u32) -> Result<DataFrame> {
+        let mut frames = vec![];
+        for path in self.files.get(&bucket).into_iter().flatten() {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("reading back {}", path.display()))?;
+            frames.push(ParquetReader::new(file).finish()?.lazy());
+        }
+        if frames.is_empty() {
+            let mut df = empty_staging()?;
+            df.with_column(Column::new_empty("_order".into(), &DataType::Int64))?;
+            return Ok(df);
+        }
+        Ok(concat(frames, UnionArgs::default())?.collect()?)
+    }
+}
+
+/// A [`Normaliser`] whose records go to a [`Spill`] in batches of [`BATCH_RECORDS`], written by
+/// a thread of its own while normalising goes on.
+pub struct Batches {
+    normaliser: Normaliser,
+    tx: Option<std::sync::mpsc::SyncSender<DataFrame>>,
+    writer: Option<std::thread::JoinHandle<Result<Spill>>>,
+}
+
+/// What normalising a pull or a replay produced: the spilled records, the rejects, the counts.
+pub struct Spilled {
+    pub spill: Spill,
+    pub rejects: Vec<Reject>,
+    pub stats: NormaliseStats,
+}
+
+impl Batches {
+    pub fn new(key: PiiKey, run_id: &str) -> Result<Self> {
+        let mut spill = Spill::new()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<DataFrame>(1);
+        let writer = std::thread::Builder::new()
+            .name("motcua-spill".into())
+            .spawn(move || {
+                for batch in rx {
+                    spill.add(batch)?;
+                }
+                Ok(spill)
+            })
+            .context("starting the spill thread")?;
+        Ok(Batches {
+            normaliser: Normaliser::new(key, run_id),
+            tx: Some(tx),
+            writer: Some(writer),
+        })
+    }
+
+    pub fn set_run_id(&mut self, run_id: &str) {
+        self.normaliser.set_run_id(run_id);
+    }
+
+    /// Normalises the records of one page.
+    pub fn add_records(&mut self, raw_path: &str, records: &[Value]) -> Result<()> {
+        self.normaliser.add_records(raw_path, records);
+        self.flush_full()
+    }
+
+    /// Appends a page normalised elsewhere (in arrival order).
+    pub fn absorb(&mut self, other: Normaliser) -> Result<()> {
+        self.normaliser.absorb(other);
+        self.flush_full()
+    }
+
+    fn flush_full(&mut self) -> Result<()> {
+        if self.normaliser.pending() >= BATCH_RECORDS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let frame = self.normaliser.take_frame()?;
+        let sent = self.tx.as_ref().map(|tx| tx.send(frame));
+        if !matches!(sent, Some(Ok(()))) {
+            // The writer stopped: its error says why.
+            self.tx = None;
+            return match self.writer.take().map(|w| w.join()) {
+                Some(Ok(Err(e))) => Err(e),
+                _ => Err(anyhow::anyhow!("the spill thread stopped")),
+            };
+        }
+        Ok(())
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> &NormaliseStats {
+        &self.normaliser.stats
+    }
+
+    pub fn finish(mut self) -> Result<Spilled> {
+        self.flush()?;
+        drop(self.tx.take());
+        let spill = match self.writer.take().map(|w| w.join()) {
+            Some(Ok(r)) => r?,
+            _ => anyhow::bail!("the spill thread panicked"),
+        };
+        let (rejects, stats) = self.normaliser.into_rejects();
+        Ok(Spilled {
+            spill,
+            rejects,
+            stats,
+        })
+    }
 }
 
 /// Merges `new` records (with `_order`) into an existing staging bucket; returns the bucket

@@ -95,6 +95,13 @@ pub fn decode(bytes: Bytes) -> Result<DataFrame> {
     Ok(ParquetReader::new(Cursor::new(bytes)).finish()?)
 }
 
+/// Reads only `columns` of Parquet bytes into a frame.
+pub fn decode_columns(bytes: Bytes, columns: &[&str]) -> Result<DataFrame> {
+    Ok(ParquetReader::new(Cursor::new(bytes))
+        .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
+        .finish()?)
+}
+
 /// [`decode`] on the blocking pool.
 pub async fn decode_async(bytes: Bytes) -> Result<DataFrame> {
     blocking(move || decode(bytes)).await

@@ -232,15 +232,104 @@ fn within(e: Expr, f: NaiveDate, l: NaiveDate) -> Expr {
     t(e.clone().gt_eq(date(f)).and(e.lt_eq(date(l))))
 }
 
-/// The measures of kpi.md for the period F … L: `(name, condition on one case)`.
-/// Each measure counts the cases whose condition is true. The order is the output column order.
-pub fn measures(f: NaiveDate, l: NaiveDate) -> Vec<(&'static str, Expr)> {
-    let online = t(col("channel").eq(lit(ONLINE)));
-    let received_new = accepted().and(within(acc(), f, l));
-    let resolved_in_period = t(status_is(&[PROCESSED, RETURNED])).and(within(end(), f, l));
-    let in_progress = accepted()
-        .and(t(acc().lt_eq(date(l))))
-        .and(ended().and(t(end().lt_eq(date(l)))).not());
+/// The terms of kpi.md that several measures share, for one period F … L: each a boolean per
+/// case. [`Terms::defined`] holds their definitions over the staging columns; the KPI stage
+/// evaluates those once per case into columns ([`Terms::named`]) and the measures then read
+/// the columns ([`Terms::columns`]), so no condition is computed twice.
+#[derive(Clone)]
+pub struct Terms {
+    /// accepted: status is not 1 and not 3.
+    pub accepted: Expr,
+    /// ended: status is 7, 8, 9 or 10.
+    pub ended: Expr,
+    /// accepted, F ≤ acc ≤ L (received_new).
+    pub received_new: Expr,
+    /// status 9 or 10, F ≤ end ≤ L (resolved in the period, withdrawals aside).
+    pub resolved: Expr,
+    /// accepted, acc ≤ L, and not (ended with end ≤ L).
+    pub in_progress: Expr,
+    /// F ≤ end ≤ L.
+    pub end_in_period: Expr,
+    /// channel 2; absent counts as in person.
+    pub online: Expr,
+}
+
+const TERM_NAMES: [&str; 7] = [
+    "accepted",
+    "ended",
+    "received_new",
+    "resolved",
+    "in_progress",
+    "end_in_period",
+    "online",
+];
+
+impl Terms {
+    /// The terms over the staging columns for the period F … L.
+    pub fn defined(f: NaiveDate, l: NaiveDate) -> Terms {
+        let end_in_period = within(end(), f, l);
+        Terms {
+            accepted: accepted(),
+            ended: ended(),
+            received_new: accepted().and(within(acc(), f, l)),
+            resolved: t(status_is(&[PROCESSED, RETURNED])).and(end_in_period.clone()),
+            in_progress: accepted()
+                .and(t(acc().lt_eq(date(l))))
+                .and(ended().and(t(end().lt_eq(date(l)))).not()),
+            end_in_period,
+            online: t(col("channel").eq(lit(ONLINE))),
+        }
+    }
+
+    fn all(self) -> [Expr; 7] {
+        [
+            self.accepted,
+            self.ended,
+            self.received_new,
+            self.resolved,
+            self.in_progress,
+            self.end_in_period,
+            self.online,
+        ]
+    }
+
+    /// The definitions as columns named `_<term><suffix>`.
+    pub fn named(self, suffix: &str) -> Vec<Expr> {
+        self.all()
+            .into_iter()
+            .zip(TERM_NAMES)
+            .map(|(e, n)| e.alias(format!("_{n}{suffix}")))
+            .collect()
+    }
+
+    /// The terms read from the columns [`Terms::named`] wrote.
+    pub fn columns(suffix: &str) -> Terms {
+        let c = |n: &str| col(format!("_{n}{suffix}"));
+        Terms {
+            accepted: c("accepted"),
+            ended: c("ended"),
+            received_new: c("received_new"),
+            resolved: c("resolved"),
+            in_progress: c("in_progress"),
+            end_in_period: c("end_in_period"),
+            online: c("online"),
+        }
+    }
+}
+
+/// The measures of kpi.md for the period F … L: `(name, condition on one case)`, written over
+/// the shared terms `t` of that period. Each measure counts the cases whose condition is true.
+/// The order is the output column order.
+pub fn measures(f: NaiveDate, l: NaiveDate, t_: &Terms) -> Vec<(&'static str, Expr)> {
+    let Terms {
+        accepted,
+        ended,
+        received_new,
+        resolved,
+        in_progress,
+        end_in_period,
+        online,
+    } = t_.clone();
     vec![
         // 4: accepted, F ≤ acc ≤ L, channel 2
         ("received_online", received_new.clone().and(online.clone())),
@@ -251,51 +340,40 @@ pub fn measures(f: NaiveDate, l: NaiveDate) -> Vec<(&'static str, Expr)> {
         // 6: accepted, acc < F, and not (ended with end < F)
         (
             "carried_over",
-            accepted()
+            accepted
                 .and(t(acc().lt(date(f))))
-                .and(ended().and(t(end().lt(date(f)))).not()),
+                .and(ended.and(t(end().lt(date(f)))).not()),
         ),
         // 3: received_new + carried_over (summed below, listed here for column order)
         ("received_total", lit(false)),
         // 7: status 7, 9 or 10, F ≤ end ≤ L
         (
             "resolved_total",
-            t(status_is(&[WITHDRAWN, PROCESSED, RETURNED])).and(within(end(), f, l)),
+            t(status_is(&[WITHDRAWN, PROCESSED, RETURNED])).and(end_in_period.clone()),
         ),
         // 8: status 9 or 10, F ≤ end ≤ L, due present, end < due
-        (
-            "resolved_early",
-            resolved_in_period.clone().and(t(end().lt(due()))),
-        ),
+        ("resolved_early", resolved.clone().and(t(end().lt(due())))),
         // 9: status 9 or 10, F ≤ end ≤ L, due absent or end = due
         (
             "resolved_on_time",
-            resolved_in_period
-                .clone()
-                .and(due().is_null().or(t(end().eq(due())))),
+            resolved.clone().and(due().is_null().or(t(end().eq(due())))),
         ),
         // 10: status 9 or 10, F ≤ end ≤ L, due present, end > due
-        (
-            "resolved_overdue",
-            resolved_in_period.clone().and(t(end().gt(due()))),
-        ),
+        ("resolved_overdue", resolved.clone().and(t(end().gt(due())))),
         // resolved_overdue and supplemented
         (
             "resolved_overdue_excused",
-            resolved_in_period
+            resolved
                 .and(t(end().gt(due())))
                 .and(t(col("supplement_requests").gt(lit(0i64)))),
         ),
         // status 7, F ≤ end ≤ L
         (
             "resolved_withdrawn",
-            t(status().eq(lit(WITHDRAWN))).and(within(end(), f, l)),
+            t(status().eq(lit(WITHDRAWN))).and(end_in_period.clone()),
         ),
         // status 8, F ≤ end ≤ L
-        (
-            "stopped",
-            t(status().eq(lit(STOPPED))).and(within(end(), f, l)),
-        ),
+        ("stopped", t(status().eq(lit(STOPPED))).and(end_in_period)),
         // 11: accepted, acc ≤ L, and not (ended with end ≤ L)
         ("in_progress_total", in_progress.clone()),
         // 12: in progress, due absent or due ≥ L
@@ -332,17 +410,18 @@ pub fn measures(f: NaiveDate, l: NaiveDate) -> Vec<(&'static str, Expr)> {
 /// Names of the count columns, in output order.
 pub fn measure_names() -> Vec<&'static str> {
     let d = NaiveDate::from_ymd_opt(2000, 1, 1).expect("date");
-    measures(d, d).into_iter().map(|(n, _)| n).collect()
+    measures(d, d, &Terms::defined(d, d))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
 }
 
-/// Aggregations that turn case conditions into `Int64` counts for a group of cases.
-pub fn count_aggs(f: NaiveDate, l: NaiveDate) -> Vec<Expr> {
-    measures(f, l)
+/// The measures counted per case (received_total aside: it is the sum of two others, added
+/// after aggregation by [`received_total`]).
+pub fn counted(f: NaiveDate, l: NaiveDate, terms: &Terms) -> Vec<(&'static str, Expr)> {
+    measures(f, l, terms)
         .into_iter()
-        .map(|(name, cond)| match name {
-            "received_total" => lit(0i64).alias(name),
-            _ => cond.cast(DataType::Int64).sum().alias(name),
-        })
+        .filter(|(n, _)| *n != "received_total")
         .collect()
 }
 

@@ -21,13 +21,12 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
-use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::kpi::{self, IdentityCheck, KpiTables};
-use crate::normalise::{self, source_timestamp, Agency, Normalised, Normaliser, Procedure};
+use crate::normalise::{self, source_timestamp, Agency, Batches, Normaliser, Procedure, Spilled};
 use crate::period::{self, PeriodId};
 use crate::progress;
 use crate::publish::{self, ParquetEncoder, WrittenFile};
@@ -146,7 +145,7 @@ pub struct RunRecord {
     pub identities_hold: Option<bool>,
     pub files: Vec<WrittenFile>,
     /// Seconds spent in each stage: `pull` (or `replay_raw`, with normalising), `stage`,
-    /// `load_staging`, `compute`, `publish`.
+    /// `compute` (staging read and counted, every period's tables built), `publish`.
     #[serde(default)]
     pub timings_secs: BTreeMap<String, f64>,
 }
@@ -326,9 +325,8 @@ async fn finish(
     );
 }
 
-/// The staging table and the catalogs the KPIs need.
+/// The catalogs the KPIs need beside the staging table.
 struct Staged {
-    cases: Arc<DataFrame>,
     agencies: Arc<Vec<Agency>>,
     catalog: Arc<Vec<Procedure>>,
 }
@@ -378,12 +376,7 @@ async fn pipeline(
             }
         })
         .collect();
-    let cases = load_staging(store, &settings.pii_key).await?;
-    lap(record, "load_staging");
-    record.counts.cases_in_staging = cases.height() as u64;
-    note_unknown_agencies(record, &cases, &agencies)?;
     let staged = Staged {
-        cases: Arc::new(cases),
         agencies: Arc::new(agencies),
         catalog: Arc::new(catalog),
     };
@@ -401,7 +394,7 @@ async fn pull(
     store: &Store,
     record: &mut RunRecord,
     full_refresh: bool,
-) -> Result<(Vec<Agency>, Vec<Procedure>, Normalised)> {
+) -> Result<(Vec<Agency>, Vec<Procedure>, Spilled)> {
     let run_id = record.run_id.clone();
     let cursor = state::read_cursor(store).await?;
     record.cursor_before = cursor.as_ref().map(|c| c.cursor.clone());
@@ -422,16 +415,24 @@ async fn pull(
         );
     }
     info!(agencies = agencies.len(), procedures = catalog.len(), from = ?record.pulled_from, "pulling cases");
-    let mut normaliser = Normaliser::new(settings.pii_key.clone(), &run_id);
+    let mut batches = Batches::new(settings.pii_key.clone(), &run_id)?;
+    let mut spill_error: Option<anyhow::Error> = None;
     let pulled = Instant::now();
     source.progress = progress::bar(None, "records", "pulling cases");
     let result = source
-        .pull_cases(&raw, since, |path, data| normaliser.add_records(path, data))
+        .pull_cases(&raw, since, |path, data| {
+            if spill_error.is_none() {
+                spill_error = batches.add_records(path, data).err();
+            }
+        })
         .await;
     source.progress.finish_and_clear();
     fill_pull_counts(&mut record.counts, &source.stats, &raw);
     record.files.extend(raw.files());
     result?;
+    if let Some(e) = spill_error {
+        return Err(e.context("normalising the pulled records"));
+    }
     let secs = pulled.elapsed().as_secs_f64();
     info!(
         pages = source.stats.pages,
@@ -444,7 +445,8 @@ async fn pull(
     record.cursor_after = source.stats.cursor_after.clone();
     record.counts.agencies = agencies.len() as u64;
     record.counts.procedures = catalog.len() as u64;
-    Ok((agencies, catalog, normaliser.finish()?))
+    let spilled = publish::blocking(move || batches.finish()).await?;
+    Ok((agencies, catalog, spilled))
 }
 
 /// Step 2 for `replay`: the same bodies, read back from `raw/` in arrival order.
@@ -453,7 +455,7 @@ async fn from_raw(
     store: &Store,
     record: &mut RunRecord,
     upto: Option<&str>,
-) -> Result<(Vec<Agency>, Vec<Procedure>, Normalised)> {
+) -> Result<(Vec<Agency>, Vec<Procedure>, Spilled)> {
     let runs = raw_runs(store).await?;
     if let Some(id) = upto {
         if !runs.iter().any(|r| r == id) {
@@ -467,45 +469,91 @@ async fn from_raw(
     if runs.is_empty() {
         anyhow::bail!("raw/ holds no responses to replay: run `motcua run` first");
     }
-    info!(runs = runs.len(), "replaying raw responses");
-    let mut normaliser = Normaliser::new(settings.pii_key.clone(), &record.run_id);
-    let mut agencies = None;
-    let mut catalog = None;
+    let mut jobs: Vec<(String, String)> = vec![];
     for run in &runs {
-        normaliser.set_run_id(run);
         let mut files = store.list(&format!("raw/run_id={run}")).await?;
         // Arrival order: the sequence number that starts every file name.
         files.sort_by_key(|(p, _)| p.rsplit('/').next().unwrap_or("").to_string());
-        for (path, _) in files {
-            let gz = store
-                .get(&path)
-                .await?
-                .with_context(|| format!("{path} vanished during replay"))?;
-            let body = raw::gunzip(&gz).with_context(|| format!("{path} is damaged"))?;
-            let env: Envelope = match serde_json::from_slice(&body) {
-                Ok(e) => e,
-                Err(_) => continue, // a torn body the pull retried
-            };
-            if env.code() != "0" {
-                continue; // "system busy" answers the pull retried
-            }
-            record.counts.raw_files_replayed += 1;
-            let data = env.data.unwrap_or_default();
-            if path.contains("/v1-donvi/") {
-                agencies = Some(normalise::agencies(&data).0);
-            } else if path.contains("/v1-tthc/") {
-                catalog = Some(normalise::procedures(&data).0);
-            } else if path.contains("/v1-hoso/") {
-                record.counts.records_pulled += data.len() as u64;
-                normaliser.add_records(&path, &data);
-            }
-        }
+        jobs.extend(files.into_iter().map(|(p, _)| (run.clone(), p)));
     }
+    info!(
+        runs = runs.len(),
+        files = jobs.len(),
+        "replaying raw responses"
+    );
+    let bar = progress::bar(Some(jobs.len() as u64), "files", "replaying raw responses");
+    let mut batches = Batches::new(settings.pii_key.clone(), &record.run_id)?;
+    let mut agencies = None;
+    let mut catalog = None;
+    // Files are read and normalised a few at a time on the blocking pool, then taken in order.
+    let mut read = futures::stream::iter(jobs)
+        .map(|(run, path)| {
+            let key = settings.pii_key.clone();
+            async move {
+                let gz = store
+                    .get(&path)
+                    .await?
+                    .with_context(|| format!("{path} vanished during replay"))?;
+                publish::blocking(move || read_raw(&key, &run, &path, &gz)).await
+            }
+        })
+        .buffered(4);
+    while let Some(file) = read.next().await {
+        bar.inc(1);
+        match file? {
+            RawFile::Unusable => continue,
+            RawFile::Agencies(a) => agencies = Some(a),
+            RawFile::Catalog(c) => catalog = Some(c),
+            RawFile::Cases(n) => {
+                record.counts.records_pulled += n.stats.records;
+                batches.absorb(n)?;
+            }
+            RawFile::Other => {}
+        }
+        record.counts.raw_files_replayed += 1;
+    }
+    bar.finish_and_clear();
     let agencies = agencies.context("the replayed runs hold no /v1/donvi response")?;
     let catalog = catalog.context("the replayed runs hold no /v1/tthc response")?;
     record.counts.agencies = agencies.len() as u64;
     record.counts.procedures = catalog.len() as u64;
-    Ok((agencies, catalog, normaliser.finish()?))
+    let spilled = publish::blocking(move || batches.finish()).await?;
+    Ok((agencies, catalog, spilled))
+}
+
+/// One raw file, read back.
+enum RawFile {
+    /// A torn body or a "system busy" answer, which the pull retried.
+    Unusable,
+    Agencies(Vec<Agency>),
+    Catalog(Vec<Procedure>),
+    /// A `/v1/hoso` page, normalised.
+    Cases(Normaliser),
+    Other,
+}
+
+/// Reads a raw file of run `run` at `path`: gunzip, parse, and normalise a page of cases.
+fn read_raw(key: &normalise::PiiKey, run: &str, path: &str, gz: &[u8]) -> Result<RawFile> {
+    let body = raw::gunzip(gz).with_context(|| format!("{path} is damaged"))?;
+    let env: Envelope = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(_) => return Ok(RawFile::Unusable),
+    };
+    if env.code() != "0" {
+        return Ok(RawFile::Unusable);
+    }
+    let data = env.data.unwrap_or_default();
+    Ok(if path.contains("/v1-donvi/") {
+        RawFile::Agencies(normalise::agencies(&data).0)
+    } else if path.contains("/v1-tthc/") {
+        RawFile::Catalog(normalise::procedures(&data).0)
+    } else if path.contains("/v1-hoso/") {
+        let mut n = Normaliser::new(key.clone(), run);
+        n.add_records(path, &data);
+        RawFile::Cases(n)
+    } else {
+        RawFile::Other
+    })
 }
 
 /// The run ids under `raw/`, oldest first.
@@ -521,12 +569,13 @@ pub async fn raw_runs(store: &Store) -> Result<Vec<String>> {
     Ok(runs.into_iter().collect())
 }
 
-/// Step 3: rejects, then the staging buckets. A replay rebuilds them from nothing.
+/// Step 3: rejects, then the staging buckets, merged one bucket at a time (two at once) from
+/// the spilled batches. A replay rebuilds them from nothing.
 async fn stage(
     store: &Store,
     enc: &ParquetEncoder,
     record: &mut RunRecord,
-    normalised: Normalised,
+    normalised: Spilled,
     rebuild: bool,
 ) -> Result<()> {
     let run_id = record.run_id.clone();
@@ -534,8 +583,6 @@ async fn stage(
     c.valid_records = normalised.stats.valid;
     c.records_rejected = normalised.stats.rejected;
     c.rejected_by_reason = normalised.stats.rejected_by_reason.clone();
-    let distinct = normalised.cases.column("case_id")?.n_unique()? as u64;
-    c.duplicates_dropped = normalised.cases.height() as u64 - distinct;
     if c.records_rejected > 0 {
         warn!(rejected = c.records_rejected, by_reason = ?c.rejected_by_reason, "records rejected; see quality/rejects/run_id={run_id}/");
     }
@@ -548,31 +595,54 @@ async fn stage(
     )
     .await?;
     record.files.push(f);
-    let buckets = normalise::by_bucket(&normalised.cases)?;
+    let spill = Arc::new(normalised.spill);
+    let buckets = spill.buckets();
     if rebuild {
         for (path, _) in store.list("cases").await? {
-            let keep = buckets.keys().any(|b| path == bucket_path(*b));
+            let keep = buckets.iter().any(|b| path == bucket_path(*b));
             if !keep {
                 store.delete(&path).await?;
             }
         }
     }
-    for (bucket, new) in buckets {
-        let path = bucket_path(bucket);
-        let old = match (rebuild, store.get(&path).await?) {
-            (false, Some(b)) => Some(
-                publish::decode_async(b)
-                    .await
-                    .with_context(|| format!("{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"))?,
-            ),
-            _ => None,
-        };
-        let merged = publish::blocking(move || normalise::upsert(old, new)).await?;
-        record
-            .files
-            .push(publish::write_table(store, enc, &path, merged).await?);
+    let bar = progress::bar(Some(buckets.len() as u64), "buckets", "staging");
+    let merged: Vec<Result<(WrittenFile, u64)>> = futures::stream::iter(buckets)
+        .map(|bucket| {
+            let (spill, bar) = (spill.clone(), bar.clone());
+            async move {
+                let path = bucket_path(bucket);
+                let old = match rebuild {
+                    false => store.get(&path).await?,
+                    true => None,
+                };
+                let (merged, duplicates) = publish::blocking(move || {
+                    let old = old
+                        .map(publish::decode)
+                        .transpose()
+                        .with_context(|| format!("{} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw", bucket_path(bucket)))?;
+                    let new = spill.read(bucket)?;
+                    let duplicates = (new.height() - new.column("case_id")?.n_unique()?) as u64;
+                    Ok((normalise::upsert(old, new)?, duplicates))
+                })
+                .await?;
+                let file = publish::write_table(store, enc, &path, merged).await?;
+                bar.inc(1);
+                Ok((file, duplicates))
+            }
+        })
+        .buffer_unordered(2)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    let mut files = vec![];
+    for m in merged {
+        let (file, duplicates) = m?;
+        record.counts.duplicates_dropped += duplicates;
         record.counts.staging_buckets_written += 1;
+        files.push(file);
     }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    record.files.extend(files);
     Ok(())
 }
 
@@ -716,22 +786,59 @@ pub async fn published_periods(store: &Store) -> Result<Vec<(String, chrono::Dat
 
 fn note_unknown_agencies(
     record: &mut RunRecord,
-    cases: &DataFrame,
+    per_agency: BTreeMap<String, u64>,
     agencies: &[Agency],
-) -> Result<()> {
+) {
     let known: BTreeSet<&str> = agencies.iter().map(|a| a.code.as_str()).collect();
-    let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
-    for code in cases.column("agency_code")?.str()?.iter().flatten() {
-        if !known.contains(code) {
-            *unknown.entry(code.to_string()).or_default() += 1;
-        }
-    }
+    let unknown: BTreeMap<String, u64> = per_agency
+        .into_iter()
+        .filter(|(code, _)| !known.contains(code.as_str()))
+        .collect();
     if !unknown.is_empty() {
         warn!(agencies = ?unknown.keys().collect::<Vec<_>>(), "cases of agencies missing from /v1/donvi are counted at level unknown");
     }
     record.counts.cases_at_unknown_agencies = unknown.values().sum();
     record.counts.unknown_agencies = unknown.into_keys().collect();
-    Ok(())
+}
+
+/// Step 5, counting: every staging bucket is read (only the columns the KPIs need) and counted
+/// for every period at once, `concurrency` buckets at a time, then the counts are summed.
+async fn count_staging(
+    store: &Store,
+    periods: &[period::Period],
+    concurrency: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<kpi::Totals> {
+    let mut paths = vec![];
+    for (path, _) in store.list("cases").await? {
+        if path.ends_with("/part-0.parquet") {
+            paths.push(path);
+        }
+    }
+    bar.inc_length(paths.len() as u64);
+    let mut partials = futures::stream::iter(paths)
+        .map(|path| {
+            let periods = periods.to_vec();
+            async move {
+                let b = store
+                    .get(&path)
+                    .await?
+                    .with_context(|| format!("{path} vanished while reading staging"))?;
+                publish::blocking(move || {
+                    let df = publish::decode_columns(b, &kpi::INPUT_COLUMNS)
+                        .with_context(|| format!("{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"))?;
+                    kpi::partial(&df, &periods)
+                })
+                .await
+            }
+        })
+        .buffer_unordered(concurrency.max(1));
+    let mut acc = kpi::Accumulator::new(periods);
+    while let Some(p) = partials.next().await {
+        acc.add(p?);
+        bar.inc(1);
+    }
+    publish::blocking(move || acc.total()).await
 }
 
 /// Steps 5 and 6: every period computed (a bounded number at once), all identities checked,
@@ -748,41 +855,38 @@ async fn compute_and_publish(
     let computed_at = Utc::now().timestamp_micros();
     let computing = Instant::now();
     let bar = progress::bar(
-        Some(periods.len() as u64 * 2),
+        Some(periods.len() as u64),
         "steps",
         "computing and publishing periods",
     );
-    let computed: Vec<(PeriodId, Result<KpiTables>)> =
-        futures::stream::iter(periods.iter().copied())
-            .map(|p| {
-                let (cases, agencies, catalog) = (
-                    staged.cases.clone(),
-                    staged.agencies.clone(),
-                    staged.catalog.clone(),
-                );
-                let (run_id, convention) = (record.run_id.clone(), settings.convention);
-                let bar = bar.clone();
-                async move {
-                    let r = tokio::task::spawn_blocking(move || {
-                        kpi::compute(
-                            &cases,
-                            &agencies,
-                            &catalog,
-                            &p.resolve(convention),
-                            &run_id,
-                            computed_at,
-                        )
-                    })
-                    .await
-                    .map_err(anyhow::Error::from)
-                    .and_then(|r| r);
-                    bar.inc(1);
-                    (p, r)
-                }
-            })
-            .buffered(settings.concurrency)
-            .collect()
-            .await;
+    let resolved: Vec<period::Period> = periods
+        .iter()
+        .map(|p| p.resolve(settings.convention))
+        .collect();
+    let totals = Arc::new(count_staging(store, &resolved, settings.concurrency, &bar).await?);
+    record.counts.cases_in_staging = totals.cases()?;
+    note_unknown_agencies(record, totals.cases_per_agency()?, &staged.agencies);
+    let computed: Vec<(PeriodId, Result<KpiTables>)> = {
+        let (totals, agencies, catalog) = (
+            totals.clone(),
+            staged.agencies.clone(),
+            staged.catalog.clone(),
+        );
+        let (run_id, ids) = (record.run_id.clone(), periods.to_vec());
+        publish::blocking(move || {
+            Ok(ids
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    (
+                        *p,
+                        totals.tables(i, &agencies, &catalog, &run_id, computed_at),
+                    )
+                })
+                .collect())
+        })
+        .await?
+    };
     let mut tables = vec![];
     let mut failed = BTreeMap::new();
     for (p, r) in computed {
@@ -901,28 +1005,4 @@ fn fill_pull_counts(c: &mut Counts, s: &PullStats, raw: &RawLog) {
     c.records_pulled = s.records;
     c.bytes_pulled = s.bytes;
     c.raw_bytes_written = raw.bytes_written.load(std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Reads every staging bucket into one frame.
-pub async fn load_staging(store: &Store, key: &normalise::PiiKey) -> Result<DataFrame> {
-    let mut frames = vec![];
-    for (path, _) in store.list("cases").await? {
-        if path.ends_with("/part-0.parquet") {
-            let b = store
-                .get(&path)
-                .await?
-                .with_context(|| format!("{path} vanished while reading staging"))?;
-            frames.push(
-                publish::decode_async(b)
-                    .await
-                    .with_context(|| format!("{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"))?
-                    .lazy(),
-            );
-        }
-    }
-    if frames.is_empty() {
-        let empty = Normaliser::new(key.clone(), "").finish()?.cases;
-        return Ok(empty.drop("_order")?);
-    }
-    publish::blocking(move || Ok(concat(frames, UnionArgs::default())?.collect()?)).await
 }
