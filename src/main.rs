@@ -12,6 +12,11 @@ use motcua::source::SourceError;
 use motcua::state::{LockBusy, LockLost};
 use motcua::{demo, progress, report, status, store};
 
+/// mimalloc: parsing JSON and polars allocate and free a great deal, from several threads;
+/// glibc's malloc spent a quarter of a replay's time and held freed memory per thread.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Turns a province's administrative-procedure cases into its quarterly figures.
 #[derive(Parser)]
 #[command(name = "motcua", version, about)]
@@ -109,6 +114,10 @@ enum Command {
         /// Write the URL to this file once listening.
         #[arg(long, value_name = "FILE")]
         ready_file: Option<PathBuf>,
+        /// Do not serve: write the province into the raw layer of one run under this output
+        /// root, for `motcua replay` (the benchmark's way to provinces of millions of records).
+        #[arg(long, value_name = "URL", conflicts_with_all = ["dataset", "ready_file"])]
+        write_raw: Option<String>,
     },
 }
 
@@ -129,6 +138,14 @@ struct Common {
     /// When another run holds the output's lock, wait for it instead of exiting.
     #[arg(long)]
     wait: bool,
+    /// run, backfill: do not pull; publish the periods from staging as it stands (agencies
+    /// and catalog from the last pull's raw responses). The source is not contacted and the
+    /// cursor does not move: to republish after an upgrade, or while the source is down.
+    #[arg(long)]
+    from_staging: bool,
+    /// Set for `replay`, which never contacts the source.
+    #[arg(skip)]
+    offline: bool,
 }
 
 impl Common {
@@ -138,6 +155,7 @@ impl Common {
             source_url: self.source_url.clone(),
             output: self.output.clone(),
             convention: self.period_convention,
+            offline: self.from_staging || self.offline,
         }
     }
 }
@@ -211,7 +229,11 @@ fn init_logs(format: LogFormat) {
 async fn execute(common: &Common, command: RunCommand) -> Result<(), (u8, String)> {
     let settings =
         Settings::resolve(&common.overrides()).map_err(|e| (exit::USAGE, format!("{e:#}")))?;
-    match run::execute(&settings, &command, Options { wait: common.wait }).await {
+    let options = Options {
+        wait: common.wait,
+        from_staging: common.from_staging,
+    };
+    match run::execute(&settings, &command, options).await {
         Ok(outcome) => {
             for t in &outcome.tables {
                 match report::level_table(t) {
@@ -283,8 +305,18 @@ async fn main() -> ExitCode {
             run_id,
             all: _,
             periods,
-            common,
-        } => execute(&common, RunCommand::Replay { run_id, periods }).await,
+            mut common,
+        } => {
+            if common.from_staging {
+                return fail(
+                    exit::USAGE,
+                    "replay rebuilds staging from raw/; --from-staging is for run and backfill"
+                        .into(),
+                );
+            }
+            common.offline = true;
+            execute(&common, RunCommand::Replay { run_id, periods }).await
+        }
         Command::Status {
             pipeline,
             output,
@@ -317,6 +349,25 @@ async fn main() -> ExitCode {
             dataset,
             chaos,
             ready_file,
+            write_raw: Some(output),
+        } => {
+            let _ = (port, dataset, chaos, ready_file);
+            match demo::write_raw(seed, scale, &output).await {
+                Ok((run_id, records)) => {
+                    println!("wrote {records} case records as raw run {run_id} under {output}: `motcua replay --all` reads them");
+                    Ok(())
+                }
+                Err(e) => Err((exit::FAILED, format!("{e:#}"))),
+            }
+        }
+        Command::DemoSource {
+            port,
+            seed,
+            scale,
+            dataset,
+            chaos,
+            ready_file,
+            write_raw: None,
         } => {
             let token =
                 std::env::var("MOTCUA_SOURCE_TOKEN").unwrap_or_else(|_| "demo-token".into());

@@ -13,8 +13,10 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Asia::Ho_Chi_Minh;
 use hmac::{Hmac, Mac};
 use polars::prelude::*;
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
+use std::borrow::Cow;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::rules::{self, Case};
@@ -23,14 +25,92 @@ use crate::rules::{self, Case};
 // Value shapes
 // ---------------------------------------------------------------------------------------------
 
+/// A value of a record as served: a string (borrowed from the body when it has no escapes), a
+/// number, a boolean, or an array or object (kept as its JSON text). `null` and absent are
+/// `None` wherever a `Scalar` is optional.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Num(serde_json::Number),
+    Bool(bool),
+    Other(String),
+}
+
+impl<'a> Scalar<'a> {
+    /// The scalar of a parsed JSON value (`None` for absent and `null`).
+    pub fn of(v: Option<&'a Value>) -> Option<Scalar<'a>> {
+        Some(match v? {
+            Value::Null => return None,
+            Value::String(s) => Scalar::Str(Cow::Borrowed(s)),
+            Value::Number(n) => Scalar::Num(n.clone()),
+            Value::Bool(b) => Scalar::Bool(*b),
+            other => Scalar::Other(other.to_string()),
+        })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Scalar<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v)))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::Num(v.into()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                serde_json::Number::from_f64(v)
+                    .map(Scalar::Num)
+                    .ok_or_else(|| E::custom("not a finite number"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let v = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(a))?;
+                Ok(Scalar::Other(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                a: A,
+            ) -> Result<Self::Value, A::Error> {
+                let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(a))?;
+                Ok(Scalar::Other(v.to_string()))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
 /// Trimmed, NFC-normalised text; `""` and `null` are absent. Numbers are read as their text.
 pub fn text(v: Option<&Value>) -> Option<String> {
+    scalar_text(Scalar::of(v))
+}
+
+/// [`text`] of a [`Scalar`].
+pub fn scalar_text(v: Option<Scalar>) -> Option<String> {
     let s = match v? {
-        Value::String(s) => nfc(s.trim()),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Null => return None,
-        other => other.to_string(),
+        Scalar::Str(s) => nfc(s.trim()),
+        Scalar::Num(n) => n.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Other(json) => json,
     };
     let t = s.trim();
     if t.len() == s.len() {
@@ -52,7 +132,11 @@ fn nfc(s: &str) -> String {
 
 /// An enumeration given as `"4"` or `4`. `Err` carries the value as served.
 pub fn enum_code(v: Option<&Value>) -> Result<Option<i32>, String> {
-    match text(v) {
+    scalar_enum(Scalar::of(v))
+}
+
+fn scalar_enum(v: Option<Scalar>) -> Result<Option<i32>, String> {
+    match scalar_text(v) {
         None => Ok(None),
         Some(s) => s.parse::<i32>().map(Some).map_err(|_| s),
     }
@@ -60,7 +144,11 @@ pub fn enum_code(v: Option<&Value>) -> Result<Option<i32>, String> {
 
 /// A `"0"`/`"1"` flag (also `0`/`1` and `true`/`false`).
 pub fn flag(v: Option<&Value>) -> Option<bool> {
-    match text(v)?.as_str() {
+    scalar_flag(Scalar::of(v))
+}
+
+fn scalar_flag(v: Option<Scalar>) -> Option<bool> {
+    match scalar_text(v)?.as_str() {
         "1" | "true" => Some(true),
         "0" | "false" => Some(false),
         _ => None,
@@ -70,7 +158,13 @@ pub fn flag(v: Option<&Value>) -> Option<bool> {
 /// A date-time in any shape of `source-api.md`, as microseconds since the epoch (UTC).
 /// Local shapes are read in Vietnam time. `Ok(None)` is absent; `Err` is unreadable.
 pub fn instant(v: Option<&Value>) -> Result<Option<i64>, String> {
-    let Some(s) = text(v) else { return Ok(None) };
+    scalar_instant(Scalar::of(v))
+}
+
+pub fn scalar_instant(v: Option<Scalar>) -> Result<Option<i64>, String> {
+    let Some(s) = scalar_text(v) else {
+        return Ok(None);
+    };
     parse_instant(&s).map(Some).ok_or(s)
 }
 
@@ -220,6 +314,121 @@ fn days(d: Option<NaiveDate>) -> Option<i32> {
     d.map(|d| (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32)
 }
 
+/// The fields of a `/v1/hoso` record that motcua reads (`source-api.md`); every other field —
+/// names, phone numbers, addresses of applicants among them — is skipped unread.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CaseRecord<'a> {
+    #[serde(rename = "MaHoSo", borrow)]
+    pub case_id: Option<Scalar<'a>>,
+    #[serde(rename = "MaDonVi", borrow)]
+    pub agency: Option<Scalar<'a>>,
+    #[serde(rename = "DonViXuLy", borrow)]
+    pub agency_name: Option<Scalar<'a>>,
+    #[serde(rename = "MaTTHC", borrow)]
+    pub procedure: Option<Scalar<'a>>,
+    #[serde(rename = "TenTTHC", borrow)]
+    pub procedure_name: Option<Scalar<'a>>,
+    #[serde(rename = "MaLinhVuc", borrow)]
+    pub field: Option<Scalar<'a>>,
+    #[serde(rename = "TenLinhVuc", borrow)]
+    pub field_name: Option<Scalar<'a>>,
+    #[serde(rename = "KenhThucHien", borrow)]
+    pub channel: Option<Scalar<'a>>,
+    #[serde(rename = "LoaiDoiTuong", borrow)]
+    pub applicant_kind: Option<Scalar<'a>>,
+    /// Only ever keyed by HMAC (`applicant_key`), never kept.
+    #[serde(rename = "SoGiayToChuHoSo", borrow)]
+    pub id_number: Option<Scalar<'a>>,
+    #[serde(rename = "TrangThaiHoSo", borrow)]
+    pub status: Option<Scalar<'a>>,
+    #[serde(rename = "NgayNopHoSo", borrow)]
+    pub submitted: Option<Scalar<'a>>,
+    #[serde(rename = "NgayTiepNhan", borrow)]
+    pub accepted: Option<Scalar<'a>>,
+    #[serde(rename = "NgayHenTra", borrow)]
+    pub due: Option<Scalar<'a>>,
+    #[serde(rename = "NgayKetThucXuLy", borrow)]
+    pub processed: Option<Scalar<'a>>,
+    #[serde(rename = "NgayTra", borrow)]
+    pub returned: Option<Scalar<'a>>,
+    #[serde(rename = "NgayTuChoi", borrow)]
+    pub refused: Option<Scalar<'a>>,
+    #[serde(rename = "NgayCapNhat", borrow)]
+    pub updated: Option<Scalar<'a>>,
+    #[serde(rename = "DuocThanhToanTrucTuyen", borrow)]
+    pub paid_online: Option<Scalar<'a>>,
+    #[serde(rename = "HoSoCoThanhPhanSoHoa", borrow)]
+    pub digitized: Option<Scalar<'a>>,
+    /// `DanhSachHoSoBoSung`: an array (a record where it is something else is read as a tree,
+    /// where anything but an array counts as no supplement request).
+    #[serde(rename = "DanhSachHoSoBoSung", borrow)]
+    pub supplements: Option<Vec<Supplement<'a>>>,
+}
+
+/// One supplement request of `DanhSachHoSoBoSung`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Supplement<'a> {
+    #[serde(rename = "NgayYeuCauBoSung", borrow)]
+    pub requested: Option<Scalar<'a>>,
+    #[serde(rename = "NgayBoSung", borrow)]
+    pub supplied: Option<Scalar<'a>>,
+    #[serde(rename = "NgayHenTraMoi", borrow)]
+    pub new_due: Option<Scalar<'a>>,
+}
+
+impl<'a> CaseRecord<'a> {
+    /// The fields of a record already parsed as a JSON tree (any shape).
+    pub fn of(rec: &'a Value) -> CaseRecord<'a> {
+        let g = |k: &str| Scalar::of(rec.get(k));
+        CaseRecord {
+            case_id: g("MaHoSo"),
+            agency: g("MaDonVi"),
+            agency_name: g("DonViXuLy"),
+            procedure: g("MaTTHC"),
+            procedure_name: g("TenTTHC"),
+            field: g("MaLinhVuc"),
+            field_name: g("TenLinhVuc"),
+            channel: g("KenhThucHien"),
+            applicant_kind: g("LoaiDoiTuong"),
+            id_number: g("SoGiayToChuHoSo"),
+            status: g("TrangThaiHoSo"),
+            submitted: g("NgayNopHoSo"),
+            accepted: g("NgayTiepNhan"),
+            due: g("NgayHenTra"),
+            processed: g("NgayKetThucXuLy"),
+            returned: g("NgayTra"),
+            refused: g("NgayTuChoi"),
+            updated: g("NgayCapNhat"),
+            paid_online: g("DuocThanhToanTrucTuyen"),
+            digitized: g("HoSoCoThanhPhanSoHoa"),
+            supplements: match rec.get("DanhSachHoSoBoSung") {
+                Some(Value::Array(items)) => Some(
+                    items
+                        .iter()
+                        .map(|it| Supplement {
+                            requested: Scalar::of(it.get("NgayYeuCauBoSung")),
+                            supplied: Scalar::of(it.get("NgayBoSung")),
+                            new_due: Scalar::of(it.get("NgayHenTraMoi")),
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// A `/v1/hoso` body read the typed way.
+#[derive(Deserialize)]
+struct Page<'a> {
+    #[serde(default, borrow)]
+    error_code: Option<Scalar<'a>>,
+    #[serde(default, borrow)]
+    data: Option<Vec<CaseRecord<'a>>>,
+}
+
 /// One rejected record, for `quality/rejects/`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reject {
@@ -277,49 +486,64 @@ impl Normaliser {
     /// Adds the records of one `/v1/hoso` page (its `data` array), landed at `raw_path`.
     pub fn add_records(&mut self, raw_path: &str, records: &[Value]) {
         for (i, rec) in records.iter().enumerate() {
-            self.add_record(raw_path, i as i64, rec);
+            self.add_record(raw_path, i as i64, CaseRecord::of(rec));
         }
     }
 
-    fn add_record(&mut self, raw_path: &str, raw_index: i64, rec: &Value) {
+    /// Reads a `/v1/hoso` response body straight into typed records (no JSON tree) and adds
+    /// them. `None` when the body is not the envelope, or its `error_code` is not "0", or a
+    /// record has a shape the typed reader does not take (then nothing was added; read it as a
+    /// tree with [`Normaliser::add_records`]).
+    pub fn add_page(&mut self, raw_path: &str, body: &[u8]) -> Option<usize> {
+        let page: Page = serde_json::from_slice(body).ok()?;
+        if scalar_text(page.error_code).as_deref().unwrap_or("0") != "0" {
+            return None;
+        }
+        let records = page.data.unwrap_or_default();
+        let n = records.len();
+        for (i, rec) in records.into_iter().enumerate() {
+            self.add_record(raw_path, i as i64, rec);
+        }
+        Some(n)
+    }
+
+    fn add_record(&mut self, raw_path: &str, raw_index: i64, rec: CaseRecord) {
         self.stats.records += 1;
-        let get = |k: &str| rec.get(k);
         let mut unreadable: Vec<(String, String)> = vec![];
-        let mut date = |field: &str, v: Option<&Value>| match instant(v) {
+        let mut date = |field: &str, v: Option<Scalar>| match scalar_instant(v) {
             Ok(t) => t,
             Err(shown) => {
                 unreadable.push((field.to_string(), shown));
                 None
             }
         };
-        let submitted_at = date("NgayNopHoSo", get("NgayNopHoSo"));
-        let accepted_at = date("NgayTiepNhan", get("NgayTiepNhan"));
-        let due_at = date("NgayHenTra", get("NgayHenTra"));
-        let processed_at = date("NgayKetThucXuLy", get("NgayKetThucXuLy"));
-        let returned_at = date("NgayTra", get("NgayTra"));
-        let refused_at = date("NgayTuChoi", get("NgayTuChoi"));
-        let updated_at = date("NgayCapNhat", get("NgayCapNhat"));
+        let submitted_at = date("NgayNopHoSo", rec.submitted);
+        let accepted_at = date("NgayTiepNhan", rec.accepted);
+        let due_at = date("NgayHenTra", rec.due);
+        let processed_at = date("NgayKetThucXuLy", rec.processed);
+        let returned_at = date("NgayTra", rec.returned);
+        let refused_at = date("NgayTuChoi", rec.refused);
+        let updated_at = date("NgayCapNhat", rec.updated);
         let mut supplements = 0i64;
         let mut extended_due_at: Option<i64> = None;
-        if let Some(Value::Array(items)) = get("DanhSachHoSoBoSung") {
+        if let Some(items) = rec.supplements {
             supplements = items.len() as i64;
-            for (j, item) in items.iter().enumerate() {
-                for f in ["NgayYeuCauBoSung", "NgayBoSung", "NgayHenTraMoi"] {
-                    let t = date(&format!("DanhSachHoSoBoSung[{j}].{f}"), item.get(f));
-                    if f == "NgayHenTraMoi" {
-                        extended_due_at = extended_due_at.max(t);
-                    }
-                }
+            for (j, item) in items.into_iter().enumerate() {
+                let field = |f: &str| format!("DanhSachHoSoBoSung[{j}].{f}");
+                date(&field("NgayYeuCauBoSung"), item.requested);
+                date(&field("NgayBoSung"), item.supplied);
+                let t = date(&field("NgayHenTraMoi"), item.new_due);
+                extended_due_at = extended_due_at.max(t);
             }
         }
-        let (status, status_text) = match enum_code(get("TrangThaiHoSo")) {
+        let (status, status_text) = match scalar_enum(rec.status) {
             Ok(s) => (s, s.map(|s| s.to_string())),
             Err(shown) => (None, Some(shown)),
         };
         let effective_due = extended_due_at.or(due_at);
         let case = Case {
-            case_id: text(get("MaHoSo")),
-            agency_code: text(get("MaDonVi")),
+            case_id: scalar_text(rec.case_id),
+            agency_code: scalar_text(rec.agency),
             status,
             status_text,
             updated_at,
@@ -352,22 +576,22 @@ impl Normaliser {
         let mut s = |k: &'static str, v: Option<String>| c.strings.entry(k).or_default().push(v);
         s("case_id", case.case_id);
         s("agency_code", case.agency_code);
-        s("agency_name_text", text(get("DonViXuLy")));
-        s("procedure_code", text(get("MaTTHC")));
-        s("procedure_name", text(get("TenTTHC")));
-        s("field_code", text(get("MaLinhVuc")));
-        s("field_name", text(get("TenLinhVuc")));
+        s("agency_name_text", scalar_text(rec.agency_name));
+        s("procedure_code", scalar_text(rec.procedure));
+        s("procedure_name", scalar_text(rec.procedure_name));
+        s("field_code", scalar_text(rec.field));
+        s("field_name", scalar_text(rec.field_name));
         s(
             "applicant_key",
-            text(get("SoGiayToChuHoSo")).map(|id| self.key.applicant_key(&id)),
+            scalar_text(rec.id_number).map(|id| self.key.applicant_key(&id)),
         );
         s("source_run_id", Some(self.run_id.clone()));
         let mut n = |k: &'static str, v: Option<i32>| c.ints.entry(k).or_default().push(v);
         // An enum the source sends in no known shape counts as absent (channel: in person).
-        n("channel", enum_code(get("KenhThucHien")).unwrap_or(None));
+        n("channel", scalar_enum(rec.channel).unwrap_or(None));
         n(
             "applicant_kind",
-            enum_code(get("LoaiDoiTuong")).unwrap_or(None),
+            scalar_enum(rec.applicant_kind).unwrap_or(None),
         );
         n("status", case.status);
         let mut i = |k: &'static str, v: Option<i64>| c.instants.entry(k).or_default().push(v);
@@ -390,11 +614,11 @@ impl Normaliser {
         c.flags
             .entry("paid_online")
             .or_default()
-            .push(flag(get("DuocThanhToanTrucTuyen")));
+            .push(scalar_flag(rec.paid_online));
         c.flags
             .entry("digitized")
             .or_default()
-            .push(flag(get("HoSoCoThanhPhanSoHoa")));
+            .push(scalar_flag(rec.digitized));
         c.order.push(self.stats.records as i64);
         c.len += 1;
     }
@@ -743,6 +967,20 @@ impl Batches {
         self.flush_full()
     }
 
+    /// Normalises a `/v1/hoso` body: typed, or as JSON trees when a record has an odd shape.
+    /// A body that is not a successful envelope adds nothing.
+    pub fn add_body(&mut self, raw_path: &str, body: &[u8]) -> Result<()> {
+        if self.normaliser.add_page(raw_path, body).is_none() {
+            if let Ok(env) = serde_json::from_slice::<crate::source::Envelope>(body) {
+                if env.code() == "0" {
+                    self.normaliser
+                        .add_records(raw_path, &env.data.unwrap_or_default());
+                }
+            }
+        }
+        self.flush_full()
+    }
+
     /// Appends a page normalised elsewhere (in arrival order).
     pub fn absorb(&mut self, other: Normaliser) -> Result<()> {
         self.normaliser.absorb(other);
@@ -795,21 +1033,27 @@ impl Batches {
 /// with one row per case and no helper columns, and how many new records were superseded.
 pub fn upsert(existing: Option<DataFrame>, new: DataFrame) -> Result<DataFrame> {
     let names: Vec<Expr> = staging_schema().iter().map(|(n, _)| col(*n)).collect();
-    let mut frames = vec![];
-    if let Some(old) = existing {
-        // Rows already staged lose a tie on updated_at against anything newly received.
-        frames.push(
-            old.lazy()
+    let all = match existing {
+        None => new,
+        Some(old) => {
+            // Rows already staged lose a tie on updated_at against anything newly received.
+            let old = old
+                .lazy()
                 .select(names.clone())
-                .with_column(lit(-1i64).cast(DataType::Int64).alias("_order")),
-        );
-    }
-    frames.push(new.lazy());
-    let all = concat(frames, UnionArgs::default())?;
-    let out = latest_per_case(all)
-        .select(names)
-        .sort(["case_id"], Default::default())
+                .with_column(lit(-1i64).cast(DataType::Int64).alias("_order"));
+            concat([old, new.lazy()], UnionArgs::default())?.collect()?
+        }
+    };
+    // The rows to keep are chosen on the three key columns alone, then taken from the wide
+    // frame once, in case_id order: one copy of the bucket, not one per sort.
+    let keys = all
+        .select(["case_id", "updated_at", "_order"])?
+        .with_row_index("_row".into(), None)?;
+    let keep = latest_per_case(keys.lazy())
+        .select([col("_row")])
         .collect()?;
+    let rows = keep.column("_row")?.idx()?.clone();
+    let out = all.lazy().select(names).collect()?.take(&rows)?;
     Ok(out)
 }
 
@@ -866,6 +1110,43 @@ mod tests {
         assert_ne!(a, PiiKey::new(b"k2").applicant_key("046090001234"));
         assert_eq!(a.len(), 64);
         assert!(!a.contains("046090001234"));
+    }
+
+    /// The typed reader and the JSON-tree reader give the same rows and rejects, whatever the
+    /// shapes; a record the typed reader does not take leaves it to the tree reader.
+    #[test]
+    fn typed_pages_read_as_json_trees_do() {
+        let body = r#"{"error_code":0,"total":"4","data":[
+            {"MaHoSo":" A1 ","MaDonVi":"X","TrangThaiHoSo":9,"KenhThucHien":"2","NgayTiepNhan":"01/07/2024 08:00:00",
+             "NgayKetThucXuLy":"2024-07-02T01:00:00Z","NgayHenTra":"20240705170000","NgayCapNhat":"20240702090000",
+             "TenTTHC":"Chu\u031bng thu\u031b\u0323c","SoGiayToChuHoSo":46090001234,"DuocThanhToanTrucTuyen":true,
+             "DanhSachHoSoBoSung":[{"NgayYeuCauBoSung":"20240701100000","NgayHenTraMoi":"20240708170000"},{}],"ChuHoSo":"Lê Văn A"},
+            {"MaHoSo":"A2","MaDonVi":"X","TrangThaiHoSo":"4","NgayTiepNhan":"","NgayCapNhat":"20240702090000","LoaiDoiTuong":1.0},
+            {"MaHoSo":"A3","MaDonVi":"X","TrangThaiHoSo":"1","NgayNopHoSo":"20240703080000","NgayCapNhat":"31/02/2024","TenLinhVuc":["x"]},
+            {"MaHoSo":null,"MaDonVi":"X","NgayCapNhat":"20240702090000","HoSoCoThanhPhanSoHoa":"1"}
+        ]}"#;
+        let tree: serde_json::Value = serde_json::from_str(body).unwrap();
+        let records = tree["data"].as_array().unwrap().clone();
+        let mut typed = Normaliser::new(PiiKey::new(b"k"), "r");
+        assert_eq!(typed.add_page("raw/p", body.as_bytes()), Some(4));
+        let mut trees = Normaliser::new(PiiKey::new(b"k"), "r");
+        trees.add_records("raw/p", &records);
+        let (a, b) = (typed.finish().unwrap(), trees.finish().unwrap());
+        assert!(a.cases.equals_missing(&b.cases), "{}\n{}", a.cases, b.cases);
+        assert_eq!(a.cases.height(), 1);
+        assert_eq!(a.rejects, b.rejects);
+        assert_eq!(a.rejects.len(), 3);
+        // Shapes the typed reader leaves to the tree reader: nothing is added, it says so.
+        for odd in [
+            r#"{"data":[{"MaHoSo":"A","DanhSachHoSoBoSung":"none"}]}"#,
+            r#"{"data":[7]}"#,
+            r#"{"data":[{"MaHoSo":"A","MaHoSo":"B"}]}"#,
+            r#"{"error_code":"1","data":[]}"#,
+        ] {
+            let mut n = Normaliser::new(PiiKey::new(b"k"), "r");
+            assert_eq!(n.add_page("raw/p", odd.as_bytes()), None, "{odd}");
+            assert_eq!(n.pending() + n.rejects.len(), 0);
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -16,9 +17,15 @@ pub struct RawLog {
     store: Store,
     run_id: String,
     seq: AtomicU64,
-    pub bytes_written: AtomicU64,
-    files: std::sync::Mutex<Vec<WrittenFile>>,
+    pub bytes_written: Arc<AtomicU64>,
+    files: Arc<std::sync::Mutex<Vec<WrittenFile>>>,
+    /// Bodies being compressed and written in the background, at most [`IN_FLIGHT`] at once.
+    pending: std::sync::Mutex<Vec<tokio::task::JoinHandle<Result<()>>>>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Bodies landing at once in the background (each about a megabyte).
+const IN_FLIGHT: usize = 4;
 
 impl RawLog {
     pub fn new(store: Store, run_id: &str) -> Self {
@@ -26,8 +33,10 @@ impl RawLog {
             store,
             run_id: run_id.to_string(),
             seq: AtomicU64::new(0),
-            bytes_written: AtomicU64::new(0),
+            bytes_written: Default::default(),
             files: Default::default(),
+            pending: Default::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         }
     }
 
@@ -76,9 +85,69 @@ impl RawLog {
 }
 
 impl RawLog {
+    /// Starts landing `body` in the background (compressed on the blocking pool) and returns
+    /// its path at once; [`RawLog::settle`] waits for every body started so. At most
+    /// [`IN_FLIGHT`] bodies are in flight: this waits for a slot first.
+    pub async fn land_soon(
+        &self,
+        endpoint: &str,
+        query: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<String> {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .context("the raw writer was closed")?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.path_for(seq, endpoint, query);
+        let (store, files, written, at) = (
+            self.store.clone(),
+            self.files.clone(),
+            self.bytes_written.clone(),
+            path.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let gz = tokio::task::spawn_blocking(move || gzip(&body))
+                .await
+                .context("compressing a raw response")??;
+            let bytes = gz.len() as u64;
+            store
+                .publish(&at, Bytes::from(gz))
+                .await
+                .context("landing a raw response")?;
+            written.fetch_add(bytes, Ordering::Relaxed);
+            files.lock().expect("raw file list").push(WrittenFile {
+                path: at,
+                bytes,
+                rows: None,
+            });
+            drop(slot);
+            Ok(())
+        });
+        self.pending.lock().expect("raw tasks").push(task);
+        Ok(path)
+    }
+
+    /// Waits until every body started by [`RawLog::land_soon`] is written; the first error.
+    pub async fn settle(&self) -> Result<()> {
+        let tasks: Vec<_> = std::mem::take(&mut *self.pending.lock().expect("raw tasks"));
+        let mut first = None;
+        for t in tasks {
+            let r = t.await.context("a raw writer panicked").and_then(|r| r);
+            if let (Err(e), None) = (r, &first) {
+                first = Some(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     /// The files landed so far, in arrival order.
     pub fn files(&self) -> Vec<WrittenFile> {
-        self.files.lock().expect("raw file list").clone()
+        let mut f = self.files.lock().expect("raw file list").clone();
+        f.sort_by(|a, b| a.path.cmp(&b.path));
+        f
     }
 }
 

@@ -31,7 +31,7 @@ use crate::period::{self, PeriodId};
 use crate::progress;
 use crate::publish::{self, ParquetEncoder, WrittenFile};
 use crate::raw::{self, RawLog};
-use crate::source::{Envelope, PullStats, Source};
+use crate::source::{self, Envelope, PullStats, Source};
 use crate::state::{self, Cursor, Lock};
 use crate::store::Store;
 
@@ -74,6 +74,8 @@ impl Command {
 pub struct Options {
     /// Wait for the lock instead of exiting when another run holds it.
     pub wait: bool,
+    /// `run` and `backfill` publish from staging as it stands, without pulling.
+    pub from_staging: bool,
 }
 
 /// A run failed because a KPI identity broke; nothing was published.
@@ -267,7 +269,7 @@ async fn locked(
             if stale > 0 {
                 warn!(files = stale, "removed staging files a killed run left behind");
             }
-            pipeline(settings, store, record, command, &lock).await
+            pipeline(settings, store, record, command, &lock, opts.from_staging).await
         } => r,
         s = shutdown_signal() => Err(Interrupted(s).into()),
     };
@@ -337,6 +339,7 @@ async fn pipeline(
     record: &mut RunRecord,
     command: &Command,
     lock: &Lock,
+    from_staging: bool,
 ) -> Result<Vec<KpiTables>> {
     let enc = ParquetEncoder::new()?;
     let mut clock = Instant::now();
@@ -346,22 +349,31 @@ async fn pipeline(
             .insert(stage.into(), clock.elapsed().as_secs_f64());
         clock = Instant::now();
     };
-    let (agencies, catalog, normalised) = match command {
-        Command::Replay { run_id, .. } => {
-            from_raw(settings, store, record, run_id.as_deref()).await?
-        }
-        Command::Run { full_refresh, .. } | Command::Backfill { full_refresh, .. } => {
-            pull(settings, store, record, *full_refresh).await?
-        }
-    };
     let replay = matches!(command, Command::Replay { .. });
-    lap(record, if replay { "replay_raw" } else { "pull" });
-    lock.ensure_held().await?;
-    stage(store, &enc, record, normalised, replay).await?;
-    lap(record, "stage");
-    if !replay {
-        move_cursor(store, record).await?;
-    }
+    let (agencies, catalog) = if from_staging && !replay {
+        let cursor = state::read_cursor(store).await?.map(|c| c.cursor);
+        record.cursor_before = cursor.clone();
+        record.cursor_after = cursor;
+        info!("publishing from staging as it stands: no pull");
+        catalogs_from_raw(settings, store).await?
+    } else {
+        let (agencies, catalog, normalised) = match command {
+            Command::Replay { run_id, .. } => {
+                from_raw(settings, store, record, run_id.as_deref()).await?
+            }
+            Command::Run { full_refresh, .. } | Command::Backfill { full_refresh, .. } => {
+                pull(settings, store, record, *full_refresh).await?
+            }
+        };
+        lap(record, if replay { "replay_raw" } else { "pull" });
+        lock.ensure_held().await?;
+        stage(store, &enc, record, normalised, replay).await?;
+        lap(record, "stage");
+        if !replay {
+            move_cursor(store, record).await?;
+        }
+        (agencies, catalog)
+    };
     let periods = periods_of(settings, store, command).await?;
     record.periods = periods
         .iter()
@@ -405,8 +417,21 @@ async fn pull(
     record.pulled_from = since.map(source_timestamp);
     let raw = RawLog::new(store.clone(), &run_id);
     let mut source = Source::new(settings.source.clone(), settings.token.expose())?;
-    let (agencies, skipped_a) = normalise::agencies(&source.list(&raw, "/v1/donvi").await?);
-    let (catalog, skipped_p) = normalise::procedures(&source.list(&raw, "/v1/tthc").await?);
+    let listed = async {
+        let a = source.list(&raw, "/v1/donvi").await?;
+        let p = source.list(&raw, "/v1/tthc").await?;
+        Ok::<_, source::SourceError>((a, p))
+    }
+    .await;
+    if listed.is_err() {
+        // What landed is listed in the run record, even on the way out.
+        let _ = raw.settle().await;
+        fill_pull_counts(&mut record.counts, &source.stats, &raw);
+        record.files.extend(raw.files());
+    }
+    let (agencies, catalog) = listed?;
+    let (agencies, skipped_a) = normalise::agencies(&agencies);
+    let (catalog, skipped_p) = normalise::procedures(&catalog);
     if skipped_a + skipped_p > 0 {
         warn!(
             agencies = skipped_a,
@@ -415,24 +440,40 @@ async fn pull(
         );
     }
     info!(agencies = agencies.len(), procedures = catalog.len(), from = ?record.pulled_from, "pulling cases");
+    // Pages are normalised on a thread of their own while the next ones are fetched, and
+    // their bodies land in raw/ in the background; both are waited for before anything else.
+    let (pages, inbox) = std::sync::mpsc::sync_channel::<source::Page>(4);
     let mut batches = Batches::new(settings.pii_key.clone(), &run_id)?;
-    let mut spill_error: Option<anyhow::Error> = None;
+    let normalising = std::thread::Builder::new()
+        .name("motcua-normalise".into())
+        .spawn(move || -> Result<Spilled> {
+            for page in inbox {
+                batches.add_body(&page.raw_path, &page.body)?;
+            }
+            batches.finish()
+        })
+        .context("starting the normalising thread")?;
     let pulled = Instant::now();
     source.progress = progress::bar(None, "records", "pulling cases");
     let result = source
-        .pull_cases(&raw, since, |path, data| {
-            if spill_error.is_none() {
-                spill_error = batches.add_records(path, data).err();
-            }
+        .pull_cases(&raw, since, |page| {
+            // A send fails only when the normaliser stopped; its error is reported below.
+            let _ = pages.send(page);
         })
         .await;
+    drop(pages);
     source.progress.finish_and_clear();
+    let landed = raw.settle().await;
+    let normalised = publish::blocking(move || match normalising.join() {
+        Ok(r) => r,
+        Err(_) => anyhow::bail!("the normalising thread panicked"),
+    })
+    .await;
     fill_pull_counts(&mut record.counts, &source.stats, &raw);
     record.files.extend(raw.files());
     result?;
-    if let Some(e) = spill_error {
-        return Err(e.context("normalising the pulled records"));
-    }
+    landed?;
+    let spilled = normalised.context("normalising the pulled records")?;
     let secs = pulled.elapsed().as_secs_f64();
     info!(
         pages = source.stats.pages,
@@ -445,7 +486,6 @@ async fn pull(
     record.cursor_after = source.stats.cursor_after.clone();
     record.counts.agencies = agencies.len() as u64;
     record.counts.procedures = catalog.len() as u64;
-    let spilled = publish::blocking(move || batches.finish()).await?;
     Ok((agencies, catalog, spilled))
 }
 
@@ -506,7 +546,7 @@ async fn from_raw(
             RawFile::Catalog(c) => catalog = Some(c),
             RawFile::Cases(n) => {
                 record.counts.records_pulled += n.stats.records;
-                batches.absorb(n)?;
+                batches.absorb(*n)?;
             }
             RawFile::Other => {}
         }
@@ -521,6 +561,37 @@ async fn from_raw(
     Ok((agencies, catalog, spilled))
 }
 
+/// The agencies and the catalog of the latest run whose raw responses hold them (for
+/// `--from-staging`, which does not pull them).
+async fn catalogs_from_raw(
+    settings: &Settings,
+    store: &Store,
+) -> Result<(Vec<Agency>, Vec<Procedure>)> {
+    let (mut agencies, mut catalog) = (None, None);
+    for run in raw_runs(store).await?.iter().rev() {
+        for (path, _) in store.list(&format!("raw/run_id={run}")).await? {
+            let wanted = (path.contains("/v1-donvi/") && agencies.is_none())
+                || (path.contains("/v1-tthc/") && catalog.is_none());
+            if !wanted {
+                continue;
+            }
+            let Some(gz) = store.get(&path).await? else {
+                continue;
+            };
+            let (key, run, p) = (settings.pii_key.clone(), run.clone(), path.clone());
+            match publish::blocking(move || read_raw(&key, &run, &p, &gz)).await? {
+                RawFile::Agencies(a) => agencies = Some(a),
+                RawFile::Catalog(c) => catalog = Some(c),
+                _ => {}
+            }
+        }
+        if let (Some(a), Some(c)) = (&agencies, &catalog) {
+            return Ok((a.clone(), c.clone()));
+        }
+    }
+    anyhow::bail!("--from-staging needs the agencies and catalog of an earlier pull, and raw/ holds no /v1/donvi and /v1/tthc responses (pruned by raw_retention?): run without --from-staging")
+}
+
 /// One raw file, read back.
 enum RawFile {
     /// A torn body or a "system busy" answer, which the pull retried.
@@ -528,13 +599,21 @@ enum RawFile {
     Agencies(Vec<Agency>),
     Catalog(Vec<Procedure>),
     /// A `/v1/hoso` page, normalised.
-    Cases(Normaliser),
+    Cases(Box<Normaliser>),
     Other,
 }
 
-/// Reads a raw file of run `run` at `path`: gunzip, parse, and normalise a page of cases.
+/// Reads a raw file of run `run` at `path`: gunzip, parse, and normalise a page of cases
+/// (typed, straight from the body; as a JSON tree when a record has an unusual shape).
 fn read_raw(key: &normalise::PiiKey, run: &str, path: &str, gz: &[u8]) -> Result<RawFile> {
     let body = raw::gunzip(gz).with_context(|| format!("{path} is damaged"))?;
+    let cases = path.contains("/v1-hoso/");
+    if cases {
+        let mut n = Normaliser::new(key.clone(), run);
+        if n.add_page(path, &body).is_some() {
+            return Ok(RawFile::Cases(Box::new(n)));
+        }
+    }
     let env: Envelope = match serde_json::from_slice(&body) {
         Ok(e) => e,
         Err(_) => return Ok(RawFile::Unusable),
@@ -547,10 +626,10 @@ fn read_raw(key: &normalise::PiiKey, run: &str, path: &str, gz: &[u8]) -> Result
         RawFile::Agencies(normalise::agencies(&data).0)
     } else if path.contains("/v1-tthc/") {
         RawFile::Catalog(normalise::procedures(&data).0)
-    } else if path.contains("/v1-hoso/") {
+    } else if cases {
         let mut n = Normaliser::new(key.clone(), run);
         n.add_records(path, &data);
-        RawFile::Cases(n)
+        RawFile::Cases(Box::new(n))
     } else {
         RawFile::Other
     })

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
-use crate::normalise::{instant, source_timestamp, text};
+use crate::normalise::{instant, scalar_instant, source_timestamp, text, Scalar};
 use crate::raw::RawLog;
 
 /// How to reach the source and how patient to be with it.
@@ -110,11 +110,102 @@ impl Envelope {
     }
 }
 
-/// A successful response: where its body was landed, and its parsed envelope.
+/// The envelope of a body, its `data` checked to be JSON but not kept.
+#[derive(Debug, Deserialize)]
+struct Head {
+    #[serde(default)]
+    error_code: Value,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    total: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    data: Option<serde::de::IgnoredAny>,
+}
+
+impl Head {
+    fn envelope(self) -> Envelope {
+        Envelope {
+            error_code: self.error_code,
+            message: self.message,
+            total: self.total,
+            data: None,
+        }
+    }
+}
+
+/// A successful response: where its body lands, the body, and its envelope (without `data`:
+/// read it from the body with [`Response::records`]).
 pub struct Response {
     pub raw_path: String,
-    pub body_len: usize,
+    pub body: Bytes,
     pub envelope: Envelope,
+}
+
+impl Response {
+    /// The `data` records as JSON trees.
+    pub fn records(&self) -> Vec<Value> {
+        serde_json::from_slice::<Envelope>(&self.body)
+            .ok()
+            .and_then(|e| e.data)
+            .unwrap_or_default()
+    }
+}
+
+/// One page of `/v1/hoso` as received: the path its body lands at, and the body.
+#[derive(Clone)]
+pub struct Page {
+    pub raw_path: String,
+    pub body: Bytes,
+}
+
+impl Page {
+    /// The page's records as JSON trees.
+    pub fn records(&self) -> Vec<Value> {
+        serde_json::from_slice::<Envelope>(&self.body)
+            .ok()
+            .and_then(|e| e.data)
+            .unwrap_or_default()
+    }
+}
+
+/// What the pull needs of a page to page on: how many records, and the greatest readable
+/// `NgayCapNhat`. Read typed, skipping every other field; as JSON trees if a record is odd.
+fn summarise(body: &[u8]) -> (usize, Option<i64>) {
+    #[derive(Deserialize)]
+    struct Stamps<'a> {
+        #[serde(default, borrow)]
+        data: Option<Vec<Stamp<'a>>>,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Stamp<'a> {
+        #[serde(rename = "NgayCapNhat", borrow)]
+        updated: Option<Scalar<'a>>,
+    }
+    match serde_json::from_slice::<Stamps>(body) {
+        Ok(p) => {
+            let data = p.data.unwrap_or_default();
+            let n = data.len();
+            let last = data
+                .into_iter()
+                .filter_map(|s| scalar_instant(s.updated).ok().flatten())
+                .max();
+            (n, last)
+        }
+        Err(_) => {
+            let data = serde_json::from_slice::<Envelope>(body)
+                .ok()
+                .and_then(|e| e.data)
+                .unwrap_or_default();
+            let last = data
+                .iter()
+                .filter_map(|d| instant(d.get("NgayCapNhat")).ok().flatten())
+                .max();
+            (data.len(), last)
+        }
+    }
 }
 
 /// Counts of one pull, for the run record.
@@ -210,14 +301,14 @@ impl Source {
                                 )
                             }
                             Ok(body) => {
-                                let raw_path =
-                                    raw.land(endpoint, query, &body).await.map_err(|e| {
-                                        SourceError::Other(format!(
-                                            "cannot land a raw response: {e:#}"
-                                        ))
-                                    })?;
+                                let raw_path = raw
+                                    .land_soon(endpoint, query, body.clone())
+                                    .await
+                                    .map_err(|e| {
+                                    SourceError::Other(format!("cannot land a raw response: {e:#}"))
+                                })?;
                                 self.stats.bytes += body.len() as u64;
-                                match serde_json::from_slice::<Envelope>(&body) {
+                                match serde_json::from_slice::<Head>(&body).map(Head::envelope) {
                                     Err(e) => {
                                         last = format!("a body that is not the JSON envelope ({e})")
                                     }
@@ -225,7 +316,7 @@ impl Source {
                                         "0" => {
                                             return Ok(Response {
                                                 raw_path,
-                                                body_len: body.len(),
+                                                body,
                                                 envelope: env,
                                             })
                                         }
@@ -302,7 +393,7 @@ impl Source {
     /// `/v1/donvi` or `/v1/tthc`: the whole list in one response.
     pub async fn list(&mut self, raw: &RawLog, endpoint: &str) -> Result<Vec<Value>, SourceError> {
         let r = self.fetch(raw, endpoint, &[]).await?;
-        Ok(r.envelope.data.unwrap_or_default())
+        Ok(r.records())
     }
 
     /// Pulls every case record with `NgayCapNhat` ≥ `since` (all when `None`), handing each
@@ -311,7 +402,7 @@ impl Source {
         &mut self,
         raw: &RawLog,
         since: Option<i64>,
-        mut on_page: impl FnMut(&str, &[Value]),
+        mut on_page: impl FnMut(Page),
     ) -> Result<(), SourceError> {
         let size = self.cfg.page_size;
         let mut from = since;
@@ -329,8 +420,8 @@ impl Source {
                     self.progress.set_length(total);
                 }
             }
-            let data = r.envelope.data.unwrap_or_default();
-            self.take(&r.raw_path, &data, &mut on_page);
+            let (n, last) = summarise(&r.body);
+            self.take(r, n, last, &mut on_page);
             if self.stats.pages % 50 == 0 {
                 let rate = self.stats.records as f64 / started.elapsed().as_secs_f64().max(1e-3);
                 info!(
@@ -340,19 +431,15 @@ impl Source {
                     "pulling cases"
                 );
             }
-            if (data.len() as u32) < size {
+            if (n as u32) < size {
                 return Ok(());
             }
             // The next cursor: the greatest readable NgayCapNhat of this page.
-            let last = data
-                .iter()
-                .filter_map(|d| instant(d.get("NgayCapNhat")).ok().flatten())
-                .max();
             match (last, from) {
                 (None, _) => {
                     return Err(SourceError::Other(format!(
-                        "a full page of {} ({}) has no readable NgayCapNhat, so the pull cannot advance: the source breaks its contract; report it to its operators",
-                        size, r.raw_path
+                        "a full page of {} (request {}) has no readable NgayCapNhat, so the pull cannot advance: the source breaks its contract; report it to its operators",
+                        size, self.stats.requests
                     )))
                 }
                 (Some(l), Some(f)) if l <= f => {
@@ -365,19 +452,22 @@ impl Source {
         }
     }
 
-    fn take(&mut self, raw_path: &str, data: &[Value], on_page: &mut impl FnMut(&str, &[Value])) {
+    /// Counts a page of `n` records whose greatest readable `NgayCapNhat` is `last`, and hands
+    /// it on.
+    fn take(&mut self, r: Response, n: usize, last: Option<i64>, on_page: &mut impl FnMut(Page)) {
         self.stats.pages += 1;
-        self.stats.records += data.len() as u64;
-        self.progress.inc(data.len() as u64);
-        for d in data {
-            if let Ok(Some(t)) = instant(d.get("NgayCapNhat")) {
-                if self.stats.cursor_after_micros.is_none_or(|c| t > c) {
-                    self.stats.cursor_after_micros = Some(t);
-                    self.stats.cursor_after = Some(source_timestamp(t));
-                }
+        self.stats.records += n as u64;
+        self.progress.inc(n as u64);
+        if let Some(t) = last {
+            if self.stats.cursor_after_micros.is_none_or(|c| t > c) {
+                self.stats.cursor_after_micros = Some(t);
+                self.stats.cursor_after = Some(source_timestamp(t));
             }
         }
-        on_page(raw_path, data);
+        on_page(Page {
+            raw_path: r.raw_path,
+            body: r.body,
+        });
     }
 
     /// Reads every record whose `NgayCapNhat` falls in the second starting at `at`, by page
@@ -387,7 +477,7 @@ impl Source {
         &mut self,
         raw: &RawLog,
         at: i64,
-        on_page: &mut impl FnMut(&str, &[Value]),
+        on_page: &mut impl FnMut(Page),
     ) -> Result<(), SourceError> {
         self.stats.same_second_windows += 1;
         let size = self.cfg.page_size;
@@ -403,13 +493,17 @@ impl Source {
                     ("page_size", size.to_string()),
                 ];
                 let r = self.fetch(raw, "/v1/hoso", &query).await?;
-                let data = r.envelope.data.unwrap_or_default();
+                let data = r.records();
                 for d in &data {
                     if seen.insert(d.to_string()) {
                         fresh += 1;
                     }
                 }
-                self.take(&r.raw_path, &data, on_page);
+                let last = data
+                    .iter()
+                    .filter_map(|d| instant(d.get("NgayCapNhat")).ok().flatten())
+                    .max();
+                self.take(r, data.len(), last, on_page);
                 if (data.len() as u32) < size {
                     break;
                 }

@@ -195,3 +195,131 @@ fn bad_usage_says_what_to_do() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("different kinds"), "{}", stderr(&o));
 }
+
+/// `demo-source --write-raw` draws a province in parts straight into the raw layer; `replay`
+/// reads it back in batches (several spill batches, every part's cases). Each part is the
+/// profiled province, so the replayed quarter is exactly twice the published figures — no case
+/// lost, none counted twice, no older version winning across batches — and the scratch files
+/// of spilling and encoding are gone afterwards.
+#[test]
+fn a_province_written_in_parts_to_raw_replays_to_exactly_twice_the_reference() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let written = motcua(&[
+        "demo-source",
+        "--scale",
+        "2",
+        "--write-raw",
+        out.to_str().unwrap(),
+    ]);
+    assert!(written.status.success(), "{}", stderr(&written));
+    let said = String::from_utf8_lossy(&written.stdout).to_string();
+    let records: u64 = said
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("`wrote N case records …`: {said}"));
+    assert!(records > 3 * motcua::normalise::BATCH_RECORDS as u64);
+
+    let scratch = work.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let pipeline = pipeline_file(work.path(), "");
+    let replay = common::process::verb(
+        "replay",
+        "http://127.0.0.1:9/",
+        &out,
+        &pipeline,
+        &["--all", "--period", "2024-Q3"],
+    )
+    .env("TMPDIR", &scratch)
+    .output()
+    .unwrap();
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    assert_eq!(
+        std::fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "spill and scratch files removed"
+    );
+
+    let level = read_parquet(&out.join("kpi/cases_by_level/period=2024-Q3/part-0.parquet"));
+    let rows = rows_by(&level, &["level"]);
+    let (header, reference) = read_csv(&shared().join("reference/hue-2024-q3-cases.csv"));
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    for r in &reference {
+        let at = rows[&vec![r[col("level")].clone()]];
+        for (theirs, mine) in [
+            ("received_new", "received_new"),
+            ("received_online", "received_online"),
+            ("resolved_total", "resolved_total"),
+            ("resolved_early", "resolved_early"),
+            ("resolved_on_time", "resolved_on_time"),
+            ("resolved_overdue_total", "resolved_overdue"),
+            ("resolved_overdue_excused", "resolved_overdue_excused"),
+            ("in_progress_total", "in_progress_total"),
+            ("waiting_acceptance", "waiting_acceptance"),
+        ] {
+            let published: i64 = r[col(theirs)].parse().unwrap();
+            assert_eq!(
+                cell(&level, mine, at),
+                (2 * published).to_string(),
+                "{} {mine}",
+                r[col("level")]
+            );
+        }
+    }
+
+    let runs = files_under(&out.join("_runs"));
+    assert_eq!(runs.len(), 1);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_runs").join(&runs[0])).unwrap()).unwrap();
+    let count = |k: &str| record["counts"][k].as_u64().unwrap();
+    assert_eq!(count("records_pulled"), records);
+    assert_eq!(count("valid_records") + count("records_rejected"), records);
+    assert_eq!(
+        count("cases_in_staging") + count("duplicates_dropped"),
+        count("valid_records"),
+        "every valid record is a staged case or an older version of one"
+    );
+    assert!(count("duplicates_dropped") > 0);
+
+    // `--from-staging` republishes from staging without a source (no URL, no token): the same
+    // figures, nothing pulled, no cursor.
+    let figures = |df: &polars::prelude::DataFrame| -> Vec<Vec<String>> {
+        (0..df.height())
+            .map(|i| {
+                motcua::rules::measure_names()
+                    .iter()
+                    .map(|m| cell(df, m, i))
+                    .collect()
+            })
+            .collect()
+    };
+    let again = common::process::command(&[
+        "run",
+        "--from-staging",
+        "--period",
+        "2024-Q3",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .env_remove("MOTCUA_SOURCE_TOKEN")
+    .output()
+    .unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    let republished = read_parquet(&out.join("kpi/cases_by_level/period=2024-Q3/part-0.parquet"));
+    assert_eq!(figures(&republished), figures(&level));
+    let runs = files_under(&out.join("_runs"));
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("_runs").join(runs.last().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["counts"]["records_pulled"], 0);
+    assert_eq!(
+        record["counts"]["cases_in_staging"],
+        count("cases_in_staging")
+    );
+    assert!(
+        !out.join("_state/cursor.json").exists(),
+        "no pull, no cursor"
+    );
+}

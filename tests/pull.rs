@@ -53,8 +53,9 @@ async fn pull(cfg: SourceConfig, token: &str) -> (Result<(), SourceError>, Pulle
     let mut records = vec![];
     let started = Instant::now();
     let r = source
-        .pull_cases(&raw, None, |_, data| records.extend_from_slice(data))
+        .pull_cases(&raw, None, |page| records.extend(page.records()))
         .await;
+    raw.settle().await.unwrap();
     (
         r,
         Pulled {

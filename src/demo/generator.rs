@@ -264,6 +264,8 @@ pub struct Generator {
     serial: u64,
     /// How many records each case-count is multiplied by (1.0: the profiled province).
     scale: f64,
+    /// Whether to add the records that break each reject rule.
+    unusable: bool,
 }
 
 /// What one case is drawn to be.
@@ -319,6 +321,7 @@ impl Generator {
             procedures: vec![],
             serial: 0,
             scale,
+            unusable: true,
         };
         g.build_agencies();
         g.build_procedures();
@@ -780,7 +783,9 @@ impl Generator {
             }
             self.emit(&draft, unlisted, &mut records);
         }
-        self.emit_unusable(&mut records);
+        if self.unusable {
+            self.emit_unusable(&mut records);
+        }
         records.shuffle(&mut self.rng);
         Dataset {
             agencies: self.agencies_json(),
@@ -1102,6 +1107,19 @@ impl Generator {
             out.extend(v);
         }
     }
+}
+
+/// Part `chunk` of a province drawn in parts (too large to hold at once): the agencies and
+/// catalog of `seed`, cases of their own (serial numbers from `chunk` × 10⁸, so no case id
+/// repeats across parts), the unusable records in part 0 only.
+pub fn generate_chunk(seed: u64, scale: f64, chunk: u64) -> Dataset {
+    let mut g = Generator::new(seed, scale);
+    if chunk > 0 {
+        g.rng = ChaCha8Rng::seed_from_u64(seed ^ chunk.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        g.serial = chunk * 100_000_000;
+        g.unusable = false;
+    }
+    g.dataset()
 }
 
 /// The demo province for `seed` at `scale` (1.0 ≈ 160 thousand records).

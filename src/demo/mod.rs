@@ -427,6 +427,59 @@ async fn hoso(
     answer(&s, n, body)
 }
 
+/// The body of a `/v1/hoso` page holding `records`.
+fn page_body(records: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.len() * 1400 + 64);
+    out.extend_from_slice(br#"{"error_code":"0","message":"","data":["#);
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, r).expect("JSON");
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// `motcua demo-source --write-raw`: writes the province of `seed` at `scale` straight into the
+/// raw layer of one run under `output` (pages of 1,000 records, as a pull lands them), without
+/// serving it. The province is drawn in parts of at most `scale` 1, two at a time, so memory
+/// holds two parts however large the province: the benchmark's way to ten million records,
+/// which a demo source, holding its province in memory, would not fit. Returns the run id and
+/// the number of case records written.
+pub async fn write_raw(seed: u64, scale: f64, output: &str) -> Result<(String, u64)> {
+    use futures::StreamExt;
+    let run_id = crate::run::new_run_id();
+    let store = crate::store::Store::open(output, &run_id)?;
+    let raw = crate::raw::RawLog::new(store, &run_id);
+    let parts = scale.ceil().max(1.0) as u64;
+    let per_part = scale / parts as f64;
+    let mut drawn = futures::stream::iter(0..parts)
+        .map(|part| {
+            tokio::task::spawn_blocking(move || generator::generate_chunk(seed, per_part, part))
+        })
+        .buffered(2);
+    let (mut records, mut page) = (0u64, 0u64);
+    while let Some(data) = drawn.next().await {
+        let data = data?;
+        if records == 0 {
+            raw.land("/v1/donvi", &[], &envelope(&data.agencies))
+                .await?;
+            raw.land("/v1/tthc", &[], &envelope(&data.procedures))
+                .await?;
+        }
+        for chunk in data.cases.chunks(1000) {
+            page += 1;
+            let body = page_body(chunk);
+            raw.land("/v1/hoso", &[("page", page.to_string())], &body)
+                .await?;
+            records += chunk.len() as u64;
+        }
+        info!(records, "raw pages written");
+    }
+    Ok((run_id, records))
+}
+
 /// `motcua demo-source`: serves until stopped; writes its URL to `ready_file` once listening.
 pub async fn run(
     data: Dataset,
