@@ -158,13 +158,11 @@ pub fn partial(cases: &DataFrame, periods: &[Period]) -> Result<Partial> {
         terms.extend(rules::Terms::defined(p.start, p.end).named(&sfx));
         let t = rules::Terms::columns(&sfx);
         for (name, cond) in rules::counted(p.start, p.end, &t) {
-            flags.push(cond.cast(DataType::Int32).alias(format!("{name}{sfx}")));
+            // Booleans (a bit a case), counted by `sum`: twelve periods of flags for a
+            // bucket of ten million records stay in tens of megabytes.
+            flags.push(cond.alias(format!("{name}{sfx}")));
         }
-        used.push(
-            t.received_new
-                .cast(DataType::Int32)
-                .alias(format!("_used{sfx}")),
-        );
+        used.push(t.received_new.alias(format!("_used{sfx}")));
     }
     flags.extend([col("agency_name_text"), col("field_name")]);
     flags.extend(used);
@@ -180,12 +178,12 @@ pub fn partial(cases: &DataFrame, periods: &[Period]) -> Result<Partial> {
     let mut used_sums: Vec<Expr> = vec![];
     for i in 0..periods.len() {
         let sfx = suffix(i);
-        sums.extend(
-            counted_names()
-                .iter()
-                .map(|n| col(format!("{n}{sfx}")).sum()),
-        );
-        used_sums.push(col(format!("_used{sfx}")).sum());
+        sums.extend(counted_names().iter().map(|n| {
+            let c = format!("{n}{sfx}");
+            col(c.as_str()).sum().cast(DataType::Int64).alias(c)
+        }));
+        let u = format!("_used{sfx}");
+        used_sums.push(col(u.as_str()).sum().cast(DataType::Int64).alias(u));
     }
     sums.extend([
         col("agency_name_text").min(),

@@ -648,8 +648,12 @@ pub async fn raw_runs(store: &Store) -> Result<Vec<String>> {
     Ok(runs.into_iter().collect())
 }
 
-/// Step 3: rejects, then the staging buckets, merged one bucket at a time (two at once) from
-/// the spilled batches. A replay rebuilds them from nothing.
+/// Buckets merged at once: one, since polars already uses every core within a merge (two at
+/// once measured no faster), and memory then holds the copies of a single bucket.
+const STAGE_AT_ONCE: usize = 1;
+
+/// Step 3: rejects, then the staging buckets, merged one bucket at a time from the spilled
+/// batches. A replay rebuilds them from nothing.
 async fn stage(
     store: &Store,
     enc: &ParquetEncoder,
@@ -709,7 +713,7 @@ async fn stage(
                 Ok((file, duplicates))
             }
         })
-        .buffer_unordered(2)
+        .buffer_unordered(STAGE_AT_ONCE)
         .collect()
         .await;
     bar.finish_and_clear();
@@ -880,6 +884,10 @@ fn note_unknown_agencies(
     record.counts.unknown_agencies = unknown.into_keys().collect();
 }
 
+/// Buckets read and counted at once (at most; `concurrency` may ask for fewer): one decodes
+/// while another is counted.
+const COUNT_AT_ONCE: usize = 2;
+
 /// Step 5, counting: every staging bucket is read (only the columns the KPIs need) and counted
 /// for every period at once, `concurrency` buckets at a time, then the counts are summed.
 async fn count_staging(
@@ -911,7 +919,7 @@ async fn count_staging(
                 .await
             }
         })
-        .buffer_unordered(concurrency.max(1));
+        .buffer_unordered(concurrency.clamp(1, COUNT_AT_ONCE));
     let mut acc = kpi::Accumulator::new(periods);
     while let Some(p) = partials.next().await {
         acc.add(p?);
