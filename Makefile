@@ -45,8 +45,8 @@ test-deps:
 	@command -v s3s-fs >/dev/null || { echo "installing s3s-fs 0.14.1 (cargo install, about 3 minutes)"; \
 	  CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/s3s-fs $(CARGO) install s3s-fs --version 0.14.1 --features binary --locked --quiet; }
 
-## make bench: release build, then each stage on demo provinces of SIZES (×163 thousand records), beside DuckDB.
-SIZES ?= 1,6
+## make bench: release build, then each stage on demo provinces of SIZES (×163 thousand records: 1, 6 and 61 ≈ 160 k, 1 M, 10 M), beside DuckDB.
+SIZES ?= 1,6,61
 bench:
 	$(CARGO) build --release --bin motcua
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt

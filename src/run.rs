@@ -21,6 +21,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
+use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -888,6 +889,9 @@ fn note_unknown_agencies(
 /// while another is counted.
 const COUNT_AT_ONCE: usize = 2;
 
+/// Cases counted in one polars plan, at most (plus one bucket): small buckets are batched.
+const COUNT_BATCH_ROWS: usize = 300_000;
+
 /// Step 5, counting: every staging bucket is read (only the columns the KPIs need) and counted
 /// for every period at once, `concurrency` buckets at a time, then the counts are summed.
 async fn count_staging(
@@ -903,27 +907,55 @@ async fn count_staging(
         }
     }
     bar.inc_length(paths.len() as u64);
-    let mut partials = futures::stream::iter(paths)
-        .map(|path| {
-            let periods = periods.to_vec();
-            async move {
-                let b = store
-                    .get(&path)
-                    .await?
-                    .with_context(|| format!("{path} vanished while reading staging"))?;
-                publish::blocking(move || {
-                    let df = publish::decode_columns(b, &kpi::INPUT_COLUMNS)
-                        .with_context(|| format!("{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"))?;
-                    kpi::partial(&df, &periods)
+    let mut decoded = futures::stream::iter(paths)
+        .map(|path| async move {
+            let b = store
+                .get(&path)
+                .await?
+                .with_context(|| format!("{path} vanished while reading staging"))?;
+            publish::blocking(move || {
+                publish::decode_columns(b, &kpi::INPUT_COLUMNS).with_context(|| {
+                    format!("{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw")
                 })
-                .await
-            }
+            })
+            .await
         })
         .buffer_unordered(concurrency.clamp(1, COUNT_AT_ONCE));
+    // Small buckets are counted together (each polars plan has a fixed cost), up to
+    // COUNT_BATCH_ROWS cases at a time; a count runs while the next buckets are read.
     let mut acc = kpi::Accumulator::new(periods);
-    while let Some(p) = partials.next().await {
-        acc.add(p?);
-        bar.inc(1);
+    let mut batch: Vec<DataFrame> = vec![];
+    let mut rows = 0usize;
+    let mut counting: Option<tokio::task::JoinHandle<Result<kpi::Partial>>> = None;
+    loop {
+        let next = decoded.next().await.transpose()?;
+        let end = next.is_none();
+        if let Some(df) = next {
+            rows += df.height();
+            batch.push(df);
+            bar.inc(1);
+        }
+        if rows >= COUNT_BATCH_ROWS || (end && !batch.is_empty()) {
+            let (frames, periods) = (std::mem::take(&mut batch), periods.to_vec());
+            rows = 0;
+            if let Some(c) = counting.take() {
+                acc.add(c.await.context("a counting thread panicked")??);
+            }
+            counting = Some(tokio::task::spawn_blocking(move || {
+                let mut frames = frames.into_iter();
+                let mut df = frames.next().expect("a batch has a bucket");
+                for f in frames {
+                    df.vstack_mut_owned(f)?;
+                }
+                kpi::partial(&df, &periods)
+            }));
+        }
+        if end {
+            break;
+        }
+    }
+    if let Some(c) = counting.take() {
+        acc.add(c.await.context("a counting thread panicked")??);
     }
     publish::blocking(move || acc.total()).await
 }
