@@ -146,11 +146,16 @@ pub struct Response {
 impl Response {
     /// The `data` records as JSON trees.
     pub fn records(&self) -> Vec<Value> {
-        serde_json::from_slice::<Envelope>(&self.body)
-            .ok()
-            .and_then(|e| e.data)
-            .unwrap_or_default()
+        records_of(&self.body)
     }
+}
+
+/// The `data` records of a body as JSON trees (none when it is not the envelope).
+pub fn records_of(body: &[u8]) -> Vec<Value> {
+    serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .and_then(|e| e.data)
+        .unwrap_or_default()
 }
 
 /// One page of `/v1/hoso` as received: the path its body lands at, and the body.
@@ -163,10 +168,7 @@ pub struct Page {
 impl Page {
     /// The page's records as JSON trees.
     pub fn records(&self) -> Vec<Value> {
-        serde_json::from_slice::<Envelope>(&self.body)
-            .ok()
-            .and_then(|e| e.data)
-            .unwrap_or_default()
+        records_of(&self.body)
     }
 }
 
@@ -195,10 +197,7 @@ fn summarise(body: &[u8]) -> (usize, Option<i64>) {
             (n, last)
         }
         Err(_) => {
-            let data = serde_json::from_slice::<Envelope>(body)
-                .ok()
-                .and_then(|e| e.data)
-                .unwrap_or_default();
+            let data = records_of(body);
             let last = data
                 .iter()
                 .filter_map(|d| instant(d.get("NgayCapNhat")).ok().flatten())

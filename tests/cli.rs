@@ -10,6 +10,31 @@ use common::process::{motcua, pipeline_file as pipeline_with, stderr, DemoProces
 use common::*;
 use std::process::Command;
 
+/// The count columns of `hue-2024-q3-cases.csv` and the published columns they are.
+const REFERENCE_COUNTS: [(&str, &str); 9] = [
+    ("received_new", "received_new"),
+    ("received_online", "received_online"),
+    ("resolved_total", "resolved_total"),
+    ("resolved_early", "resolved_early"),
+    ("resolved_on_time", "resolved_on_time"),
+    ("resolved_overdue_total", "resolved_overdue"),
+    ("resolved_overdue_excused", "resolved_overdue_excused"),
+    ("in_progress_total", "in_progress_total"),
+    ("waiting_acceptance", "waiting_acceptance"),
+];
+
+/// Every measure of every row of a KPI table, as text.
+fn figures(df: &polars::prelude::DataFrame) -> Vec<Vec<String>> {
+    (0..df.height())
+        .map(|i| {
+            motcua::rules::measure_names()
+                .iter()
+                .map(|m| cell(df, m, i))
+                .collect()
+        })
+        .collect()
+}
+
 fn pipeline_file(dir: &Path, source: &str) -> std::path::PathBuf {
     pipeline_with(dir, "", source)
 }
@@ -51,17 +76,7 @@ fn published_figures_equal_the_reference_and_a_second_run_republishes_them() {
     let ours = |level: &str, c: &str| cell(&published, c, rows[&vec![level.to_string()]]);
     for r in &reference {
         let level = r[col("level")].as_str();
-        for (theirs, mine) in [
-            ("received_new", "received_new"),
-            ("received_online", "received_online"),
-            ("resolved_total", "resolved_total"),
-            ("resolved_early", "resolved_early"),
-            ("resolved_on_time", "resolved_on_time"),
-            ("resolved_overdue_total", "resolved_overdue"),
-            ("resolved_overdue_excused", "resolved_overdue_excused"),
-            ("in_progress_total", "in_progress_total"),
-            ("waiting_acceptance", "waiting_acceptance"),
-        ] {
+        for (theirs, mine) in REFERENCE_COUNTS {
             assert_eq!(ours(level, mine), r[col(theirs)], "{level} {mine}");
         }
         let online: f64 = ours(level, "online_rate").parse().unwrap();
@@ -88,16 +103,6 @@ fn published_figures_equal_the_reference_and_a_second_run_republishes_them() {
     let second = run_q3(&src.url, &out, &pipeline, TOKEN);
     assert!(second.status.success(), "{}", stderr(&second));
     let again = read_parquet(&level_file);
-    let figures = |df: &polars::prelude::DataFrame| -> Vec<Vec<String>> {
-        (0..df.height())
-            .map(|i| {
-                motcua::rules::measure_names()
-                    .iter()
-                    .map(|m| cell(df, m, i))
-                    .collect()
-            })
-            .collect()
-    };
     assert_eq!(figures(&published), figures(&again));
     assert_eq!(files_under(&out.join("kpi")), kpi_before);
     assert_eq!(files_under(&out.join("cases")), cases_before);
@@ -247,17 +252,7 @@ fn a_province_written_in_parts_to_raw_replays_to_exactly_twice_the_reference() {
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     for r in &reference {
         let at = rows[&vec![r[col("level")].clone()]];
-        for (theirs, mine) in [
-            ("received_new", "received_new"),
-            ("received_online", "received_online"),
-            ("resolved_total", "resolved_total"),
-            ("resolved_early", "resolved_early"),
-            ("resolved_on_time", "resolved_on_time"),
-            ("resolved_overdue_total", "resolved_overdue"),
-            ("resolved_overdue_excused", "resolved_overdue_excused"),
-            ("in_progress_total", "in_progress_total"),
-            ("waiting_acceptance", "waiting_acceptance"),
-        ] {
+        for (theirs, mine) in REFERENCE_COUNTS {
             let published: i64 = r[col(theirs)].parse().unwrap();
             assert_eq!(
                 cell(&level, mine, at),
@@ -284,16 +279,6 @@ fn a_province_written_in_parts_to_raw_replays_to_exactly_twice_the_reference() {
 
     // `--from-staging` republishes from staging without a source (no URL, no token): the same
     // figures, nothing pulled, no cursor.
-    let figures = |df: &polars::prelude::DataFrame| -> Vec<Vec<String>> {
-        (0..df.height())
-            .map(|i| {
-                motcua::rules::measure_names()
-                    .iter()
-                    .map(|m| cell(df, m, i))
-                    .collect()
-            })
-            .collect()
-    };
     let again = common::process::command(&[
         "run",
         "--from-staging",
