@@ -343,23 +343,17 @@ async fn main() -> ExitCode {
             }
         }
         Command::DemoSource {
-            port,
             seed,
             scale,
-            dataset,
-            chaos,
-            ready_file,
             write_raw: Some(output),
-        } => {
-            let _ = (port, dataset, chaos, ready_file);
-            match demo::write_raw(seed, scale, &output).await {
-                Ok((run_id, records)) => {
-                    println!("wrote {records} case records as raw run {run_id} under {output}: `motcua replay --all` reads them");
-                    Ok(())
-                }
-                Err(e) => Err((exit::FAILED, format!("{e:#}"))),
+            ..
+        } => match demo::write_raw(seed, scale, &output).await {
+            Ok((run_id, records)) => {
+                println!("wrote {records} case records as raw run {run_id} under {output}: `motcua replay --all` reads them");
+                Ok(())
             }
-        }
+            Err(e) => Err((exit::FAILED, format!("{e:#}"))),
+        },
         Command::DemoSource {
             port,
             seed,
