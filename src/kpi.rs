@@ -190,22 +190,30 @@ pub fn partial(cases: &DataFrame, periods: &[Period]) -> Result<Partial> {
         col("field_name").min(),
         len().cast(DataType::Int64).alias("_cases"),
     ]);
-    let counts = flagged
-        .clone()
-        .lazy()
-        .group_by([col("agency_code"), col("field_code")])
-        .agg(sums)
+    let flagged = flagged.lazy();
+    Ok(Partial {
+        counts: per(
+            flagged.clone(),
+            "field_code",
+            sums,
+            "counting cases per agency and field",
+        )?,
+        used: per(
+            flagged,
+            "procedure_code",
+            used_sums,
+            "counting cases per agency and procedure",
+        )?,
+    })
+}
+
+/// `aggs` per agency × `key`.
+fn per(lf: LazyFrame, key: &str, aggs: Vec<Expr>, what: &'static str) -> Result<DataFrame> {
+    lf.group_by([col("agency_code"), col(key)])
+        .agg(aggs)
         .collect()
         .map_err(anyhow::Error::from)
-        .context("counting cases per agency and field")?;
-    let used = flagged
-        .lazy()
-        .group_by([col("agency_code"), col("procedure_code")])
-        .agg(used_sums)
-        .collect()
-        .map_err(anyhow::Error::from)
-        .context("counting cases per agency and procedure")?;
-    Ok(Partial { counts, used })
+        .context(what)
 }
 
 /// Gathers the partial counts of every bucket.
@@ -229,10 +237,6 @@ impl Accumulator {
             counts: vec![],
             used: vec![],
         }
-    }
-
-    pub fn periods(&self) -> &[Period] {
-        &self.periods
     }
 
     pub fn add(&mut self, p: Partial) {
@@ -263,18 +267,15 @@ impl Accumulator {
             col("field_name").min(),
             col("_cases").sum(),
         ]);
-        let counts = concat(self.counts, UnionArgs::default())?
-            .group_by([col("agency_code"), col("field_code")])
-            .agg(sums)
-            .collect()
-            .map_err(anyhow::Error::from)
-            .context("summing the buckets' counts")?;
-        let used = concat(self.used, UnionArgs::default())?
-            .group_by([col("agency_code"), col("procedure_code")])
-            .agg(used_sums)
-            .collect()
-            .map_err(anyhow::Error::from)
-            .context("summing the buckets' procedures")?;
+        let counts = concat(self.counts, UnionArgs::default())?;
+        let counts = per(counts, "field_code", sums, "summing the buckets' counts")?;
+        let used = concat(self.used, UnionArgs::default())?;
+        let used = per(
+            used,
+            "procedure_code",
+            used_sums,
+            "summing the buckets' procedures",
+        )?;
         Ok(Totals {
             periods: self.periods,
             counts,

@@ -478,11 +478,6 @@ impl Normaliser {
         }
     }
 
-    /// The run whose records come next (`source_run_id`), when replaying several runs.
-    pub fn set_run_id(&mut self, run_id: &str) {
-        self.run_id = run_id.to_string();
-    }
-
     /// Adds the records of one `/v1/hoso` page (its `data` array), landed at `raw_path`.
     pub fn add_records(&mut self, raw_path: &str, records: &[Value]) {
         for (i, rec) in records.iter().enumerate() {
@@ -957,16 +952,6 @@ impl Batches {
         })
     }
 
-    pub fn set_run_id(&mut self, run_id: &str) {
-        self.normaliser.set_run_id(run_id);
-    }
-
-    /// Normalises the records of one page.
-    pub fn add_records(&mut self, raw_path: &str, records: &[Value]) -> Result<()> {
-        self.normaliser.add_records(raw_path, records);
-        self.flush_full()
-    }
-
     /// Normalises a `/v1/hoso` body: typed, or as JSON trees when a record has an odd shape.
     /// A body that is not a successful envelope adds nothing.
     pub fn add_body(&mut self, raw_path: &str, body: &[u8]) -> Result<()> {
@@ -1006,11 +991,6 @@ impl Batches {
             };
         }
         Ok(())
-    }
-
-    /// Counts so far.
-    pub fn stats(&self) -> &NormaliseStats {
-        &self.normaliser.stats
     }
 
     pub fn finish(mut self) -> Result<Spilled> {

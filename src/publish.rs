@@ -102,11 +102,6 @@ pub fn decode_columns(bytes: Bytes, columns: &[&str]) -> Result<DataFrame> {
         .finish()?)
 }
 
-/// [`decode`] on the blocking pool.
-pub async fn decode_async(bytes: Bytes) -> Result<DataFrame> {
-    blocking(move || decode(bytes)).await
-}
-
 /// Writes `df` as Parquet at `path`.
 pub async fn write_table(
     store: &Store,

@@ -1,5 +1,7 @@
 //! Stage 2: the raw layer. Every response body, exactly as received, gzip-compressed, under
-//! `raw/run_id=<run>/<endpoint>/<seq>_<request>.json.gz`, written before anything parses it.
+//! `raw/run_id=<run>/<endpoint>/<seq>_<request>.json.gz`. Bodies land in the background while
+//! the pull goes on ([`RawLog::land_soon`]); a run waits for all of them ([`RawLog::settle`])
+//! before it stages anything or moves the cursor, so a torn or unparsable body is kept too.
 //! It holds personal data (restricted) and is enough to rebuild everything without the source.
 
 use std::io::{Read, Write};
