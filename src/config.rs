@@ -22,6 +22,9 @@ pub struct PipelineFile {
     pub period_convention: Option<Convention>,
     /// How far before the cursor the next pull starts, e.g. "3d", "12h", "0s".
     pub lookback: Option<String>,
+    /// How far the source's clock may run ahead of ours: the pull's upper bound is the run's
+    /// start minus this, e.g. "5m".
+    pub clock_skew: Option<String>,
     /// How long a run's lock lasts without a heartbeat before another run may take it over.
     pub lock_expiry: Option<String>,
     /// How many periods a backfill computes and publishes at once (memory grows with it).
@@ -43,6 +46,8 @@ pub struct SourceSection {
     pub backoff_base_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
     pub retry_after_max_secs: Option<u64>,
+    /// A response body larger than this many MiB fails the request (default 256).
+    pub max_body_mib: Option<u64>,
 }
 
 impl PipelineFile {
@@ -76,6 +81,7 @@ pub struct Settings {
     pub output: String,
     pub convention: Convention,
     pub lookback: Duration,
+    pub clock_skew: Duration,
     pub lock_expiry: Duration,
     pub concurrency: usize,
     pub raw_retention: Option<Duration>,
@@ -113,14 +119,21 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     let n: u64 = num
         .parse()
         .with_context(|| format!("{s:?} is not a duration: use 3d, 12h, 30m or 45s"))?;
-    let secs = match unit {
-        "d" => n * 86_400,
-        "h" => n * 3_600,
-        "m" => n * 60,
-        "s" => n,
+    let per = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
         _ => bail!("{s:?} is not a duration: use 3d, 12h, 30m or 45s"),
     };
-    Ok(Duration::from_secs(secs))
+    // Ten thousand years is more than any setting means; beyond it, a typo.
+    match n
+        .checked_mul(per)
+        .filter(|secs| *secs <= 10_000 * 365 * 86_400)
+    {
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => bail!("{s:?} is longer than any duration motcua takes: use 3d, 12h, 30m or 45s"),
+    }
 }
 
 /// The source token: `MOTCUA_SOURCE_TOKEN`, or the file named by `MOTCUA_SOURCE_TOKEN_FILE`.
@@ -196,6 +209,12 @@ impl Settings {
         if let Some(v) = s.retry_after_max_secs {
             source.retry_after_max = Duration::from_secs(v);
         }
+        if let Some(v) = s.max_body_mib {
+            if !(1..=4096).contains(&v) {
+                bail!("source.max_body_mib is {v}: give 1 to 4096");
+            }
+            source.max_body_bytes = v << 20;
+        }
         Ok(Settings {
             name: file.name.clone().unwrap_or_else(|| "motcua".into()),
             output: o
@@ -205,6 +224,7 @@ impl Settings {
                 .unwrap_or_else(|| "./data".into()),
             convention: o.convention.or(file.period_convention).unwrap_or_default(),
             lookback: parse_duration(file.lookback.as_deref().unwrap_or("3d"))?,
+            clock_skew: parse_duration(file.clock_skew.as_deref().unwrap_or("5m"))?,
             lock_expiry: parse_duration(file.lock_expiry.as_deref().unwrap_or("2h"))?,
             concurrency: file.concurrency.unwrap_or(4).clamp(1, 64),
             raw_retention: file
@@ -231,6 +251,8 @@ mod tests {
         assert_eq!(parse_duration("3d").unwrap(), Duration::from_secs(259_200));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("3 days").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
+        assert!(parse_duration("18446744073709551615s").is_err());
     }
 
     #[test]

@@ -378,10 +378,7 @@ fn period_tables(
     let count_cols: Vec<Expr> = counts().iter().map(|c| col(*c)).collect();
     let any_count = count_cols
         .iter()
-        .cloned()
-        .map(|c| c.gt(lit(0i64)))
-        .reduce(|a, b| a.or(b))
-        .expect("measures");
+        .fold(lit(false), |any, c| any.or(c.clone().gt(lit(0i64))));
     let levels_of = agency_frame(agencies)?.lazy();
     let with_level = |lf: LazyFrame| {
         lf.join(

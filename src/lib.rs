@@ -26,6 +26,7 @@ pub mod raw;
 pub mod report;
 pub mod rules;
 pub mod run;
+pub mod run_id;
 pub mod source;
 pub mod state;
 pub mod status;

@@ -9,7 +9,7 @@ use motcua::config::{Overrides, PipelineFile, Settings};
 use motcua::period::{Convention, PeriodId};
 use motcua::run::{self, Command as RunCommand, Options};
 use motcua::source::SourceError;
-use motcua::state::{LockBusy, LockLost};
+use motcua::state::{LockBusy, LockLost, StateDamaged};
 use motcua::{demo, progress, report, status, store};
 
 /// mimalloc: parsing JSON and polars allocate and free a great deal, from several threads;
@@ -169,6 +169,7 @@ mod exit {
     pub const IDENTITY_BROKEN: u8 = 5;
     pub const LOCKED: u8 = 6;
     pub const PERIODS_FAILED: u8 = 7;
+    pub const STATE_DAMAGED: u8 = 8;
     pub const INTERRUPTED: u8 = 130;
     pub const TERMINATED: u8 = 143;
 }
@@ -177,7 +178,9 @@ fn classify(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(s) = cause.downcast_ref::<SourceError>() {
             return match s {
-                SourceError::Unauthorized { .. } => exit::TOKEN_REFUSED,
+                SourceError::Unauthorized { .. } | SourceError::BadToken => exit::TOKEN_REFUSED,
+                SourceError::BadUrl(_) | SourceError::Client(_) => exit::USAGE,
+                SourceError::Landing { .. } => exit::FAILED,
                 _ => exit::SOURCE_UNAVAILABLE,
             };
         }
@@ -189,6 +192,12 @@ fn classify(e: &anyhow::Error) -> u8 {
         }
         if cause.is::<run::PeriodsFailed>() {
             return exit::PERIODS_FAILED;
+        }
+        if cause.is::<StateDamaged>() {
+            return exit::STATE_DAMAGED;
+        }
+        if cause.is::<run::NothingToPublish>() {
+            return exit::USAGE;
         }
         if let Some(run::Interrupted(signal)) = cause.downcast_ref::<run::Interrupted>() {
             return if *signal == "SIGTERM" {

@@ -199,21 +199,33 @@ pub fn parse_instant(s: &str) -> Option<i64> {
     None
 }
 
+/// An instant (epoch microseconds) as a date-time, clamped to the range chrono represents
+/// (±262,000 years: every instant motcua reads or computes lies far inside it).
+fn utc(micros: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or(if micros < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
 /// The Vietnam-local calendar date of an instant.
 pub fn local_date(micros: i64) -> NaiveDate {
-    DateTime::<Utc>::from_timestamp_micros(micros)
-        .expect("instant in range")
-        .with_timezone(&Ho_Chi_Minh)
-        .date_naive()
+    utc(micros).with_timezone(&Ho_Chi_Minh).date_naive()
 }
 
 /// An instant as the source's `yyyyMMddHHmmss` in Vietnam time (for `updated_from`).
 pub fn source_timestamp(micros: i64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(micros)
-        .expect("instant in range")
+    utc(micros)
         .with_timezone(&Ho_Chi_Minh)
         .format("%Y%m%d%H%M%S")
         .to_string()
+}
+
+/// Whether chrono represents the instant `micros` (a value read back from state files is
+/// checked with this before it is used).
+pub fn in_range(micros: i64) -> bool {
+    DateTime::<Utc>::from_timestamp_micros(micros).is_some()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -222,15 +234,25 @@ pub fn source_timestamp(micros: i64) -> String {
 
 /// The secret that keys `applicant_key` (HMAC-SHA-256 of `SoGiayToChuHoSo`).
 #[derive(Clone)]
-pub struct PiiKey(Vec<u8>);
+pub struct PiiKey(Hmac<Sha256>);
 
 impl PiiKey {
+    /// HMAC takes a key of any length: one longer than SHA-256's 64-byte block is hashed
+    /// first, a shorter one padded with zeros (RFC 2104), which is done here so that building
+    /// the MAC cannot fail.
     pub fn new(secret: &[u8]) -> Self {
-        PiiKey(secret.to_vec())
+        use sha2::Digest;
+        let mut block = [0u8; 64];
+        if secret.len() > block.len() {
+            block[..32].copy_from_slice(&Sha256::digest(secret));
+        } else {
+            block[..secret.len()].copy_from_slice(secret);
+        }
+        PiiKey(Hmac::<Sha256>::new(&block.into()))
     }
 
     pub fn applicant_key(&self, id_number: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = self.0.clone();
         mac.update(id_number.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -311,7 +333,7 @@ struct CaseColumns {
 }
 
 fn days(d: Option<NaiveDate>) -> Option<i32> {
-    d.map(|d| (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32)
+    d.map(|d| (d - NaiveDate::default()).num_days() as i32)
 }
 
 /// The fields of a `/v1/hoso` record that motcua reads (`source-api.md`); every other field —
@@ -491,7 +513,7 @@ impl Normaliser {
     /// tree with [`Normaliser::add_records`]).
     pub fn add_page(&mut self, raw_path: &str, body: &[u8]) -> Option<usize> {
         let page: Page = serde_json::from_slice(body).ok()?;
-        if scalar_text(page.error_code).as_deref().unwrap_or("0") != "0" {
+        if scalar_text(page.error_code).as_deref() != Some("0") {
             return None;
         }
         let records = page.data.unwrap_or_default();
@@ -811,16 +833,76 @@ pub fn procedures(data: &[Value]) -> (Vec<Procedure>, u64) {
 // Deduplicate and upsert (polars)
 // ---------------------------------------------------------------------------------------------
 
-/// Keeps the latest version of each case: greatest `updated_at`, on a tie the one received last
-/// (greatest `_order`). Rejected records never get here, so they never replace a valid version.
-pub fn latest_per_case(lf: LazyFrame) -> LazyFrame {
-    lf.sort(
-        ["case_id", "updated_at", "_order"],
-        SortMultipleOptions::default()
-            .with_maintain_order(true)
-            .with_nulls_last(false),
+/// The row of each case's latest version, in `case_id` order.
+///
+/// The versions of a case are taken in the order they were pulled (`_order`; rows already
+/// staged first), and each replaces the one kept so far if its `NgayCapNhat` is not older
+/// (`source-api.md`: the stamp decides; on a tie the later arrival wins) — or if the one kept
+/// so far is **untrusted**: stamped after the start of the run that pulled it (read from
+/// `source_run_id`), i.e. in the future by a clock error at the source. Such a stamp cannot be
+/// compared with real ones, so whatever a later pull brings replaces it: the source serves only
+/// a case's current version, and its correction, stamped at the source's own time, is counted.
+/// Rejected records never get here, so they never replace a valid version.
+pub fn latest_rows(all: &DataFrame) -> Result<IdxCa> {
+    let updated: Vec<Option<i64>> = all
+        .column("updated_at")?
+        .datetime()?
+        .physical()
+        .iter()
+        .collect();
+    let untrusted = untrusted(&updated, all.column("source_run_id")?.str()?);
+    let keys = DataFrame::new(
+        all.height(),
+        vec![
+            all.column("case_id")?.clone(),
+            all.column("_order")?.clone(),
+        ],
+    )?
+    .with_row_index("_row".into(), None)?
+    .lazy()
+    .sort(
+        ["case_id", "_order"],
+        SortMultipleOptions::default().with_maintain_order(true),
     )
-    .unique_stable_generic(Some(vec![col("case_id")]), UniqueKeepStrategy::Last)
+    .collect()?;
+    let ids = keys.column("case_id")?.str()?;
+    let rows = keys.column("_row")?.idx()?;
+    let mut keep: Vec<IdxSize> = Vec::with_capacity(all.height());
+    let mut current: Option<(Option<&str>, usize)> = None;
+    for (id, row) in ids.iter().zip(rows.iter()) {
+        let row = row.context("a row without its index")? as usize;
+        match current {
+            Some((kept_id, kept)) if kept_id == id => {
+                if untrusted[kept] || updated[row] >= updated[kept] {
+                    current = Some((id, row));
+                }
+            }
+            _ => {
+                keep.extend(current.map(|(_, kept)| kept as IdxSize));
+                current = Some((id, row));
+            }
+        }
+    }
+    keep.extend(current.map(|(_, kept)| kept as IdxSize));
+    Ok(IdxCa::from_vec("_row".into(), keep))
+}
+
+/// Whether each version was stamped after the start of the run that pulled it (ids that are
+/// not run ids, as in tests and tools, leave every stamp trusted).
+fn untrusted(updated: &[Option<i64>], runs: &StringChunked) -> Vec<bool> {
+    let mut starts: std::collections::HashMap<&str, Option<i64>> = Default::default();
+    updated
+        .iter()
+        .zip(runs.iter())
+        .map(|(u, run)| {
+            let start = run.and_then(|r| {
+                *starts
+                    .entry(r)
+                    .or_insert_with(|| crate::run_id::started_at(r))
+            });
+            matches!((u, start), (Some(u), Some(s)) if *u > s)
+        })
+        .collect()
 }
 
 /// Number of staging buckets (`cases/bucket=NN/part-0.parquet`). A case stays in its bucket for
@@ -957,7 +1039,7 @@ impl Batches {
     pub fn add_body(&mut self, raw_path: &str, body: &[u8]) -> Result<()> {
         if self.normaliser.add_page(raw_path, body).is_none() {
             if let Ok(env) = serde_json::from_slice::<crate::source::Envelope>(body) {
-                if env.code() == "0" {
+                if text(env.error_code.as_ref()).as_deref() == Some("0") {
                     self.normaliser
                         .add_records(raw_path, &env.data.unwrap_or_default());
                 }
@@ -1024,15 +1106,9 @@ pub fn upsert(existing: Option<DataFrame>, new: DataFrame) -> Result<DataFrame> 
             concat([old, new.lazy()], UnionArgs::default())?.collect()?
         }
     };
-    // The rows to keep are chosen on the three key columns alone, then taken from the wide
-    // frame once, in case_id order: one copy of the bucket, not one per sort.
-    let keys = all
-        .select(["case_id", "updated_at", "_order"])?
-        .with_row_index("_row".into(), None)?;
-    let keep = latest_per_case(keys.lazy())
-        .select([col("_row")])
-        .collect()?;
-    let rows = keep.column("_row")?.idx()?.clone();
+    // The rows to keep are chosen on the key columns alone, then taken from the wide frame
+    // once, in case_id order: one copy of the bucket, not one per sort.
+    let rows = latest_rows(&all)?;
     let out = all.lazy().select(names).collect()?.take(&rows)?;
     Ok(out)
 }
@@ -1090,6 +1166,15 @@ mod tests {
         assert_ne!(a, PiiKey::new(b"k2").applicant_key("046090001234"));
         assert_eq!(a.len(), 64);
         assert!(!a.contains("046090001234"));
+        // The key block built by hand is HMAC's own, for short and long secrets alike.
+        for secret in [&b"k1"[..], &[7u8; 64][..], &[9u8; 200][..]] {
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+            mac.update(b"046090001234");
+            assert_eq!(
+                PiiKey::new(secret).applicant_key("046090001234"),
+                hex::encode(mac.finalize().into_bytes())
+            );
+        }
     }
 
     /// The typed reader and the JSON-tree reader give the same rows and rejects, whatever the
@@ -1118,15 +1203,83 @@ mod tests {
         assert_eq!(a.rejects.len(), 3);
         // Shapes the typed reader leaves to the tree reader: nothing is added, it says so.
         for odd in [
-            r#"{"data":[{"MaHoSo":"A","DanhSachHoSoBoSung":"none"}]}"#,
-            r#"{"data":[7]}"#,
-            r#"{"data":[{"MaHoSo":"A","MaHoSo":"B"}]}"#,
+            r#"{"error_code":"0","data":[{"MaHoSo":"A","DanhSachHoSoBoSung":"none"}]}"#,
+            r#"{"error_code":"0","data":[7]}"#,
+            r#"{"error_code":"0","data":[{"MaHoSo":"A","MaHoSo":"B"}]}"#,
+            r#"{"data":[]}"#,
             r#"{"error_code":"1","data":[]}"#,
         ] {
             let mut n = Normaliser::new(PiiKey::new(b"k"), "r");
             assert_eq!(n.add_page("raw/p", odd.as_bytes()), None, "{odd}");
             assert_eq!(n.pending() + n.rejects.len(), 0);
         }
+    }
+
+    /// A version stamped in the future (after its run started) is replaced by whatever a
+    /// later pull brings — the source's correction, stamped by its own clock, however far
+    /// behind ours that runs — while an ordinary stamp still decides against older versions.
+    #[test]
+    fn a_future_stamp_does_not_outlive_the_correction() {
+        let case = |status: i32, updated: &str| {
+            json!({"MaHoSo":"A","MaDonVi":"X","TrangThaiHoSo":status,"NgayTiepNhan":"20240701080000",
+                   "NgayKetThucXuLy":"20240701090000","NgayCapNhat":updated})
+        };
+        let stage = |old: Option<DataFrame>, run: &str, recs: Vec<Value>| {
+            let mut n = Normaliser::new(PiiKey::new(b"k"), run);
+            n.add_records("raw/p", &recs);
+            upsert(old, n.finish().unwrap().cases).unwrap()
+        };
+        let status = |df: &DataFrame| df.column("status").unwrap().i32().unwrap().get(0);
+        // Pulled on 2026-11-28, stamped 2099 by a clock error at the source: it replaces the
+        // version staged before, as any newer version does.
+        let before = stage(
+            None,
+            "20261127T100000000Z-aaaa",
+            vec![case(2, "20240701080000")],
+        );
+        let future = stage(
+            Some(before),
+            "20261128T100000000Z-bbbb",
+            vec![case(4, "20991231000000")],
+        );
+        assert_eq!(status(&future), Some(4));
+        // Pulled again the next night, unchanged: still there.
+        let again = stage(
+            Some(future.clone()),
+            "20261129T100000000Z-cccc",
+            vec![case(4, "20991231000000")],
+        );
+        assert_eq!(status(&again), Some(4));
+        // The correction, stamped by a source clock two years behind ours, replaces it.
+        let fixed = stage(
+            Some(again),
+            "20261130T100000000Z-dddd",
+            vec![case(9, "20241203080000")],
+        );
+        assert_eq!(status(&fixed), Some(9));
+        assert_eq!(fixed.height(), 1);
+        // Trusted again, the stamp decides: an older version arriving later does not win.
+        let older = stage(
+            Some(fixed),
+            "20261201T100000000Z-eeee",
+            vec![case(4, "20241201080000")],
+        );
+        assert_eq!(status(&older), Some(9));
+        // Within one pull, the later of two equal stamps wins, and a greater stamp wins.
+        let one = stage(
+            None,
+            "r",
+            vec![
+                case(10, "20240702000000"),
+                case(9, "20240703000000"),
+                case(4, "20240703000000"),
+            ],
+        );
+        assert_eq!(status(&one), Some(4));
+        // Ids that are not run ids (tests, tools) leave the stamps trusted.
+        let plain = stage(None, "r1", vec![case(4, "20991231000000")]);
+        let plain = stage(Some(plain), "r2", vec![case(9, "20240703080000")]);
+        assert_eq!(status(&plain), Some(4));
     }
 
     #[test]

@@ -29,6 +29,20 @@ impl Convention {
     }
 }
 
+impl FromStr for Convention {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "decree09" => Ok(Convention::Decree09),
+            "calendar" => Ok(Convention::Calendar),
+            other => Err(format!(
+                "{other:?} is not a period convention: decree09 or calendar"
+            )),
+        }
+    }
+}
+
 impl fmt::Display for Convention {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -127,8 +141,10 @@ impl fmt::Display for PeriodId {
     }
 }
 
-fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(y, m, d).expect("valid calendar date")
+/// The first day of month `m` of year `y`. Period ids come only from parsing and stepping,
+/// which keep years within 1900–2999 and months within 1–12, where every first day exists.
+fn first_of(y: i32, m: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, 1).unwrap_or_default()
 }
 
 impl PeriodId {
@@ -156,7 +172,7 @@ impl PeriodId {
     /// F and L under `convention`.
     pub fn bounds(&self, convention: Convention) -> (NaiveDate, NaiveDate) {
         let (year, first, count) = self.months();
-        let first_day = ymd(year, first, 1);
+        let first_day = first_of(year, first);
         let last_month_first = first_day + Months::new(count - 1);
         match convention {
             Convention::Calendar => {
@@ -165,10 +181,8 @@ impl PeriodId {
             }
             // 15th of the month before the first month … 14th of the last month.
             Convention::Decree09 => {
-                let start = (first_day - Months::new(1))
-                    .with_day(15)
-                    .expect("15th exists");
-                let end = last_month_first.with_day(14).expect("14th exists");
+                let start = first_day - Months::new(1) + chrono::Days::new(14);
+                let end = last_month_first + chrono::Days::new(13);
                 (start, end)
             }
         }

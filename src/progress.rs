@@ -34,11 +34,9 @@ pub fn bar(total: Option<u64>, unit: &str, message: &str) -> ProgressBar {
         ),
         None => format!("{{msg}}: {{human_pos}} {unit} ({{elapsed}})"),
     };
-    pb.set_style(
-        ProgressStyle::with_template(&template)
-            .expect("progress template")
-            .progress_chars("=> "),
-    );
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
     pb.set_message(message.to_string());
     pb
 }

@@ -77,11 +77,14 @@ impl RawLog {
             .await
             .context("landing a raw response")?;
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-        self.files.lock().expect("raw file list").push(WrittenFile {
-            path: path.clone(),
-            bytes,
-            rows: None,
-        });
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(WrittenFile {
+                path: path.clone(),
+                bytes,
+                rows: None,
+            });
         Ok(path)
     }
 }
@@ -120,21 +123,28 @@ impl RawLog {
                 .await
                 .context("landing a raw response")?;
             written.fetch_add(bytes, Ordering::Relaxed);
-            files.lock().expect("raw file list").push(WrittenFile {
-                path: at,
-                bytes,
-                rows: None,
-            });
+            files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(WrittenFile {
+                    path: at,
+                    bytes,
+                    rows: None,
+                });
             drop(slot);
             Ok(())
         });
-        self.pending.lock().expect("raw tasks").push(task);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
         Ok(path)
     }
 
     /// Waits until every body started by [`RawLog::land_soon`] is written; the first error.
     pub async fn settle(&self) -> Result<()> {
-        let tasks: Vec<_> = std::mem::take(&mut *self.pending.lock().expect("raw tasks"));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let mut first = None;
         for t in tasks {
             let r = t.await.context("a raw writer panicked").and_then(|r| r);
@@ -147,7 +157,7 @@ impl RawLog {
 
     /// The files landed so far, in arrival order.
     pub fn files(&self) -> Vec<WrittenFile> {
-        let mut f = self.files.lock().expect("raw file list").clone();
+        let mut f = self.files.lock().unwrap_or_else(|e| e.into_inner()).clone();
         f.sort_by(|a, b| a.path.cmp(&b.path));
         f
     }

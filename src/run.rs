@@ -28,11 +28,11 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::kpi::{self, IdentityCheck, KpiTables};
 use crate::normalise::{self, source_timestamp, Agency, Batches, Normaliser, Procedure, Spilled};
-use crate::period::{self, PeriodId};
+use crate::period::{self, Convention, Period, PeriodId};
 use crate::progress;
 use crate::publish::{self, ParquetEncoder, WrittenFile};
 use crate::raw::{self, RawLog};
-use crate::source::{self, Envelope, PullStats, Source};
+use crate::source::{self, PullStats, Source, Window};
 use crate::state::{self, Cursor, Lock};
 use crate::store::Store;
 
@@ -121,6 +121,17 @@ pub struct Counts {
     pub unknown_agencies: Vec<String>,
     pub cases_at_unknown_agencies: u64,
     pub raw_runs_pruned: u64,
+    /// Records pulled with `NgayCapNhat` at or after the pull's upper bound (`pull_bound`):
+    /// staged and counted, but they never move the cursor.
+    #[serde(default)]
+    pub records_after_bound: u64,
+    /// Of those, records stamped later than the moment they were pulled (plus the clock-skew
+    /// allowance): a clock error at the source.
+    #[serde(default)]
+    pub future_stamped_records: u64,
+    /// The most distant of those stamps, `yyyyMMddHHmmss` Vietnam time.
+    #[serde(default)]
+    pub future_stamp_max: Option<String>,
 }
 
 /// The run record `_runs/<run_id>.json` (see `outputs.md`).
@@ -142,6 +153,10 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub cursor_before: Option<String>,
     pub pulled_from: Option<String>,
+    /// The pull's fixed upper bound (`updated_to`): the run's start minus the clock-skew
+    /// allowance. The cursor never passes it.
+    #[serde(default)]
+    pub pull_bound: Option<String>,
     pub cursor_after: Option<String>,
     pub counts: Counts,
     pub identity_checks: Vec<IdentityCheck>,
@@ -156,6 +171,10 @@ pub struct RunRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeriodRecord {
     pub id: String,
+    /// The convention it was computed under (the run's, unless a replay republished a
+    /// period under the convention it was first published with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convention: Option<Convention>,
     pub start: String,
     pub end: String,
     pub published: bool,
@@ -173,18 +192,6 @@ fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// A run id: its start in UTC to the millisecond, then a random suffix, e.g.
-/// `20261128T023151123Z-89a3`. Ids sort in start order (runs on one root never overlap: the lock).
-pub fn new_run_id() -> String {
-    let now = Utc::now();
-    format!(
-        "{}{:03}Z-{:04x}",
-        now.format("%Y%m%dT%H%M%S"),
-        now.timestamp_subsec_millis(),
-        rand::random::<u16>()
-    )
-}
-
 /// The default periods of `run`: the current quarter to date and the previous one, so that a
 /// case changed after its quarter was published reaches that quarter at the next run.
 pub fn default_periods(settings: &Settings) -> Vec<PeriodId> {
@@ -198,11 +205,16 @@ pub fn default_periods(settings: &Settings) -> Vec<PeriodId> {
 async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops a run cleanly");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
     }
     #[cfg(not(unix))]
@@ -214,7 +226,7 @@ async fn shutdown_signal() -> &'static str {
 
 /// Runs `command` under the lock and writes the run record, whatever happens.
 pub async fn execute(settings: &Settings, command: &Command, opts: Options) -> Result<Outcome> {
-    let run_id = new_run_id();
+    let run_id = crate::run_id::new();
     let store = Store::open(&settings.output, &run_id)?;
     let started = Instant::now();
     let mut record = RunRecord {
@@ -235,6 +247,7 @@ pub async fn execute(settings: &Settings, command: &Command, opts: Options) -> R
         error: None,
         cursor_before: None,
         pulled_from: None,
+        pull_bound: None,
         cursor_after: None,
         counts: Counts::default(),
         identity_checks: vec![],
@@ -273,6 +286,8 @@ async fn locked(
             pipeline(settings, store, record, command, &lock, opts.from_staging).await
         } => r,
         s = shutdown_signal() => Err(Interrupted(s).into()),
+        // The heartbeat found the lock taken or could not renew it: stop before publishing.
+        lost = lock.lost() => Err(lost.into()),
     };
     if let Err(e) = lock.release().await {
         warn!(error = %format!("{e:#}"), "could not release the lock; the next run takes it over when it expires");
@@ -322,6 +337,8 @@ async fn finish(
         outcome = %record.outcome,
         records_pulled = c.records_pulled,
         rejected = c.records_rejected,
+        future_stamped = c.future_stamped_records,
+        future_stamp_max = c.future_stamp_max.as_deref().unwrap_or(""),
         periods_published = record.periods.iter().filter(|p| p.published).count(),
         duration_secs = format!("{:.1}", record.duration_secs),
         "run finished"
@@ -351,16 +368,26 @@ async fn pipeline(
         clock = Instant::now();
     };
     let replay = matches!(command, Command::Replay { .. });
+    // Which periods to publish is known before any work: a replay with nothing to publish
+    // says so before it reads raw/.
+    let periods = periods_of(settings, store, command).await?;
     let (agencies, catalog) = if from_staging && !replay {
-        let cursor = state::read_cursor(store).await?.map(|c| c.cursor);
+        let cursor = match state::read_cursor(store).await {
+            Ok(c) => c.map(|c| c.cursor),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "the cursor is unreadable; publishing from staging does not need it");
+                None
+            }
+        };
         record.cursor_before = cursor.clone();
         record.cursor_after = cursor;
         info!("publishing from staging as it stands: no pull");
         catalogs_from_raw(settings, store).await?
     } else {
-        let (agencies, catalog, normalised) = match command {
+        let (agencies, catalog, normalised, cursor) = match command {
             Command::Replay { run_id, .. } => {
-                from_raw(settings, store, record, run_id.as_deref()).await?
+                let (a, c, n) = from_raw(settings, store, record, run_id.as_deref()).await?;
+                (a, c, n, None)
             }
             Command::Run { full_refresh, .. } | Command::Backfill { full_refresh, .. } => {
                 pull(settings, store, record, *full_refresh).await?
@@ -370,23 +397,21 @@ async fn pipeline(
         lock.ensure_held().await?;
         stage(store, &enc, record, normalised, replay).await?;
         lap(record, "stage");
-        if !replay {
-            move_cursor(store, record).await?;
+        if let Command::Run { full_refresh, .. } | Command::Backfill { full_refresh, .. } = command
+        {
+            move_cursor(store, record, cursor.as_ref(), *full_refresh).await?;
         }
         (agencies, catalog)
     };
-    let periods = periods_of(settings, store, command).await?;
     record.periods = periods
         .iter()
-        .map(|p| {
-            let r = p.resolve(settings.convention);
-            PeriodRecord {
-                id: p.to_string(),
-                start: r.start.to_string(),
-                end: r.end.to_string(),
-                published: false,
-                error: None,
-            }
+        .map(|p| PeriodRecord {
+            id: p.id.to_string(),
+            convention: Some(p.convention),
+            start: p.start.to_string(),
+            end: p.end.to_string(),
+            published: false,
+            error: None,
         })
         .collect();
     let staged = Staged {
@@ -402,22 +427,47 @@ async fn pipeline(
 }
 
 /// Step 2: pull agencies, catalog and changed cases; every body lands in `raw/` first.
+///
+/// The cases come in two windows: from the cursor minus the lookback up to the pull's fixed
+/// upper bound (the run's start minus the clock-skew allowance), which alone moves the cursor;
+/// then the tail past the bound, pulled and counted but never moving the cursor (a record
+/// stamped in the future by a clock error at the source stays in the tail, and the run record
+/// names how many and the most distant stamp).
 async fn pull(
     settings: &Settings,
     store: &Store,
     record: &mut RunRecord,
     full_refresh: bool,
-) -> Result<(Vec<Agency>, Vec<Procedure>, Spilled)> {
+) -> Result<(Vec<Agency>, Vec<Procedure>, Spilled, Option<Cursor>)> {
     let run_id = record.run_id.clone();
-    let cursor = state::read_cursor(store).await?;
+    let skew = settings.clock_skew.as_micros() as i64;
+    let started =
+        crate::run_id::started_at(&run_id).unwrap_or_else(|| Utc::now().timestamp_micros());
+    // Whole seconds, as the source's timestamps are.
+    let bound = (started - skew).div_euclid(1_000_000) * 1_000_000;
+    record.pull_bound = Some(source_timestamp(bound));
+    let cursor = match state::read_cursor(store).await {
+        Err(e) if full_refresh => {
+            warn!(error = %format!("{e:#}"), "the cursor is unreadable; --full-refresh pulls everything and rewrites it");
+            None
+        }
+        r => r?,
+    };
+    if let (Some(c), false) = (&cursor, full_refresh) {
+        c.check_before(bound)?;
+    }
     record.cursor_before = cursor.as_ref().map(|c| c.cursor.clone());
     let since = match (&cursor, full_refresh) {
-        (Some(c), false) => Some(c.cursor_micros - settings.lookback.as_micros() as i64),
+        (Some(c), false) => Some(
+            c.cursor_micros
+                .saturating_sub(settings.lookback.as_micros() as i64),
+        ),
         _ => None,
     };
     record.pulled_from = since.map(source_timestamp);
     let raw = RawLog::new(store.clone(), &run_id);
     let mut source = Source::new(settings.source.clone(), settings.token.expose())?;
+    source.set_bound(bound);
     let listed = async {
         let a = source.list(&raw, "/v1/donvi").await?;
         let p = source.list(&raw, "/v1/tthc").await?;
@@ -440,7 +490,7 @@ async fn pull(
             "catalog entries without a code, or repeated, were skipped"
         );
     }
-    info!(agencies = agencies.len(), procedures = catalog.len(), from = ?record.pulled_from, "pulling cases");
+    info!(agencies = agencies.len(), procedures = catalog.len(), from = ?record.pulled_from, to = ?record.pull_bound, "pulling cases");
     // Pages are normalised on a thread of their own while the next ones are fetched, and
     // their bodies land in raw/ in the background; both are waited for before anything else.
     let (pages, inbox) = std::sync::mpsc::sync_channel::<source::Page>(4);
@@ -456,12 +506,28 @@ async fn pull(
         .context("starting the normalising thread")?;
     let pulled = Instant::now();
     source.progress = progress::bar(None, "records", "pulling cases");
-    let result = source
-        .pull_cases(&raw, since, |page| {
-            // A send fails only when the normaliser stopped; its error is reported below.
-            let _ = pages.send(page);
-        })
-        .await;
+    let result = async {
+        // A send fails only when the normaliser stopped; its error is reported below.
+        let main = Window {
+            from: since,
+            to: Some(bound),
+        };
+        source
+            .pull_cases(&raw, main, |page| {
+                let _ = pages.send(page);
+            })
+            .await?;
+        let tail = Window {
+            from: Some(bound),
+            to: None,
+        };
+        source
+            .pull_cases(&raw, tail, |page| {
+                let _ = pages.send(page);
+            })
+            .await
+    }
+    .await;
     drop(pages);
     source.progress.finish_and_clear();
     let landed = raw.settle().await;
@@ -484,10 +550,39 @@ async fn pull(
         per_second = (source.stats.records as f64 / secs.max(1e-3)) as u64,
         "pull done"
     );
+    note_beyond_bound(record, &source.stats, bound, skew);
     record.cursor_after = source.stats.cursor_after.clone();
     record.counts.agencies = agencies.len() as u64;
     record.counts.procedures = catalog.len() as u64;
-    Ok((agencies, catalog, spilled))
+    Ok((agencies, catalog, spilled, cursor))
+}
+
+/// Counts the records pulled past the bound, and warns of those stamped in the future.
+fn note_beyond_bound(record: &mut RunRecord, stats: &PullStats, bound: i64, skew: i64) {
+    let c = &mut record.counts;
+    c.records_after_bound = stats.beyond_bound.len() as u64;
+    let now = Utc::now().timestamp_micros();
+    let future: Vec<i64> = stats
+        .beyond_bound
+        .iter()
+        .map(|(_, t)| *t)
+        .filter(|t| *t > now.saturating_add(skew))
+        .collect();
+    c.future_stamped_records = future.len() as u64;
+    c.future_stamp_max = future.iter().max().map(|t| source_timestamp(*t));
+    if let Some(max) = &c.future_stamp_max {
+        warn!(
+            records = c.future_stamped_records,
+            latest = %max,
+            cursor_bound = %source_timestamp(bound),
+            "records stamped in the future (a clock error at the source): staged and counted, but the cursor stays before the pull's bound; ask the case system's operators to correct NgayCapNhat"
+        );
+    } else if c.records_after_bound > 0 {
+        info!(
+            records = c.records_after_bound,
+            "records changed since the run started: staged and counted; the next run reads them again"
+        );
+    }
 }
 
 /// Step 2 for `replay`: the same bodies, read back from `raw/` in arrival order.
@@ -604,10 +699,17 @@ enum RawFile {
     Other,
 }
 
-/// Reads a raw file of run `run` at `path`: gunzip, parse, and normalise a page of cases
-/// (typed, straight from the body; as a JSON tree when a record has an unusual shape).
+/// Reads a raw file of run `run` at `path`: gunzip, classify the body as the pull did (a body
+/// the pull retried or refused is not used), and normalise a page of cases (typed, straight
+/// from the body; as a JSON tree when a record has an unusual shape).
 fn read_raw(key: &normalise::PiiKey, run: &str, path: &str, gz: &[u8]) -> Result<RawFile> {
     let body = raw::gunzip(gz).with_context(|| format!("{path} is damaged"))?;
+    if !matches!(
+        source::classify_body(&body),
+        source::BodyVerdict::Usable { .. }
+    ) {
+        return Ok(RawFile::Unusable);
+    }
     let cases = path.contains("/v1-hoso/");
     if cases {
         let mut n = Normaliser::new(key.clone(), run);
@@ -615,14 +717,7 @@ fn read_raw(key: &normalise::PiiKey, run: &str, path: &str, gz: &[u8]) -> Result
             return Ok(RawFile::Cases(Box::new(n)));
         }
     }
-    let env: Envelope = match serde_json::from_slice(&body) {
-        Ok(e) => e,
-        Err(_) => return Ok(RawFile::Unusable),
-    };
-    if env.code() != "0" {
-        return Ok(RawFile::Unusable);
-    }
-    let data = env.data.unwrap_or_default();
+    let data = source::records_of(&body);
     Ok(if path.contains("/v1-donvi/") {
         RawFile::Agencies(normalise::agencies(&data).0)
     } else if path.contains("/v1-tthc/") {
@@ -734,66 +829,135 @@ fn bucket_path(bucket: u32) -> String {
     format!("cases/bucket={bucket:02}/part-0.parquet")
 }
 
-/// Step 4: the cursor moves only once the pulled data is staged.
-async fn move_cursor(store: &Store, record: &mut RunRecord) -> Result<()> {
-    let before = state::read_cursor(store).await?;
-    let Some(after) = record
+/// Step 4: the cursor moves only once the pulled data is staged, and only forward — except
+/// after a full refresh, which read everything before the bound and so sets it outright (a
+/// cursor an earlier motcua moved into the future is mended that way).
+async fn move_cursor(
+    store: &Store,
+    record: &mut RunRecord,
+    before: Option<&Cursor>,
+    full_refresh: bool,
+) -> Result<()> {
+    let after = record
         .cursor_after
         .as_deref()
-        .and_then(normalise::parse_instant)
-    else {
-        record.cursor_after = record.cursor_before.clone();
-        return Ok(());
-    };
-    if before.as_ref().is_none_or(|c| after > c.cursor_micros) {
-        let next = Cursor {
-            cursor: source_timestamp(after),
-            cursor_micros: after,
-            run_id: record.run_id.clone(),
-            written_at: now(),
-        };
-        state::write_cursor(store, &next).await?;
-    } else {
-        record.cursor_after = record.cursor_before.clone();
+        .and_then(normalise::parse_instant);
+    let bound = record
+        .pull_bound
+        .as_deref()
+        .and_then(normalise::parse_instant);
+    match after {
+        Some(a) if full_refresh || before.is_none_or(|c| a > c.cursor_micros) => {
+            state::write_cursor(store, &Cursor::new(a, &record.run_id)).await?;
+        }
+        None if full_refresh
+            && before.is_some_and(|c| bound.is_some_and(|b| c.cursor_micros >= b)) =>
+        {
+            // Nothing before the bound at all: a cursor past it is no cursor.
+            store.delete(state::CURSOR_PATH).await?;
+            record.cursor_after = None;
+        }
+        _ => record.cursor_after = record.cursor_before.clone(),
     }
     Ok(())
 }
 
-/// The periods a command publishes.
-async fn periods_of(
-    settings: &Settings,
-    store: &Store,
-    command: &Command,
-) -> Result<Vec<PeriodId>> {
+/// Nothing to publish: a replay whose run records list no published period.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NothingToPublish(pub String);
+
+/// The periods a command publishes, each resolved under its convention.
+async fn periods_of(settings: &Settings, store: &Store, command: &Command) -> Result<Vec<Period>> {
+    let ours = |ids: Vec<PeriodId>| -> Vec<Period> {
+        ids.iter().map(|p| p.resolve(settings.convention)).collect()
+    };
     Ok(match command {
-        Command::Run { periods, .. } => periods.clone(),
+        Command::Run { periods, .. } => ours(periods.clone()),
         Command::Backfill {
             from, to, resume, ..
         } => {
             let all = period::range(*from, *to).map_err(anyhow::Error::msg)?;
-            if *resume {
+            ours(if *resume {
                 resume_periods(store, &all, &format!("{from}..{to}"), settings).await?
             } else {
                 all
-            }
+            })
         }
-        Command::Replay { run_id, periods } if periods.is_empty() => match run_id {
-            Some(id) => {
-                let body = store
-                    .get(&format!("_runs/{id}.json"))
-                    .await?
-                    .with_context(|| format!("no run record _runs/{id}.json: give --period"))?;
-                let r: RunRecord = serde_json::from_slice(&body)?;
-                r.periods.iter().filter_map(|p| p.id.parse().ok()).collect()
-            }
-            None => published_periods(store)
-                .await?
-                .into_iter()
-                .filter_map(|(id, _)| id.parse().ok())
-                .collect(),
-        },
-        Command::Replay { periods, .. } => periods.clone(),
+        Command::Replay { periods, .. } if !periods.is_empty() => ours(periods.clone()),
+        Command::Replay { run_id, .. } => replayed_periods(store, run_id.as_deref()).await?,
     })
+}
+
+/// What a replay republishes by default: every period the run records (up to `upto`, or of
+/// that run alone) say was published, each under the convention it was published with —
+/// whether or not `kpi/` still holds it.
+async fn replayed_periods(store: &Store, run: Option<&str>) -> Result<Vec<Period>> {
+    let records = run_records(store).await?;
+    let chosen: Vec<&RunRecord> = match run {
+        Some(id) => {
+            let r = records.iter().find(|r| r.run_id == id).ok_or_else(|| {
+                NothingToPublish(format!("there is no run record _runs/{id}.json to say which periods run {id} published: give them with --period"))
+            })?;
+            vec![r]
+        }
+        None => records.iter().collect(),
+    };
+    // The latest run that published a period says under which convention.
+    let mut latest: BTreeMap<PeriodId, Convention> = BTreeMap::new();
+    for r in &chosen {
+        let run_convention: Option<Convention> = r.period_convention.parse().ok();
+        for p in r.periods.iter().filter(|p| p.published) {
+            let (Ok(id), Some(c)) = (p.id.parse::<PeriodId>(), p.convention.or(run_convention))
+            else {
+                warn!(run = %r.run_id, period = %p.id, "a published period of a run record cannot be read; not republished");
+                continue;
+            };
+            latest.insert(id, c);
+        }
+    }
+    let whose = run.map_or("the run records under _runs/".to_string(), |id| {
+        format!("run {id}")
+    });
+    if latest.is_empty() {
+        return Err(NothingToPublish(format!(
+            "{whose} list no published period, so a replay has nothing to republish: give the periods with --period"
+        ))
+        .into());
+    }
+    let present: BTreeSet<String> = published_periods(store)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let missing: Vec<String> = latest
+        .keys()
+        .map(|p| p.to_string())
+        .filter(|p| !present.contains(p))
+        .collect();
+    info!(
+        periods = ?latest.keys().map(|p| p.to_string()).collect::<Vec<_>>(),
+        missing_from_kpi = ?missing,
+        "republishing every period {whose} published"
+    );
+    Ok(latest.into_iter().map(|(id, c)| id.resolve(c)).collect())
+}
+
+/// Every readable run record under `_runs/`, oldest first; an unreadable one is named in a
+/// warning and skipped.
+async fn run_records(store: &Store) -> Result<Vec<RunRecord>> {
+    let mut out = vec![];
+    for (path, _) in store.list("_runs").await? {
+        let Some(body) = store.get(&path).await? else {
+            continue;
+        };
+        match serde_json::from_slice::<RunRecord>(&body) {
+            Ok(r) => out.push(r),
+            Err(e) => warn!(record = %path, error = %e, "a run record cannot be read; skipped"),
+        }
+    }
+    out.sort_by(|a, b| (&a.started_at, &a.run_id).cmp(&(&b.started_at, &b.run_id)));
+    Ok(out)
 }
 
 /// Periods of a backfill range that the last backfill of that range did not publish, or whose
@@ -804,25 +968,12 @@ async fn resume_periods(
     range: &str,
     settings: &Settings,
 ) -> Result<Vec<PeriodId>> {
-    let mut last: Option<RunRecord> = None;
-    for (path, _) in store.list("_runs").await? {
-        let Some(body) = store.get(&path).await? else {
-            continue;
-        };
-        let Ok(r) = serde_json::from_slice::<RunRecord>(&body) else {
-            continue;
-        };
-        if r.command == "backfill"
+    let last: Option<RunRecord> = run_records(store).await?.into_iter().rfind(|r| {
+        r.command == "backfill"
             && r.range.as_deref() == Some(range)
             && r.period_convention == settings.convention.as_str()
             && r.outcome != "running"
-            && last
-                .as_ref()
-                .is_none_or(|l| (&r.started_at, &r.run_id) > (&l.started_at, &l.run_id))
-        {
-            last = Some(r);
-        }
-    }
+    });
     let published: BTreeSet<String> = published_periods(store)
         .await?
         .into_iter()
@@ -943,7 +1094,7 @@ async fn count_staging(
             }
             counting = Some(tokio::task::spawn_blocking(move || {
                 let mut frames = frames.into_iter();
-                let mut df = frames.next().expect("a batch has a bucket");
+                let mut df = frames.next().context("a counting batch holds no bucket")?;
                 for f in frames {
                     df.vstack_mut_owned(f)?;
                 }
@@ -969,7 +1120,7 @@ async fn compute_and_publish(
     record: &mut RunRecord,
     lock: &Lock,
     staged: &Staged,
-    periods: &[PeriodId],
+    periods: &[Period],
 ) -> Result<Vec<KpiTables>> {
     let computed_at = Utc::now().timestamp_micros();
     let computing = Instant::now();
@@ -978,11 +1129,7 @@ async fn compute_and_publish(
         "steps",
         "computing and publishing periods",
     );
-    let resolved: Vec<period::Period> = periods
-        .iter()
-        .map(|p| p.resolve(settings.convention))
-        .collect();
-    let totals = Arc::new(count_staging(store, &resolved, settings.concurrency, &bar).await?);
+    let totals = Arc::new(count_staging(store, periods, settings.concurrency, &bar).await?);
     record.counts.cases_in_staging = totals.cases()?;
     note_unknown_agencies(record, totals.cases_per_agency()?, &staged.agencies);
     let computed: Vec<(PeriodId, Result<KpiTables>)> = {
@@ -991,7 +1138,8 @@ async fn compute_and_publish(
             staged.agencies.clone(),
             staged.catalog.clone(),
         );
-        let (run_id, ids) = (record.run_id.clone(), periods.to_vec());
+        let run_id = record.run_id.clone();
+        let ids: Vec<PeriodId> = periods.iter().map(|p| p.id).collect();
         publish::blocking(move || {
             Ok(ids
                 .iter()
@@ -1084,9 +1232,9 @@ async fn compute_and_publish(
     let order: BTreeMap<String, usize> = periods
         .iter()
         .enumerate()
-        .map(|(i, p)| (p.to_string(), i))
+        .map(|(i, p)| (p.id.to_string(), i))
         .collect();
-    tables.sort_by_key(|t| order[&t.period.id.to_string()]);
+    tables.sort_by_key(|t| order.get(&t.period.id.to_string()).copied());
     Ok(tables)
 }
 

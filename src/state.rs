@@ -1,26 +1,49 @@
 //! Run state under `_state/`: the incremental cursor and the single-writer lock.
 //!
+//! Both files are input like any other: read back, they are checked, and one that is damaged
+//! or out of range is a [`StateDamaged`] error naming the file and the way out, never a panic.
+//!
 //! The lock is `_state/lock`, taken with a conditional create (`PutMode::Create`), so of two
 //! runs started together exactly one gets it. It names its holder (run id, host, pid, command)
-//! and an expiry that the holder pushes forward while it works. A lock past its expiry, or
-//! left on this host by a process that no longer exists (a `kill -9`), is taken over, and the
-//! takeover is logged. Before it publishes, a run checks that the lock is still its own.
+//! and an expiry that the holder's heartbeat pushes forward while it works. A lock past its
+//! expiry, or left on this host by a process that no longer exists (a `kill -9`), is taken
+//! over with a conditional update of the version that was read (ETag on object stores, a
+//! compare under a file lock on folders), so of two takers exactly one wins; the takeover is
+//! logged. Every renewal is such a conditional update too: a heartbeat that finds the lock
+//! changed, or cannot renew it before it would expire, marks the lock lost ([`Lock::lost`]),
+//! and the run stops before it publishes anything more.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::store::Store;
+use crate::normalise::{in_range, parse_instant, source_timestamp};
+use crate::store::{Store, Version};
 
 pub const CURSOR_PATH: &str = "_state/cursor.json";
 pub const LOCK_PATH: &str = "_state/lock";
 
-/// The incremental cursor: the greatest `NgayCapNhat` staged.
+/// A state file that cannot be used as it is: what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{path} cannot be used: {problem}; {fix}")]
+pub struct StateDamaged {
+    pub path: &'static str,
+    pub problem: String,
+    pub fix: &'static str,
+}
+
+const CURSOR_FIX: &str = "run once with --full-refresh, which pulls everything again and rewrites the cursor (or delete the file, which does the same)";
+const LOCK_FIX: &str = "if no motcua run is working on this output, delete the file and run again";
+
+/// The incremental cursor: the greatest `NgayCapNhat` staged, never past the upper bound of
+/// the pull that staged it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cursor {
     /// `yyyyMMddHHmmss`, Vietnam time, as the source writes it.
@@ -30,11 +53,62 @@ pub struct Cursor {
     pub written_at: String,
 }
 
+impl Cursor {
+    pub fn new(micros: i64, run_id: &str) -> Cursor {
+        Cursor {
+            cursor: source_timestamp(micros),
+            cursor_micros: micros,
+            run_id: run_id.to_string(),
+            written_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
+    }
+
+    /// A cursor read back from storage, checked: its instant in range, its two forms equal.
+    pub fn parse(body: &[u8]) -> Result<Cursor, StateDamaged> {
+        let damaged = |problem: String| StateDamaged {
+            path: CURSOR_PATH,
+            problem,
+            fix: CURSOR_FIX,
+        };
+        let c: Cursor = serde_json::from_slice(body)
+            .map_err(|e| damaged(format!("it is not a cursor ({e})")))?;
+        if !in_range(c.cursor_micros) {
+            return Err(damaged(format!(
+                "cursor_micros {} is not a time",
+                c.cursor_micros
+            )));
+        }
+        if parse_instant(&c.cursor) != Some(c.cursor_micros) {
+            return Err(damaged(format!(
+                "cursor {:?} and cursor_micros {} disagree",
+                c.cursor, c.cursor_micros
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Fails when the cursor lies at or after `bound`, the upper bound of this run's pull: no
+    /// pull of this motcua moves it there, so a record stamped in the future did, under an
+    /// earlier version, and pulling from it would miss every change made since.
+    pub fn check_before(&self, bound: i64) -> Result<(), StateDamaged> {
+        if self.cursor_micros < bound {
+            return Ok(());
+        }
+        Err(StateDamaged {
+            path: CURSOR_PATH,
+            problem: format!(
+                "it stands at {}, at or after this pull's upper bound {} (a record stamped in the future moved it there under an earlier motcua), so pulling from it would miss every change since",
+                self.cursor,
+                source_timestamp(bound)
+            ),
+            fix: CURSOR_FIX,
+        })
+    }
+}
+
 pub async fn read_cursor(store: &Store) -> Result<Option<Cursor>> {
     match store.get(CURSOR_PATH).await? {
-        Some(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
-            format!("{CURSOR_PATH} is damaged: delete it to pull everything again")
-        })?)),
+        Some(b) => Ok(Some(Cursor::parse(&b)?)),
         None => Ok(None),
     }
 }
@@ -57,10 +131,25 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
+    /// A lock read back from storage, checked: both times readable.
+    pub fn parse(body: &[u8]) -> Result<LockInfo, StateDamaged> {
+        let damaged = |problem: String| StateDamaged {
+            path: LOCK_PATH,
+            problem,
+            fix: LOCK_FIX,
+        };
+        let l: LockInfo =
+            serde_json::from_slice(body).map_err(|e| damaged(format!("it is not a lock ({e})")))?;
+        for (name, value) in [("started_at", &l.started_at), ("expires_at", &l.expires_at)] {
+            if DateTime::parse_from_rfc3339(value).is_err() {
+                return Err(damaged(format!("its {name} {value:?} is not a time")));
+            }
+        }
+        Ok(l)
+    }
+
     fn expired(&self) -> bool {
-        DateTime::parse_from_rfc3339(&self.expires_at)
-            .map(|t| t < Utc::now())
-            .unwrap_or(true)
+        DateTime::parse_from_rfc3339(&self.expires_at).map_or(true, |t| t < Utc::now())
     }
 
     /// Left on this host by a process that is gone.
@@ -68,6 +157,10 @@ impl LockInfo {
         self.host == hostname()
             && self.pid != std::process::id()
             && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
+    fn body(&self) -> Result<Bytes> {
+        Ok(Bytes::from(serde_json::to_vec_pretty(self)?))
     }
 }
 
@@ -86,9 +179,11 @@ impl std::fmt::Display for LockInfo {
 #[error("another run holds the lock {LOCK_PATH} of this output: {0}; wait for it to finish, or pass --wait to queue behind it")]
 pub struct LockBusy(pub LockInfo);
 
-/// Another run took the lock over while this one worked.
-#[derive(Debug, thiserror::Error)]
-#[error("this run lost the lock {LOCK_PATH} (now {0}); it stopped without publishing further — run again")]
+/// This run lost the lock while it worked.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "this run lost the lock {LOCK_PATH} ({0}); it stopped without publishing further — run again"
+)]
 pub struct LockLost(pub String);
 
 pub fn hostname() -> String {
@@ -102,25 +197,30 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+fn expiry_from(now: DateTime<Utc>, expiry: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(expiry)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Reads the lock: `None` when free.
+pub async fn read_lock(store: &Store) -> Result<Option<LockInfo>> {
+    match store.get(LOCK_PATH).await? {
+        None => Ok(None),
+        Some(b) => Ok(Some(LockInfo::parse(&b)?)),
+    }
+}
+
 /// A held lock. Release it with [`Lock::release`]; its heartbeat stops on drop.
 pub struct Lock {
     store: Store,
     pub info: LockInfo,
+    /// The version of `_state/lock` this run last wrote.
+    version: Arc<Mutex<Version>>,
+    lost: watch::Receiver<Option<LockLost>>,
+    stop: Arc<Notify>,
     heartbeat: Option<JoinHandle<()>>,
-}
-
-pub async fn read_lock(store: &Store) -> Result<Option<LockInfo>> {
-    match store.get(LOCK_PATH).await? {
-        None => Ok(None),
-        Some(b) => Ok(Some(serde_json::from_slice(&b).unwrap_or(LockInfo {
-            run_id: "unreadable".into(),
-            host: "?".into(),
-            pid: 0,
-            command: "?".into(),
-            started_at: "?".into(),
-            expires_at: "1970-01-01T00:00:00Z".into(),
-        }))),
-    }
 }
 
 impl Lock {
@@ -161,90 +261,149 @@ impl Lock {
             pid: std::process::id(),
             command: command.into(),
             started_at: rfc3339(now),
-            expires_at: rfc3339(now + chrono::Duration::from_std(expiry)?),
+            expires_at: rfc3339(expiry_from(now, expiry)),
         };
         for _ in 0..5 {
-            if store
-                .create(LOCK_PATH, Bytes::from(serde_json::to_vec_pretty(&info)?))
-                .await?
-            {
-                // Two takeovers of one stale lock can race (delete, create, delete, create):
-                // only the run whose lock is there a moment later holds it.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                match read_lock(store).await? {
-                    Some(now) if now.run_id == info.run_id => {
-                        let mut lock = Lock {
-                            store: store.clone(),
-                            info,
-                            heartbeat: None,
-                        };
-                        lock.start_heartbeat(expiry);
-                        return Ok(Ok(lock));
-                    }
-                    Some(other) => return Ok(Err(other)),
-                    None => continue,
-                }
+            if let Some(v) = store.create_versioned(LOCK_PATH, info.body()?).await? {
+                return Ok(Ok(Lock::held(store, info, v, expiry)));
             }
-            match read_lock(store).await? {
-                None => continue, // released in between
-                Some(holder) if holder.expired() || holder.orphaned() => {
-                    let why = if holder.expired() {
-                        "expired"
-                    } else {
-                        "its process is gone"
-                    };
-                    warn!(holder = %holder, why, "taking over a stale lock");
-                    store.delete(LOCK_PATH).await?;
-                }
-                Some(holder) => return Ok(Err(holder)),
+            let Some((body, version)) = store.get_versioned(LOCK_PATH).await? else {
+                continue; // released in between
+            };
+            let holder = LockInfo::parse(&body)?;
+            if !(holder.expired() || holder.orphaned()) {
+                return Ok(Err(holder));
+            }
+            let why = if holder.expired() {
+                "expired"
+            } else {
+                "its process is gone"
+            };
+            // Only the version read above is replaced: of two takers, one wins.
+            if let Some(v) = store.update_if(LOCK_PATH, &version, info.body()?).await? {
+                warn!(holder = %holder, why, "taking over a stale lock");
+                return Ok(Ok(Lock::held(store, info, v, expiry)));
             }
         }
         anyhow::bail!("could not take {LOCK_PATH}: it keeps changing hands; run again")
     }
 
-    /// Pushes the expiry forward every third of it while the run works.
-    fn start_heartbeat(&mut self, expiry: Duration) {
-        let store = self.store.clone();
-        let mut info = self.info.clone();
-        self.heartbeat = Some(tokio::spawn(async move {
-            let every = (expiry / 3).max(Duration::from_millis(200));
-            loop {
-                tokio::time::sleep(every).await;
-                match read_lock(&store).await {
-                    Ok(Some(now)) if now.run_id == info.run_id => {
-                        info.expires_at = rfc3339(
-                            Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_default(),
-                        );
-                        if let Ok(body) = serde_json::to_vec_pretty(&info) {
-                            let _ = store.publish(LOCK_PATH, Bytes::from(body)).await;
-                        }
-                    }
-                    _ => return,
-                }
-            }
-        }));
+    fn held(store: &Store, info: LockInfo, version: Version, expiry: Duration) -> Lock {
+        let (tx, lost) = watch::channel(None);
+        let mut lock = Lock {
+            store: store.clone(),
+            info,
+            version: Arc::new(Mutex::new(version)),
+            lost,
+            stop: Arc::new(Notify::new()),
+            heartbeat: None,
+        };
+        lock.heartbeat = Some(tokio::spawn(heartbeat(
+            store.clone(),
+            lock.info.clone(),
+            lock.version.clone(),
+            expiry,
+            tx,
+            lock.stop.clone(),
+        )));
+        lock
     }
 
-    /// Fails with [`LockLost`] when another run has taken the lock.
+    /// Resolves when the heartbeat finds the lock lost (never, while it is held).
+    pub async fn lost(&self) -> LockLost {
+        let mut rx = self.lost.clone();
+        let lost = match rx.wait_for(|l| l.is_some()).await {
+            Ok(l) => l.clone(),
+            Err(_) => None,
+        };
+        match lost {
+            Some(l) => l,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Fails with [`LockLost`] when the heartbeat lost the lock or another run holds it now.
     pub async fn ensure_held(&self) -> Result<()> {
-        match read_lock(&self.store).await? {
-            Some(now) if now.run_id == self.info.run_id => Ok(()),
-            Some(other) => Err(LockLost(other.to_string()).into()),
-            None => Err(LockLost("nobody".into()).into()),
+        if let Some(l) = self.lost.borrow().clone() {
+            return Err(l.into());
+        }
+        match read_lock(&self.store).await {
+            Ok(Some(now)) if now.run_id == self.info.run_id => Ok(()),
+            Ok(Some(other)) => Err(LockLost(format!("now {other}")).into()),
+            Ok(None) => Err(LockLost("it was removed".into()).into()),
+            Err(e) => Err(LockLost(format!("{e:#}")).into()),
         }
     }
 
-    /// Removes the lock if it is still this run's.
+    /// Stops the heartbeat (letting a renewal under way finish), then removes the lock if it
+    /// is still the version this run wrote.
     pub async fn release(mut self) -> Result<()> {
+        self.stop.notify_one();
         if let Some(h) = self.heartbeat.take() {
-            h.abort();
+            let _ = h.await;
         }
-        if let Some(now) = read_lock(&self.store).await? {
-            if now.run_id == self.info.run_id {
-                self.store.delete(LOCK_PATH).await?;
-            }
+        if self.lost.borrow().is_some() {
+            return Ok(());
+        }
+        let version = self.version.lock().await.clone();
+        if !self.store.delete_if(LOCK_PATH, &version).await? {
+            warn!("the lock changed hands before this run released it; left as it is");
         }
         Ok(())
+    }
+}
+
+/// Pushes the expiry forward every third of it, by a conditional update of the version last
+/// written. The lock is lost when the update finds another version, or when renewals keep
+/// failing until the next one would come too late.
+async fn heartbeat(
+    store: Store,
+    mut info: LockInfo,
+    version: Arc<Mutex<Version>>,
+    expiry: Duration,
+    lost: watch::Sender<Option<LockLost>>,
+    stop: Arc<Notify>,
+) {
+    let every = (expiry / 3).max(Duration::from_millis(200));
+    let mut held_until = expiry_from(Utc::now(), expiry);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.notified() => return,
+        }
+        let now = Utc::now();
+        info.expires_at = rfc3339(expiry_from(now, expiry));
+        let current = version.lock().await.clone();
+        let renewed = match info.body() {
+            Ok(body) => store.update_if(LOCK_PATH, &current, body).await,
+            Err(e) => Err(e),
+        };
+        match renewed {
+            Ok(Some(v)) => {
+                *version.lock().await = v;
+                held_until = expiry_from(now, expiry);
+            }
+            Ok(None) => {
+                let holder = match read_lock(&store).await {
+                    Ok(Some(h)) => format!("now {h}"),
+                    Ok(None) => "it was removed".into(),
+                    Err(e) => format!("{e:#}"),
+                };
+                warn!(holder = %holder, "the lock was taken from this run; stopping");
+                let _ = lost.send(Some(LockLost(format!("taken while it worked: {holder}"))));
+                return;
+            }
+            Err(e) => {
+                if expiry_from(Utc::now(), every) >= held_until {
+                    warn!(error = %format!("{e:#}"), "could not renew the lock before it expires; stopping");
+                    let _ = lost.send(Some(LockLost(format!(
+                        "could not renew it before it expired: {e:#}"
+                    ))));
+                    return;
+                }
+                warn!(error = %format!("{e:#}"), "could not renew the lock; trying again");
+            }
+        }
     }
 }
 
@@ -253,5 +412,16 @@ impl Drop for Lock {
         if let Some(h) = self.heartbeat.take() {
             h.abort();
         }
+    }
+}
+
+/// Reads a state file for `status`: its content, or what is wrong with it.
+pub async fn describe<T>(
+    read: impl std::future::Future<Output = Result<Option<T>>>,
+) -> Result<Result<Option<T>, String>> {
+    match read.await {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) if e.downcast_ref::<StateDamaged>().is_some() => Ok(Err(format!("{e:#}"))),
+        Err(e) => Err(e).context("reading the state"),
     }
 }

@@ -10,16 +10,18 @@ use crate::store::Store;
 /// The status report of the output root `store`, showing the last `runs` runs.
 pub async fn report(store: &Store, runs: usize) -> Result<String> {
     let mut out = format!("output  {}\n", store.url);
-    match state::read_cursor(store).await? {
-        Some(c) => out.push_str(&format!(
+    match state::describe(state::read_cursor(store)).await? {
+        Ok(Some(c)) => out.push_str(&format!(
             "cursor  {} (NgayCapNhat, Vietnam time; set by run {})\n",
             c.cursor, c.run_id
         )),
-        None => out.push_str("cursor  none: the next run pulls everything\n"),
+        Ok(None) => out.push_str("cursor  none: the next run pulls everything\n"),
+        Err(damaged) => out.push_str(&format!("cursor  DAMAGED: {damaged}\n")),
     }
-    match state::read_lock(store).await? {
-        Some(l) => out.push_str(&format!("lock    held by {l}\n")),
-        None => out.push_str("lock    free\n"),
+    match state::describe(state::read_lock(store)).await? {
+        Ok(Some(l)) => out.push_str(&format!("lock    held by {l}\n")),
+        Ok(None) => out.push_str("lock    free\n"),
+        Err(damaged) => out.push_str(&format!("lock    DAMAGED: {damaged}\n")),
     }
     let mut records: Vec<RunRecord> = vec![];
     let listed = store.list("_runs").await?;

@@ -24,6 +24,14 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
 const PART_SIZE: usize = 16 * 1024 * 1024;
 
+/// The version of an object as read or written, for a conditional update: its ETag and
+/// version on an object store, its bytes on a folder (compared under a file lock).
+#[derive(Debug, Clone)]
+pub struct Version {
+    tag: object_store::UpdateVersion,
+    bytes: Bytes,
+}
+
 /// A file a run wrote, for the run record.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WrittenFile {
@@ -211,23 +219,137 @@ impl Store {
         Ok(())
     }
 
-    /// Creates `path` only if it does not exist yet; `false` when it already does.
-    pub async fn create(&self, path: &str, bytes: Bytes) -> Result<bool> {
+    /// Reads an object with its version; `None` when it does not exist.
+    pub async fn get_versioned(&self, path: &str) -> Result<Option<(Bytes, Version)>> {
+        let ctx = || format!("reading {path} from {} ({})", self.url, self.hint());
+        match self.os.get(&Path::from(path)).await {
+            Ok(r) => {
+                let tag = object_store::UpdateVersion {
+                    e_tag: r.meta.e_tag.clone(),
+                    version: r.meta.version.clone(),
+                };
+                let bytes = r.bytes().await.with_context(ctx)?;
+                Ok(Some((bytes.clone(), Version { tag, bytes })))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(ctx),
+        }
+    }
+
+    /// A conditional put: the version written, or the store's refusal.
+    async fn put_with(
+        &self,
+        path: &str,
+        bytes: Bytes,
+        mode: object_store::PutMode,
+    ) -> Result<Version, object_store::Error> {
         let opts = object_store::PutOptions {
-            mode: object_store::PutMode::Create,
+            mode,
             ..Default::default()
         };
-        match self
+        let r = self
             .os
-            .put_opts(&Path::from(path), PutPayload::from(bytes), opts)
+            .put_opts(&Path::from(path), PutPayload::from(bytes.clone()), opts)
+            .await?;
+        let tag = object_store::UpdateVersion {
+            e_tag: r.e_tag,
+            version: r.version,
+        };
+        Ok(Version { tag, bytes })
+    }
+
+    /// Creates `path` only if it does not exist yet, returning its version; `None` when it
+    /// already does.
+    pub async fn create_versioned(&self, path: &str, bytes: Bytes) -> Result<Option<Version>> {
+        match self
+            .put_with(path, bytes, object_store::PutMode::Create)
             .await
         {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Ok(v) => Ok(Some(v)),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(None),
             Err(e) => {
                 Err(e).with_context(|| format!("creating {path} in {} ({})", self.url, self.hint()))
             }
         }
+    }
+
+    /// Creates `path` only if it does not exist yet; `false` when it already does.
+    pub async fn create(&self, path: &str, bytes: Bytes) -> Result<bool> {
+        Ok(self.create_versioned(path, bytes).await?.is_some())
+    }
+
+    /// Replaces `path` with `bytes` only if it is still at `expected`; the new version, or
+    /// `None` when it changed or went. On an object store a conditional PUT (`If-Match`); on a
+    /// folder, a compare and an atomic write under an exclusive lock of `<path>.guard`.
+    pub async fn update_if(
+        &self,
+        path: &str,
+        expected: &Version,
+        bytes: Bytes,
+    ) -> Result<Option<Version>> {
+        if let Some(_guard) = self.guard(path).await? {
+            match self.get(path).await? {
+                Some(now) if now == expected.bytes => {}
+                _ => return Ok(None),
+            }
+            self.publish(path, bytes.clone()).await?;
+            return Ok(Some(Version {
+                tag: expected.tag.clone(),
+                bytes,
+            }));
+        }
+        let mode = object_store::PutMode::Update(expected.tag.clone());
+        match self.put_with(path, bytes, mode).await {
+            Ok(v) => Ok(Some(v)),
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("updating {path} in {} ({})", self.url, self.hint()))
+            }
+        }
+    }
+
+    /// Deletes `path` if it is still at `expected`; `false` when it changed. On a folder the
+    /// compare and the delete happen under the file lock; object stores have no conditional
+    /// delete, so there the compare comes just before the delete.
+    pub async fn delete_if(&self, path: &str, expected: &Version) -> Result<bool> {
+        let _guard = self.guard(path).await?;
+        let same = match self.get_versioned(path).await? {
+            None => return Ok(true),
+            Some((bytes, _)) if self.local.is_some() => bytes == expected.bytes,
+            Some((_, v)) => v.tag.e_tag.is_some() && v.tag.e_tag == expected.tag.e_tag,
+        };
+        if same {
+            self.delete(path).await?;
+        }
+        Ok(same)
+    }
+
+    /// On a folder, an exclusive lock of `<path>.guard` (released on drop): the compare-and-
+    /// write of [`Store::update_if`] for a file system, where `object_store` has none.
+    async fn guard(&self, path: &str) -> Result<Option<std::fs::File>> {
+        let Some(root) = &self.local else {
+            return Ok(None);
+        };
+        let guard = root.join(format!("{path}.guard"));
+        let shown = guard.display().to_string();
+        tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            if let Some(dir) = guard.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&guard)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await
+        .context("a file-lock thread panicked")?
+        .map(Some)
+        .with_context(|| format!("locking {shown} ({})", self.hint()))
     }
 
     pub async fn delete(&self, path: &str) -> Result<()> {
@@ -250,9 +372,14 @@ impl Store {
             }
         }
         if let Some(root) = &self.local {
+            // Whole folders: a write killed half-way leaves `object_store`'s own partial file
+            // (`….tmp#1`), which listing does not show.
+            let own = root.join(&self.staging);
             if let Ok(rd) = std::fs::read_dir(root.join("_staging")) {
                 for d in rd.flatten() {
-                    let _ = std::fs::remove_dir(d.path());
+                    if d.path() != own {
+                        let _ = std::fs::remove_dir_all(d.path());
+                    }
                 }
             }
         }

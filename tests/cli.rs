@@ -229,6 +229,19 @@ fn a_province_written_in_parts_to_raw_replays_to_exactly_twice_the_reference() {
     let scratch = work.path().join("tmp");
     std::fs::create_dir(&scratch).unwrap();
     let pipeline = pipeline_file(work.path(), "");
+    // No run published anything yet: `replay --all` says so, and that --period chooses.
+    let nothing =
+        common::process::verb("replay", "http://127.0.0.1:9/", &out, &pipeline, &["--all"])
+            .output()
+            .unwrap();
+    assert_eq!(nothing.status.code(), Some(2), "{}", stderr(&nothing));
+    assert!(
+        stderr(&nothing).contains("list no published period")
+            && stderr(&nothing).contains("--period"),
+        "{}",
+        stderr(&nothing)
+    );
+    assert!(!out.join("cases").exists() && !out.join("kpi").exists());
     let replay = common::process::verb(
         "replay",
         "http://127.0.0.1:9/",
@@ -264,9 +277,9 @@ fn a_province_written_in_parts_to_raw_replays_to_exactly_twice_the_reference() {
     }
 
     let runs = files_under(&out.join("_runs"));
-    assert_eq!(runs.len(), 1);
+    assert_eq!(runs.len(), 2, "the refused replay and the replay");
     let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("_runs").join(&runs[0])).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("_runs").join(&runs[1])).unwrap()).unwrap();
     let count = |k: &str| record["counts"][k].as_u64().unwrap();
     assert_eq!(count("records_pulled"), records);
     assert_eq!(count("valid_records") + count("records_rejected"), records);

@@ -6,11 +6,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::hostile;
 use common::*;
 use motcua::demo::{self, Chaos, DemoSource};
 use motcua::normalise::text;
 use motcua::raw::RawLog;
-use motcua::source::{Source, SourceConfig, SourceError};
+use motcua::source::{Source, SourceConfig, SourceError, Window};
 use motcua::store::Store;
 use serde_json::Value;
 
@@ -53,7 +54,14 @@ async fn pull(cfg: SourceConfig, token: &str) -> (Result<(), SourceError>, Pulle
     let mut records = vec![];
     let started = Instant::now();
     let r = source
-        .pull_cases(&raw, None, |page| records.extend(page.records()))
+        .pull_cases(
+            &raw,
+            Window {
+                from: None,
+                to: None,
+            },
+            |page| records.extend(page.records()),
+        )
         .await;
     raw.settle().await.unwrap();
     (
@@ -345,4 +353,98 @@ async fn a_source_that_is_down_fails_after_bounded_retries() {
         "bounded: {:?}",
         p.elapsed
     );
+}
+
+/// Fetches `/v1/hoso` once from `src` with a body limit of 1 MiB.
+async fn fetch_once(url: &str) -> (Result<motcua::source::Response, SourceError>, Source) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = RawLog::new(Store::open(dir.path().to_str().unwrap(), "t").unwrap(), "t");
+    let mut cfg = config(url);
+    cfg.max_body_bytes = 1 << 20;
+    let mut source = Source::new(cfg, TOKEN).unwrap();
+    let r = source
+        .fetch(&raw, "/v1/hoso", &[("page", "7".into())])
+        .await;
+    raw.settle().await.unwrap();
+    (r, source)
+}
+
+/// Bodies that are JSON but not the envelope fail at once, naming the request: a retry would
+/// get the same, and a `data` that is not an array must never read as "no records".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_breaks_the_envelope_fails_at_once_naming_the_request() {
+    for (body, says) in [
+        (
+            r#"{"error_code":"0","message":"","data":{"MaHoSo":"A"}}"#,
+            "its data is an object, not an array",
+        ),
+        (
+            r#"{"error_code":"0","message":"","data":"none"}"#,
+            "its data is a string, not an array",
+        ),
+        (
+            r#"{"message":"","total":3,"data":[{"MaHoSo":"A"}]}"#,
+            "the envelope has no error_code",
+        ),
+        (r#"[{"MaHoSo":"A"}]"#, "not an object"),
+    ] {
+        let src = hostile::serve(move |_, _, _| hostile::json(body)).await;
+        let (r, source) = fetch_once(&src.url).await;
+        let e = r.err().unwrap_or_else(|| panic!("{body} was taken"));
+        assert!(matches!(e, SourceError::Contract { .. }), "{body}: {e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(says) && msg.contains("/v1/hoso?page=7"),
+            "{msg}"
+        );
+        assert_eq!(source.stats.requests, 1, "not retried: {body}");
+        assert_eq!(src.requests(), 1);
+    }
+}
+
+/// A body over the limit fails at once, whether it says its length or streams without end
+/// (which a client that buffered the body first would never finish reading).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_fails_without_being_read_whole() {
+    let big = format!(r#"{{"error_code":"0","data":["{}"]}}"#, "y".repeat(3 << 20));
+    let src = hostile::serve(move |_, _, _| hostile::json(big.clone())).await;
+    let (r, source) = fetch_once(&src.url).await;
+    let e = r.err().unwrap();
+    assert!(
+        matches!(e, SourceError::TooLarge { limit: 1048576, .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("/v1/hoso?page=7") && e.to_string().contains("max_body_mib"),
+        "{e}"
+    );
+    assert_eq!(source.stats.requests, 1);
+
+    let src = hostile::serve(|_, _, _| hostile::endless()).await;
+    let started = Instant::now();
+    let (r, source) = fetch_once(&src.url).await;
+    assert!(matches!(r, Err(SourceError::TooLarge { .. })));
+    assert_eq!(source.stats.requests, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped at the limit"
+    );
+}
+
+/// A truncated body (the dropped connections above) and an HTML error page served with HTTP
+/// 200 are not the contract either, but a retry cures them: they are retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_page_served_with_200_is_retried() {
+    let src = hostile::serve(|_, _, n| {
+        if n < 2 {
+            hostile::html_page()
+        } else {
+            hostile::json(r#"{"error_code":"0","message":"","total":1,"data":[{"MaHoSo":"A"}]}"#)
+        }
+    })
+    .await;
+    let (r, source) = fetch_once(&src.url).await;
+    let r = r.unwrap();
+    assert_eq!(r.records().len(), 1);
+    assert_eq!(source.stats.retries, 2);
 }

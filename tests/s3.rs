@@ -1,6 +1,8 @@
 //! The object store for real: large objects go up in parts, and the lock's conditional create
 //! holds, against `moto_server` (installed by `make test`) on 127.0.0.1.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -95,8 +97,18 @@ async fn large_objects_go_up_in_parts_and_the_lock_is_a_conditional_create() {
         store.get("_state/lock").await.unwrap().unwrap().as_ref(),
         b"a"
     );
-    // A damaged lock counts as expired: taken over. Then a second run is refused until release.
-    use motcua::state::{Lock, LockBusy};
+    // A damaged lock is an error naming the file, never taken over blindly.
+    use motcua::state::{Lock, LockBusy, StateDamaged};
+    let e = Lock::acquire(&store, "run-a", "run", Duration::from_secs(60), false)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.downcast_ref::<StateDamaged>().is_some() && format!("{e:#}").contains("_state/lock"),
+        "{e:#}"
+    );
+    store.delete("_state/lock").await.unwrap();
+    // Then a second run is refused until release.
     let a = Lock::acquire(&store, "run-a", "run", Duration::from_secs(60), false)
         .await
         .unwrap();
@@ -113,4 +125,45 @@ async fn large_objects_go_up_in_parts_and_the_lock_is_a_conditional_create() {
         .unwrap();
     b.release().await.unwrap();
     assert!(store.get("_state/lock").await.unwrap().is_none());
+
+    // Conditional updates (If-Match on the ETag): a version read before a change is refused.
+    let (_, v1) = {
+        store
+            .publish("_state/x", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        store.get_versioned("_state/x").await.unwrap().unwrap()
+    };
+    let v2 = store
+        .update_if("_state/x", &v1, Bytes::from_static(b"2"))
+        .await
+        .unwrap()
+        .expect("the version read is current");
+    assert!(store
+        .update_if("_state/x", &v1, Bytes::from_static(b"3"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .update_if("_state/x", &v2, Bytes::from_static(b"4"))
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.get("_state/x").await.unwrap().unwrap().as_ref(), b"4");
+
+    // Many takers of one stale lock: exactly one wins, round after round; and a held lock's
+    // heartbeat renews it by conditional update.
+    common::lock_race(&store, 10).await;
+    let held = Lock::acquire(&store, "run-c", "run", Duration::from_millis(900), false)
+        .await
+        .unwrap();
+    let first = store.get("_state/lock").await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    held.ensure_held().await.unwrap();
+    assert_ne!(
+        store.get("_state/lock").await.unwrap().unwrap(),
+        first,
+        "renewed"
+    );
+    held.release().await.unwrap();
 }

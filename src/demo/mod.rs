@@ -79,9 +79,22 @@ struct Row {
 }
 
 struct Table {
+    /// In `(updated, key)` order, as the source serves them.
     rows: Vec<Row>,
+    /// The demo's clock: the latest `NgayCapNhat` not after the wall clock (a record stamped in
+    /// the future by a clock error does not move it).
     max_updated: i64,
     updates: u64,
+}
+
+impl Table {
+    /// Puts `row` where the order wants it.
+    fn insert(&mut self, row: Row) {
+        let at = self
+            .rows
+            .partition_point(|r| (r.updated, &r.key) <= (row.updated, &row.key));
+        self.rows.insert(at, row);
+    }
 }
 
 struct Shared {
@@ -134,6 +147,31 @@ impl DemoSource {
         true
     }
 
+    /// Changes a served record and stamps it `NgayCapNhat = stamp` as given — a desk's typo or
+    /// a server clock gone wrong, e.g. `20991231000000`. The demo's own clock does not move
+    /// into the future with it.
+    pub fn restamp(&self, case_key: &str, stamp: &str, change: impl FnOnce(&mut Value)) -> bool {
+        let mut t = self.shared.table.lock().expect("table lock");
+        let Some(i) = t.rows.iter().rposition(|r| r.key == case_key) else {
+            return false;
+        };
+        let row = t.rows.remove(i);
+        let mut v: Value = serde_json::from_str(&row.json).expect("served JSON");
+        change(&mut v);
+        v["NgayCapNhat"] = Value::String(stamp.to_string());
+        let updated = parse_instant(stamp).unwrap_or(i64::MIN);
+        if updated <= chrono::Utc::now().timestamp_micros() {
+            t.max_updated = t.max_updated.max(updated);
+        }
+        t.insert(Row {
+            updated,
+            key: row.key,
+            json: v.to_string(),
+        });
+        t.updates += 1;
+        true
+    }
+
     pub fn stop(self) {
         self.task.abort();
     }
@@ -154,15 +192,17 @@ fn sort_key(v: &Value) -> (i64, String) {
     (updated, text(v.get("MaHoSo")).unwrap_or_default())
 }
 
-/// Moves row `i` to the end of the order with a new `NgayCapNhat`, one second after the latest.
+/// Moves row `i` to the end of the order (before any record stamped in the future) with a new
+/// `NgayCapNhat`, one second after the demo's clock.
 fn bump(t: &mut Table, i: usize, change: impl FnOnce(&mut Value)) {
     let row = t.rows.remove(i);
     let mut v: Value = serde_json::from_str(&row.json).expect("served JSON");
     change(&mut v);
     t.max_updated += 1_000_000;
     v["NgayCapNhat"] = Value::String(source_timestamp(t.max_updated));
-    t.rows.push(Row {
-        updated: t.max_updated,
+    let updated = t.max_updated;
+    t.insert(Row {
+        updated,
         key: row.key,
         json: v.to_string(),
     });
@@ -186,7 +226,14 @@ pub async fn start(
         })
         .collect();
     rows.sort();
-    let max_updated = rows.iter().map(|r| r.0).max().unwrap_or(0).max(0);
+    let now = chrono::Utc::now().timestamp_micros();
+    let max_updated = rows
+        .iter()
+        .map(|r| r.0)
+        .filter(|u| *u <= now)
+        .max()
+        .unwrap_or(0)
+        .max(0);
     let table = Table {
         rows: rows
             .into_iter()
@@ -449,7 +496,7 @@ fn page_body(records: &[Value]) -> Vec<u8> {
 /// the number of case records written.
 pub async fn write_raw(seed: u64, scale: f64, output: &str) -> Result<(String, u64)> {
     use futures::StreamExt;
-    let run_id = crate::run::new_run_id();
+    let run_id = crate::run_id::new();
     let store = crate::store::Store::open(output, &run_id)?;
     let raw = crate::raw::RawLog::new(store, &run_id);
     let parts = scale.ceil().max(1.0) as u64;

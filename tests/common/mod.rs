@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ pub fn settings(url: &str, output: &Path, convention: Convention) -> Settings {
         output: output.to_str().unwrap().to_string(),
         convention,
         lookback: Duration::from_secs(3 * 86_400),
+        clock_skew: Duration::from_secs(300),
         lock_expiry: Duration::from_secs(600),
         concurrency: 4,
         raw_retention: None,
@@ -227,4 +229,84 @@ pub fn all_count(t: &motcua::kpi::KpiTables, column: &str) -> i64 {
         .find(|i| cell(df, "level", *i) == "all")
         .unwrap();
     df.column(column).unwrap().i64().unwrap().get(i).unwrap()
+}
+
+/// `rounds` times: a lock expired long ago, then eight runs taking it over at once; exactly
+/// one holds it, the others are refused naming the winner.
+pub async fn lock_race(store: &motcua::store::Store, rounds: usize) {
+    use motcua::state::{Lock, LockBusy, LOCK_PATH};
+    let stale = serde_json::json!({"run_id": "20200101T000000000Z-dead", "host": "elsewhere",
+        "pid": 1, "command": "run", "started_at": "2020-01-01T00:00:00Z",
+        "expires_at": "2020-01-01T01:00:00Z"});
+    for round in 0..rounds {
+        store
+            .publish(LOCK_PATH, bytes::Bytes::from(stale.to_string()))
+            .await
+            .unwrap();
+        let takers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let id = format!("run-{round}-{i}");
+                    Lock::acquire(&store, &id, "run", Duration::from_secs(60), false).await
+                })
+            })
+            .collect();
+        let mut held = vec![];
+        let mut refused = vec![];
+        for t in takers {
+            match t.await.unwrap() {
+                Ok(lock) => held.push(lock),
+                Err(e) => refused.push(
+                    e.downcast::<LockBusy>()
+                        .unwrap_or_else(|e| panic!("{e:#}"))
+                        .0
+                        .run_id,
+                ),
+            }
+        }
+        assert_eq!(held.len(), 1, "round {round}: {} winners", held.len());
+        let winner = held.pop().unwrap();
+        assert!(
+            refused.iter().all(|r| *r == winner.info.run_id),
+            "{refused:?}"
+        );
+        winner.ensure_held().await.unwrap();
+        winner.release().await.unwrap();
+        assert!(store.get(LOCK_PATH).await.unwrap().is_none());
+    }
+}
+
+/// `n` cases received in person in 2024-Q3 (Decree 09) and resolved, each served once.
+pub fn in_person_q3_cases(records: &[serde_json::Value], n: usize) -> Vec<String> {
+    use motcua::normalise::{enum_code, instant, local_date, text};
+    let (f, l) = "2024-Q3"
+        .parse::<motcua::period::PeriodId>()
+        .unwrap()
+        .bounds(motcua::period::Convention::Decree09);
+    let mut seen = BTreeMap::<String, usize>::new();
+    for r in records {
+        *seen
+            .entry(text(r.get("MaHoSo")).unwrap_or_default())
+            .or_default() += 1;
+    }
+    let keys: Vec<String> = records
+        .iter()
+        .filter(|r| {
+            let acc = instant(r.get("NgayTiepNhan"))
+                .ok()
+                .flatten()
+                .map(local_date);
+            let key = text(r.get("MaHoSo")).unwrap_or_default();
+            enum_code(r.get("KenhThucHien")) == Ok(Some(1))
+                && matches!(enum_code(r.get("TrangThaiHoSo")), Ok(Some(9 | 10)))
+                && acc.is_some_and(|a| a >= f && a <= l)
+                && seen[&key] == 1
+                && !key.contains("-LOI-")
+        })
+        .map(|r| text(r.get("MaHoSo")).unwrap())
+        .take(n)
+        .collect();
+    assert_eq!(keys.len(), n, "the demo province has {n} such cases");
+    keys
 }
