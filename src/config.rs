@@ -4,11 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
+
+/// A usage error: what is wrong with the settings and what to do.
+macro_rules! usage {
+    ($($t:tt)*) => { return Err(Error::Usage(format!($($t)*))) };
+}
 use serde::Deserialize;
 
+use crate::domain::period::Convention;
 use crate::normalise::PiiKey;
-use crate::period::Convention;
 use crate::source::SourceConfig;
 
 /// A pipeline file: one per deployment. Every key is optional; see `pipelines/demo.toml`.
@@ -52,10 +57,18 @@ pub struct SourceSection {
 
 impl PipelineFile {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the pipeline file {}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("the pipeline file {} is not valid: {e}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Usage(format!(
+                "cannot read the pipeline file {}: {e}",
+                path.display()
+            ))
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "the pipeline file {} is not valid: {e}",
+                path.display()
+            ))
+        })
     }
 }
 
@@ -118,13 +131,13 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
-        .with_context(|| format!("{s:?} is not a duration: use 3d, 12h, 30m or 45s"))?;
+        .map_err(|_| Error::Usage(format!("{s:?} is not a duration: use 3d, 12h, 30m or 45s")))?;
     let per = match unit {
         "d" => 86_400,
         "h" => 3_600,
         "m" => 60,
         "s" => 1,
-        _ => bail!("{s:?} is not a duration: use 3d, 12h, 30m or 45s"),
+        _ => usage!("{s:?} is not a duration: use 3d, 12h, 30m or 45s"),
     };
     // Ten thousand years is more than any setting means; beyond it, a typo.
     match n
@@ -132,7 +145,7 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         .filter(|secs| *secs <= 10_000 * 365 * 86_400)
     {
         Some(secs) => Ok(Duration::from_secs(secs)),
-        None => bail!("{s:?} is longer than any duration motcua takes: use 3d, 12h, 30m or 45s"),
+        None => usage!("{s:?} is longer than any duration motcua takes: use 3d, 12h, 30m or 45s"),
     }
 }
 
@@ -144,23 +157,74 @@ pub fn source_token() -> Result<Secret> {
         }
     }
     if let Ok(f) = std::env::var("MOTCUA_SOURCE_TOKEN_FILE") {
-        let t = std::fs::read_to_string(&f)
-            .with_context(|| format!("cannot read MOTCUA_SOURCE_TOKEN_FILE ({f})"))?;
+        let t = std::fs::read_to_string(&f).map_err(|e| {
+            Error::Usage(format!("cannot read MOTCUA_SOURCE_TOKEN_FILE ({f}): {e}"))
+        })?;
         if t.trim().is_empty() {
-            bail!("MOTCUA_SOURCE_TOKEN_FILE ({f}) is empty: put the case system's token in it");
+            usage!("MOTCUA_SOURCE_TOKEN_FILE ({f}) is empty: put the case system's token in it");
         }
         return Ok(Secret(t.trim().to_string()));
     }
-    bail!("no source token: set MOTCUA_SOURCE_TOKEN, or MOTCUA_SOURCE_TOKEN_FILE to a file holding it")
+    usage!("no source token: set MOTCUA_SOURCE_TOKEN, or MOTCUA_SOURCE_TOKEN_FILE to a file holding it")
 }
 
 /// The personal-data key: `MOTCUA_PII_KEY`, at least 16 characters.
 pub fn pii_key() -> Result<PiiKey> {
     match std::env::var("MOTCUA_PII_KEY") {
         Ok(k) if k.len() >= 16 => Ok(PiiKey::new(k.as_bytes())),
-        Ok(_) => bail!("MOTCUA_PII_KEY is shorter than 16 characters: use a long random secret (e.g. `openssl rand -hex 32`) and keep it stable across runs"),
-        Err(_) => bail!("MOTCUA_PII_KEY is not set: set it to a long random secret (e.g. `openssl rand -hex 32`); it keys applicant_key and must stay the same across runs"),
+        Ok(_) => usage!("MOTCUA_PII_KEY is shorter than 16 characters: use a long random secret (e.g. `openssl rand -hex 32`) and keep it stable across runs"),
+        Err(_) => usage!("MOTCUA_PII_KEY is not set: set it to a long random secret (e.g. `openssl rand -hex 32`); it keys applicant_key and must stay the same across runs"),
     }
+}
+
+impl SourceSection {
+    /// How to reach the source at `url`: the section's settings over the defaults.
+    fn config(&self, url: url::Url) -> Result<SourceConfig> {
+        let mut source = SourceConfig::new(url);
+        if let Some(v) = self.page_size {
+            if !(1..=1000).contains(&v) {
+                usage!("source.page_size is {v}: the source takes 1 to 1000");
+            }
+            source.page_size = v;
+        }
+        if let Some(v) = self.max_body_mib {
+            if !(1..=4096).contains(&v) {
+                usage!("source.max_body_mib is {v}: give 1 to 4096");
+            }
+            source.max_body_bytes = v << 20;
+        }
+        let secs = Duration::from_secs;
+        let millis = Duration::from_millis;
+        source.timeout = self.timeout_secs.map_or(source.timeout, secs);
+        source.connect_timeout = self
+            .connect_timeout_secs
+            .map_or(source.connect_timeout, secs);
+        source.max_attempts = self.max_attempts.map_or(source.max_attempts, |v| v.max(1));
+        source.backoff_base = self.backoff_base_ms.map_or(source.backoff_base, millis);
+        source.backoff_max = self.backoff_max_ms.map_or(source.backoff_max, millis);
+        source.retry_after_max = self
+            .retry_after_max_secs
+            .map_or(source.retry_after_max, secs);
+        Ok(source)
+    }
+}
+
+/// The source URL: the flag, the pipeline file, or (offline) none that is ever contacted.
+fn source_url(o: &Overrides, file: &PipelineFile) -> Result<url::Url> {
+    let url = o
+        .source_url
+        .clone()
+        .or(file.source.url.clone())
+        .or(o.offline.then(|| NO_SOURCE.to_string()))
+        .ok_or_else(|| {
+            Error::Usage("no source URL: give --source-url or set source.url in the pipeline file (--pipeline)".into())
+        })?;
+    let mut url = url::Url::parse(&url)
+        .map_err(|e| Error::Usage(format!("source URL {url:?} is not a URL: {e}")))?;
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    Ok(url)
 }
 
 impl Settings {
@@ -170,51 +234,8 @@ impl Settings {
             Some(p) => PipelineFile::load(p)?,
             None => PipelineFile::default(),
         };
-        let url = o
-            .source_url
-            .clone()
-            .or(file.source.url.clone())
-            .or(o.offline.then(|| NO_SOURCE.to_string()))
-            .context(
-                "no source URL: give --source-url or set source.url in the pipeline file (--pipeline)",
-            )?;
-        let mut url =
-            url::Url::parse(&url).with_context(|| format!("source URL {url:?} is not a URL"))?;
-        if !url.path().ends_with('/') {
-            url.set_path(&format!("{}/", url.path()));
-        }
-        let mut source = SourceConfig::new(url);
-        let s = &file.source;
-        if let Some(v) = s.page_size {
-            if !(1..=1000).contains(&v) {
-                bail!("source.page_size is {v}: the source takes 1 to 1000");
-            }
-            source.page_size = v;
-        }
-        if let Some(v) = s.timeout_secs {
-            source.timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = s.connect_timeout_secs {
-            source.connect_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = s.max_attempts {
-            source.max_attempts = v.max(1);
-        }
-        if let Some(v) = s.backoff_base_ms {
-            source.backoff_base = Duration::from_millis(v);
-        }
-        if let Some(v) = s.backoff_max_ms {
-            source.backoff_max = Duration::from_millis(v);
-        }
-        if let Some(v) = s.retry_after_max_secs {
-            source.retry_after_max = Duration::from_secs(v);
-        }
-        if let Some(v) = s.max_body_mib {
-            if !(1..=4096).contains(&v) {
-                bail!("source.max_body_mib is {v}: give 1 to 4096");
-            }
-            source.max_body_bytes = v << 20;
-        }
+        let duration =
+            |v: &Option<String>, default: &str| parse_duration(v.as_deref().unwrap_or(default));
         Ok(Settings {
             name: file.name.clone().unwrap_or_else(|| "motcua".into()),
             output: o
@@ -223,16 +244,16 @@ impl Settings {
                 .or(file.output.clone())
                 .unwrap_or_else(|| "./data".into()),
             convention: o.convention.or(file.period_convention).unwrap_or_default(),
-            lookback: parse_duration(file.lookback.as_deref().unwrap_or("3d"))?,
-            clock_skew: parse_duration(file.clock_skew.as_deref().unwrap_or("5m"))?,
-            lock_expiry: parse_duration(file.lock_expiry.as_deref().unwrap_or("2h"))?,
+            lookback: duration(&file.lookback, "3d")?,
+            clock_skew: duration(&file.clock_skew, "5m")?,
+            lock_expiry: duration(&file.lock_expiry, "2h")?,
             concurrency: file.concurrency.unwrap_or(4).clamp(1, 64),
             raw_retention: file
                 .raw_retention
                 .as_deref()
                 .map(parse_duration)
                 .transpose()?,
-            source,
+            source: file.source.config(source_url(o, &file)?)?,
             token: match source_token() {
                 Err(_) if o.offline => Secret::new(""),
                 t => t?,

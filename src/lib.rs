@@ -5,29 +5,34 @@
 //! | stage | module | does |
 //! |---|---|---|
 //! | source | [`source`] | pulls agencies, the procedure catalog and case files over HTTP |
-//! | raw | [`raw`] | lands every response body, compressed, before it is parsed |
-//! | normalise | [`normalise`] | types, cleans, rejects, deduplicates and upserts staging `cases/` |
-//! | KPI | [`kpi`] | computes the measures and rates of a period with polars |
-//! | publish | [`publish`] | writes Parquet partitions atomically and the run record |
+//! | raw | [`raw`] | lands every response body, compressed, before it is parsed; reads it back |
+//! | normalise | [`normalise`] | types, cleans, rejects and spills the records by bucket |
+//! | stage | [`stage`] | upserts the staging buckets `cases/`, the latest version per case |
+//! | KPI | [`kpi`] | counts every measure of every period with polars, checks the identities |
+//! | publish | [`publish`] | writes the KPI partitions, the rejects and the report atomically |
 //!
-//! [`rules`] holds the domain rules of `kpi.md` in one place, [`period`] its periods;
-//! [`run`] orchestrates a run; [`state`] holds its cursor and lock; [`status`] reports on an
-//! output root; [`store`] is the output root; [`progress`] draws bars; [`demo`] is the demo
-//! source.
+//! [`domain`] holds the rules of `kpi.md` (periods, reject rules, measures, rates, identities,
+//! levels), [`wire`] the API's wire format; [`pipeline`] orchestrates a run and writes its
+//! record; [`state`] holds the cursor and the lock; [`store`] is the output root; [`parquet`]
+//! encodes and decodes; [`report`] draws the figures for people; [`cli`] is the command line;
+//! [`error`] every way it can stop; [`demo`] the demo source.
 
+pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod domain;
+pub mod error;
 pub mod kpi;
 pub mod normalise;
-pub mod period;
+pub mod parquet;
+pub mod pipeline;
 pub mod progress;
 pub mod publish;
 pub mod raw;
 pub mod report;
-pub mod rules;
-pub mod run;
 pub mod run_id;
 pub mod source;
+pub mod stage;
 pub mod state;
-pub mod status;
 pub mod store;
+pub mod wire;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Doing, Error, Result};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
@@ -61,71 +61,103 @@ impl Store {
     /// Opens the root `url` for the run `run_id` (which names its staging folder).
     pub fn open(url: &str, run_id: &str) -> Result<Store> {
         let staging = format!("_staging/{run_id}");
-        let seq = Arc::new(AtomicU64::new(0));
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                bail!("output {url:?} names no bucket: use s3://bucket/prefix");
-            }
-            let s3 = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .with_context(|| format!("cannot open {url}: check AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL"))?;
-            return Ok(Self::remote(s3, prefix, url, staging, seq));
-        }
-        #[cfg(feature = "gcp")]
-        if let Some(rest) = url.strip_prefix("gs://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .with_context(|| format!("cannot open {url}: check GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT)"))?;
-            return Ok(Self::remote(gcs, prefix, url, staging, seq));
-        }
-        #[cfg(feature = "azure")]
-        if let Some(rest) = url.strip_prefix("az://") {
-            let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let az = object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_container_name(container)
-                .build()
-                .with_context(|| format!("cannot open {url}: check AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY"))?;
-            return Ok(Self::remote(az, prefix, url, staging, seq));
+        if let Some(os) = Self::object_store(url)? {
+            let prefix = url.split_once("://").map_or("", |(_, rest)| rest);
+            let prefix = prefix.split_once('/').map_or("", |(_, p)| p);
+            return Ok(Self::remote(os, prefix, url, staging));
         }
         for (scheme, feature) in [("gs://", "gcp"), ("az://", "azure")] {
             if url.starts_with(scheme) {
-                bail!("output {url:?} needs motcua built with the {feature} feature: cargo build --release --features {feature}");
+                return Err(Error::Usage(format!("output {url:?} needs motcua built with the {feature} feature: cargo build --release --features {feature}")));
             }
         }
         if url.contains("://") && !url.starts_with("file://") {
-            bail!("output {url:?}: use a folder, file://…, s3://… (or gs://, az:// with the gcp, azure features)");
+            return Err(Error::Usage(format!("output {url:?}: use a folder, file://…, s3://… (or gs://, az:// with the gcp, azure features)")));
         }
+        Self::local(url, staging)
+    }
+
+    /// The object store an `s3://` (or, built in, `gs://`, `az://`) root names.
+    fn object_store(url: &str) -> Result<Option<Arc<dyn ObjectStore>>> {
+        let cannot = |check: &str, e: object_store::Error| {
+            Error::Usage(format!("cannot open {url}: check {check} ({e})"))
+        };
+        let bucket = |rest: &str| rest.split_once('/').map_or(rest, |(b, _)| b).to_string();
+        if let Some(rest) = url.strip_prefix("s3://") {
+            if bucket(rest).is_empty() {
+                return Err(Error::Usage(format!(
+                    "output {url:?} names no bucket: use s3://bucket/prefix"
+                )));
+            }
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket(rest))
+                .build()
+                .map_err(|e| {
+                    cannot(
+                        "AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL",
+                        e,
+                    )
+                })?;
+            return Ok(Some(Arc::new(s3)));
+        }
+        #[cfg(feature = "gcp")]
+        if let Some(rest) = url.strip_prefix("gs://") {
+            let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket(rest))
+                .build()
+                .map_err(|e| {
+                    cannot(
+                        "GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT)",
+                        e,
+                    )
+                })?;
+            return Ok(Some(Arc::new(gcs)));
+        }
+        #[cfg(feature = "azure")]
+        if let Some(rest) = url.strip_prefix("az://") {
+            let az = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket(rest))
+                .build()
+                .map_err(|e| {
+                    cannot(
+                        "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY",
+                        e,
+                    )
+                })?;
+            return Ok(Some(Arc::new(az)));
+        }
+        Ok(None)
+    }
+
+    /// A local folder (created if missing).
+    fn local(url: &str, staging: String) -> Result<Store> {
         let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
-        std::fs::create_dir_all(&path).with_context(|| {
+        std::fs::create_dir_all(&path).doing_with(|| {
             format!(
                 "cannot create the output folder {}: check the path and its permissions",
                 path.display()
             )
         })?;
-        let path = path.canonicalize()?;
-        let fs = LocalFileSystem::new_with_prefix(&path)?;
+        let path = path
+            .canonicalize()
+            .doing_with(|| format!("cannot open the output folder {}", path.display()))?;
+        let fs = LocalFileSystem::new_with_prefix(&path).map_err(|source| Error::Store {
+            what: format!("opening {}", path.display()),
+            hint: "check that the output folder exists and is writable",
+            source,
+        })?;
         Ok(Store {
             os: Arc::new(fs),
             url: url.to_string(),
             local: Some(path),
             staging,
-            seq,
+            seq: Arc::new(AtomicU64::new(0)),
         })
     }
 
-    fn remote<T: ObjectStore>(
-        os: T,
-        prefix: &str,
-        url: &str,
-        staging: String,
-        seq: Arc<AtomicU64>,
-    ) -> Store {
+    fn remote(os: Arc<dyn ObjectStore>, prefix: &str, url: &str, staging: String) -> Store {
         let os: Arc<dyn ObjectStore> = match prefix.trim_matches('/') {
-            "" => Arc::new(os),
+            "" => os,
             p => Arc::new(PrefixStore::new(os, p)),
         };
         Store {
@@ -133,7 +165,7 @@ impl Store {
             url: url.to_string(),
             local: None,
             staging,
-            seq,
+            seq: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -151,16 +183,18 @@ impl Store {
         self.local.as_deref()
     }
 
+    /// An error of the store while `what` (e.g. "reading cases/…") was being done.
+    fn failed(&self, what: String, source: object_store::Error) -> Error {
+        Error::Store {
+            what: format!("{what} in {}", self.url),
+            hint: self.hint(),
+            source,
+        }
+    }
+
     /// Reads an object; `None` when it does not exist.
     pub async fn get(&self, path: &str) -> Result<Option<Bytes>> {
-        match self.os.get(&Path::from(path)).await {
-            Ok(r) => Ok(Some(r.bytes().await.with_context(|| {
-                format!("reading {path} from {} ({})", self.url, self.hint())
-            })?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e)
-                .with_context(|| format!("reading {path} from {} ({})", self.url, self.hint())),
-        }
+        Ok(self.get_versioned(path).await?.map(|(b, _)| b))
     }
 
     /// Lists the objects under `prefix` with their sizes, sorted by path.
@@ -185,12 +219,12 @@ impl Store {
             .map_ok(|m| (m.location.to_string(), m.size, m.last_modified))
             .try_collect()
             .await
-            .with_context(|| format!("listing {prefix} in {} ({})", self.url, self.hint()))?;
+            .map_err(|e| self.failed(format!("listing {prefix}"), e))?;
         out.sort();
         Ok(out)
     }
 
-    async fn put_direct(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    async fn put_direct(&self, path: &Path, bytes: Bytes) -> object_store::Result<()> {
         if bytes.len() >= MULTIPART_THRESHOLD && self.local.is_none() {
             let mut up = self.os.put_multipart(path).await?;
             for chunk in bytes.chunks(PART_SIZE) {
@@ -207,32 +241,33 @@ impl Store {
     /// Replaces the object at `path` with `bytes` in one atomic step.
     pub async fn publish(&self, path: &str, bytes: Bytes) -> Result<()> {
         let dest = Path::from(path);
-        let ctx = || format!("writing {path} to {} ({})", self.url, self.hint());
-        if self.local.is_some() {
+        let written = if self.local.is_some() {
             let n = self.seq.fetch_add(1, Ordering::Relaxed);
             let tmp = Path::from(format!("{}/{n:06}.tmp", self.staging));
-            self.put_direct(&tmp, bytes).await.with_context(ctx)?;
-            self.os.rename(&tmp, &dest).await.with_context(ctx)?;
+            match self.put_direct(&tmp, bytes).await {
+                Ok(()) => self.os.rename(&tmp, &dest).await,
+                Err(e) => Err(e),
+            }
         } else {
-            self.put_direct(&dest, bytes).await.with_context(ctx)?;
-        }
-        Ok(())
+            self.put_direct(&dest, bytes).await
+        };
+        written.map_err(|e| self.failed(format!("writing {path}"), e))
     }
 
     /// Reads an object with its version; `None` when it does not exist.
     pub async fn get_versioned(&self, path: &str) -> Result<Option<(Bytes, Version)>> {
-        let ctx = || format!("reading {path} from {} ({})", self.url, self.hint());
+        let fail = |e| self.failed(format!("reading {path}"), e);
         match self.os.get(&Path::from(path)).await {
             Ok(r) => {
                 let tag = object_store::UpdateVersion {
                     e_tag: r.meta.e_tag.clone(),
                     version: r.meta.version.clone(),
                 };
-                let bytes = r.bytes().await.with_context(ctx)?;
+                let bytes = r.bytes().await.map_err(fail)?;
                 Ok(Some((bytes.clone(), Version { tag, bytes })))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e).with_context(ctx),
+            Err(e) => Err(fail(e)),
         }
     }
 
@@ -267,9 +302,7 @@ impl Store {
         {
             Ok(v) => Ok(Some(v)),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(None),
-            Err(e) => {
-                Err(e).with_context(|| format!("creating {path} in {} ({})", self.url, self.hint()))
-            }
+            Err(e) => Err(self.failed(format!("creating {path}"), e)),
         }
     }
 
@@ -304,9 +337,7 @@ impl Store {
             Err(
                 object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
             ) => Ok(None),
-            Err(e) => {
-                Err(e).with_context(|| format!("updating {path} in {} ({})", self.url, self.hint()))
-            }
+            Err(e) => Err(self.failed(format!("updating {path}"), e)),
         }
     }
 
@@ -347,17 +378,15 @@ impl Store {
             Ok(f)
         })
         .await
-        .context("a file-lock thread panicked")?
+        .map_err(|_| Error::Internal("a file-lock thread panicked".into()))?
         .map(Some)
-        .with_context(|| format!("locking {shown} ({})", self.hint()))
+        .doing_with(|| format!("locking {shown} ({})", self.hint()))
     }
 
     pub async fn delete(&self, path: &str) -> Result<()> {
         match self.os.delete(&Path::from(path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => {
-                Err(e).with_context(|| format!("deleting {path} in {} ({})", self.url, self.hint()))
-            }
+            Err(e) => Err(self.failed(format!("deleting {path}"), e)),
         }
     }
 

@@ -27,7 +27,7 @@ const REFERENCE_COUNTS: [(&str, &str); 9] = [
 fn figures(df: &polars::prelude::DataFrame) -> Vec<Vec<String>> {
     (0..df.height())
         .map(|i| {
-            motcua::rules::measure_names()
+            motcua::domain::rules::measure_names()
                 .iter()
                 .map(|m| cell(df, m, i))
                 .collect()

@@ -26,7 +26,7 @@ fn q3_all(out: &Path) -> Vec<String> {
     let i = (0..df.height())
         .find(|i| cell(&df, "level", *i) == "all")
         .unwrap();
-    motcua::rules::measure_names()
+    motcua::domain::rules::measure_names()
         .iter()
         .map(|m| cell(&df, m, i))
         .collect()

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use motcua::demo::{self, Chaos};
-use motcua::period::{Convention, PeriodId};
+use motcua::domain::period::{Convention, PeriodId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_expected_figure_of_the_worked_example() {
@@ -23,7 +23,7 @@ async fn every_expected_figure_of_the_worked_example() {
         let outcome = run_periods(&settings(&src.url(), out.path(), convention), &[q3])
             .await
             .unwrap();
-        assert_eq!(outcome.record.outcome, "succeeded");
+        assert_eq!(outcome.record.outcome.to_string(), "succeeded");
         let kpi = out.path().join("kpi");
         let ex = example_dir();
         let by_level = read_parquet(&kpi.join("cases_by_level/period=2024-Q3/part-0.parquet"));

@@ -10,9 +10,9 @@ use std::process::Stdio;
 use common::process::*;
 use common::*;
 use motcua::demo::Chaos;
-use motcua::normalise::instant;
-use motcua::period::{Convention, PeriodId};
-use motcua::run::{self, Command, Options};
+use motcua::domain::period::{Convention, PeriodId};
+use motcua::pipeline::{self as run, Command, Options};
+use motcua::wire::instant;
 use serde_json::{json, Value};
 
 fn q(id: &str) -> PeriodId {
@@ -43,8 +43,8 @@ async fn a_late_change_reaches_its_published_quarter_through_an_incremental_pull
         "the second run starts from the cursor minus the lookback"
     );
     let cursor =
-        motcua::normalise::parse_instant(first.record.cursor_after.as_deref().unwrap()).unwrap();
-    let from = motcua::normalise::parse_instant(c.pulled_from.as_deref().unwrap()).unwrap();
+        motcua::wire::parse_instant(first.record.cursor_after.as_deref().unwrap()).unwrap();
+    let from = motcua::wire::parse_instant(c.pulled_from.as_deref().unwrap()).unwrap();
     assert_eq!(cursor - from, 3 * 86_400 * 1_000_000, "lookback of 3 days");
     // Only the changed record and those within the lookback before the cursor come again.
     let in_lookback = src
@@ -164,7 +164,7 @@ fn two_runs_at_once_one_publishes_the_other_exits_or_waits() {
         stderr(&b)
     );
     let again = read_parquet(&out.join("kpi/cases_by_level/period=2024-Q3/part-0.parquet"));
-    for m in motcua::rules::measure_names() {
+    for m in motcua::domain::rules::measure_names() {
         for i in 0..figures.height() {
             assert_eq!(cell(&figures, m, i), cell(&again, m, i), "{m}");
         }

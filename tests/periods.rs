@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use motcua::demo::Chaos;
-use motcua::period::{Convention, PeriodId};
+use motcua::domain::period::{Convention, PeriodId};
 
 const FLOWS: [&str; 13] = [
     "received_online",

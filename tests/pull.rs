@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use common::hostile;
 use common::*;
 use motcua::demo::{self, Chaos, DemoSource};
-use motcua::normalise::text;
 use motcua::raw::RawLog;
 use motcua::source::{Source, SourceConfig, SourceError, Window};
 use motcua::store::Store;
+use motcua::wire::text;
 use serde_json::Value;
 
 /// A small demo province: about 3,300 records.
@@ -90,7 +90,7 @@ fn assert_nothing_lost(src: &DemoSource, p: &Pulled) {
     let missing: Vec<(String, String)> = held
         .iter()
         .filter(|v| {
-            let later = motcua::normalise::instant(v.get("NgayCapNhat"))
+            let later = motcua::wire::instant(v.get("NgayCapNhat"))
                 .ok()
                 .flatten()
                 .is_some_and(|t| t > cursor);
@@ -322,7 +322,11 @@ async fn a_bad_request_fails_at_once() {
     let raw = RawLog::new(Store::open(dir.path().to_str().unwrap(), "t").unwrap(), "t");
     let mut source = Source::new(config(&src.url()), TOKEN).unwrap();
     let e = source
-        .fetch(&raw, "/v1/hoso", &[("page_size", "5000".into())])
+        .fetch(
+            &raw,
+            motcua::wire::Endpoint::Cases,
+            &[("page_size", "5000".into())],
+        )
         .await
         .err()
         .unwrap();
@@ -363,7 +367,7 @@ async fn fetch_once(url: &str) -> (Result<motcua::source::Response, SourceError>
     cfg.max_body_bytes = 1 << 20;
     let mut source = Source::new(cfg, TOKEN).unwrap();
     let r = source
-        .fetch(&raw, "/v1/hoso", &[("page", "7".into())])
+        .fetch(&raw, motcua::wire::Endpoint::Cases, &[("page", "7".into())])
         .await;
     raw.settle().await.unwrap();
     (r, source)

@@ -98,14 +98,15 @@ async fn large_objects_go_up_in_parts_and_the_lock_is_a_conditional_create() {
         b"a"
     );
     // A damaged lock is an error naming the file, never taken over blindly.
-    use motcua::state::{Lock, LockBusy, StateDamaged};
+    use motcua::error::Error;
+    use motcua::state::Lock;
     let e = Lock::acquire(&store, "run-a", "run", Duration::from_secs(60), false)
         .await
         .err()
         .unwrap();
     assert!(
-        e.downcast_ref::<StateDamaged>().is_some() && format!("{e:#}").contains("_state/lock"),
-        "{e:#}"
+        matches!(e, Error::StateDamaged(_)) && e.to_string().contains("_state/lock"),
+        "{e}"
     );
     store.delete("_state/lock").await.unwrap();
     // Then a second run is refused until release.
@@ -115,9 +116,8 @@ async fn large_objects_go_up_in_parts_and_the_lock_is_a_conditional_create() {
     let b = Lock::acquire(&store, "run-b", "run", Duration::from_secs(60), false).await;
     let busy = b.err().unwrap();
     assert!(
-        busy.downcast_ref::<LockBusy>()
-            .is_some_and(|e| e.0.run_id == "run-a"),
-        "{busy:#}"
+        matches!(&busy, Error::LockBusy(b) if b.run_id == "run-a"),
+        "{busy}"
     );
     a.release().await.unwrap();
     let b = Lock::acquire(&store, "run-b", "run", Duration::from_secs(60), false)

@@ -12,11 +12,11 @@ use std::time::Duration;
 use common::process::*;
 use common::*;
 use motcua::demo::Chaos;
-use motcua::normalise::{instant, parse_instant};
-use motcua::period::{Convention, PeriodId};
-use motcua::run::{self, Command, Options};
+use motcua::domain::period::{Convention, PeriodId};
+use motcua::pipeline::{self as run, Command, Options};
 use motcua::state::Lock;
 use motcua::store::Store;
+use motcua::wire::{instant, parse_instant};
 use serde_json::{json, Value};
 
 fn q(id: &str) -> PeriodId {
@@ -220,7 +220,7 @@ async fn replay_restores_every_published_period_after_kpi_and_cases_are_lost() {
             .map(|i| {
                 let mut row = vec![cell(df, "agency_code", i), cell(df, "field_code", i)];
                 row.extend(
-                    motcua::rules::measure_names()
+                    motcua::domain::rules::measure_names()
                         .iter()
                         .map(|m| cell(df, m, i)),
                 );
@@ -446,7 +446,7 @@ async fn a_heartbeat_that_cannot_renew_marks_the_lock_lost() {
         .expect("the lock is marked lost before it expires");
     assert!(lost.0.contains("could not renew"), "{lost}");
     let e = lock.ensure_held().await.unwrap_err();
-    assert!(format!("{e:#}").contains("could not renew"), "{e:#}");
+    assert!(e.to_string().contains("could not renew"), "{e}");
     lock.release().await.unwrap();
 }
 
@@ -478,12 +478,15 @@ async fn a_contract_break_mid_pull_publishes_nothing() {
         let out = tempfile::tempdir().unwrap();
         let s = settings(&src.url, out.path(), Convention::Decree09);
         let e = run_periods(&s, &[q("2024-Q3")]).await.err().unwrap();
-        let msg = format!("{e:#}");
+        let msg = e.to_string();
         assert!(
-            e.downcast_ref::<motcua::source::SourceError>()
-                .is_some_and(|e| matches!(e, motcua::source::SourceError::Contract { .. })),
+            matches!(
+                e,
+                motcua::error::Error::Source(motcua::error::SourceError::Contract { .. })
+            ),
             "{msg}"
         );
+        assert_eq!(e.exit_code(), 4);
         assert!(
             msg.contains("/v1/hoso?updated_from="),
             "names the request: {msg}"

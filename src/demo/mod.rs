@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use crate::error::{Doing, Error, Result};
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -28,7 +28,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::normalise::{instant, parse_instant, source_timestamp, text};
+use crate::wire::{instant, parse_instant, source_timestamp, text, Endpoint};
 pub use generator::{generate, Dataset};
 
 /// Which misbehaviours to show, each every N-th request (0: never).
@@ -257,8 +257,10 @@ pub async fn start(
         .with_state(shared.clone());
     let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let addr = listener.local_addr()?;
+        .doing_with(|| format!("cannot listen on {addr}"))?;
+    let addr = listener
+        .local_addr()
+        .doing("reading the listening address")?;
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -269,10 +271,10 @@ pub async fn start(
 pub fn load_dataset(dir: &std::path::Path) -> Result<Dataset> {
     let read = |name: &str| -> Result<Vec<Value>> {
         let path = dir.join(name);
-        let body =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let body = std::fs::read(&path)
+            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
         let v: Value = serde_json::from_slice(&body)
-            .with_context(|| format!("{} is not JSON", path.display()))?;
+            .map_err(|e| Error::Usage(format!("{} is not JSON: {e}", path.display())))?;
         Ok(v.get("data")
             .and_then(|d| d.as_array())
             .cloned()
@@ -390,73 +392,66 @@ struct HosoQuery {
     page_size: Option<String>,
 }
 
-async fn hoso(
-    State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Query(q): Query<HosoQuery>,
-) -> Response {
-    let n = match gate(&s, &headers).await {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let bound = |v: &Option<String>, name: &str| -> Result<Option<i64>, Response> {
-        match v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) if v.len() == 14 => parse_instant(v).map(Some).ok_or_else(|| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "400",
-                    &format!("{name} is not yyyyMMddHHmmss"),
-                )
-            }),
-            Some(_) => Err(error(
-                StatusCode::BAD_REQUEST,
-                "400",
-                &format!("{name} is not yyyyMMddHHmmss"),
-            )),
-        }
-    };
-    let (from, to) = match (
-        bound(&q.updated_from, "updated_from"),
-        bound(&q.updated_to, "updated_to"),
-    ) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    let page: u64 = match q.page.as_deref().unwrap_or("1").parse() {
-        Ok(p) if p >= 1 => p,
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "400",
-                "page must be a whole number from 1",
-            )
-        }
-    };
-    let size: u64 = match q.page_size.as_deref().unwrap_or("100").parse() {
-        Ok(p) if (1..=1000).contains(&p) => p,
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "400",
-                "page_size must be 1 to 1000",
-            )
-        }
-    };
-    let body = {
-        let mut t = s.table.lock().expect("table lock");
-        let start = from.map_or(0, |f| t.rows.partition_point(|r| r.updated < f));
-        let end = to
+/// A `/v1/hoso` request, read: the window, the page and its size.
+struct PageRequest {
+    from: Option<i64>,
+    to: Option<i64>,
+    page: u64,
+    size: u64,
+}
+
+fn bad_request(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "400", message)
+}
+
+impl PageRequest {
+    /// Reads the query as the contract says, or answers 400 naming what is wrong.
+    fn read(q: &HosoQuery) -> Result<PageRequest, Box<Response>> {
+        let bound = |v: &Option<String>, name: &str| -> Result<Option<i64>, Box<Response>> {
+            match v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => parse_instant(v)
+                    .filter(|_| v.len() == 14)
+                    .map(Some)
+                    .ok_or_else(|| Box::new(bad_request(&format!("{name} is not yyyyMMddHHmmss")))),
+            }
+        };
+        let page = match q.page.as_deref().unwrap_or("1").parse() {
+            Ok(p) if p >= 1 => p,
+            _ => return Err(Box::new(bad_request("page must be a whole number from 1"))),
+        };
+        let size = match q.page_size.as_deref().unwrap_or("100").parse() {
+            Ok(p) if (1..=1000).contains(&p) => p,
+            _ => return Err(Box::new(bad_request("page_size must be 1 to 1000"))),
+        };
+        Ok(PageRequest {
+            from: bound(&q.updated_from, "updated_from")?,
+            to: bound(&q.updated_to, "updated_to")?,
+            page,
+            size,
+        })
+    }
+
+    /// The page's body; with `update_passed`, the record just before the page is updated
+    /// (as a live case system does while a client pages).
+    fn body(&self, t: &mut Table, update_passed: bool) -> Bytes {
+        let start = self
+            .from
+            .map_or(0, |f| t.rows.partition_point(|r| r.updated < f));
+        let end = self
+            .to
             .map_or(t.rows.len(), |to| {
                 t.rows.partition_point(|r| r.updated < to)
             })
             .max(start);
-        let first = (start as u64 + (page - 1) * size).min(end as u64) as usize;
-        let last = (first as u64 + size).min(end as u64) as usize;
+        let first = (start as u64 + (self.page - 1) * self.size).min(end as u64) as usize;
+        let last = (first as u64 + self.size).min(end as u64) as usize;
         let mut out = String::with_capacity((last - first) * 1400 + 128);
         out.push_str(&format!(
-            r#"{{"error_code":"0","message":"","total":{},"page":{page},"page_size":{size},"data":["#,
-            end - start
+            r#"{{"error_code":"0","message":"","total":{},"page":{},"page_size":{},"data":["#,
+            end - start,
+            self.page,
+            self.size
         ));
         for (i, r) in t.rows[first..last].iter().enumerate() {
             if i > 0 {
@@ -466,10 +461,29 @@ async fn hoso(
         }
         out.push_str("]}");
         // A record the client has already passed is updated: it moves to the end of the order.
-        if hits(s.chaos.update_every, n) && first > 0 {
-            bump(&mut t, first - 1, |_| {});
+        if update_passed && first > 0 {
+            bump(t, first - 1, |_| {});
         }
         Bytes::from(out)
+    }
+}
+
+async fn hoso(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<HosoQuery>,
+) -> Response {
+    let n = match gate(&s, &headers).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let request = match PageRequest::read(&q) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let body = {
+        let mut t = s.table.lock().expect("table lock");
+        request.body(&mut t, hits(s.chaos.update_every, n))
     };
     answer(&s, n, body)
 }
@@ -508,22 +522,27 @@ pub async fn write_raw(seed: u64, scale: f64, output: &str) -> Result<(String, u
         .buffered(2);
     let (mut records, mut page) = (0u64, 0u64);
     while let Some(data) = drawn.next().await {
-        let data = data?;
+        let data = data.map_err(|_| Error::Internal("a drawing thread panicked".into()))?;
         if records == 0 {
-            raw.land("/v1/donvi", &[], &envelope(&data.agencies))
+            raw.land(Endpoint::Agencies, &[], envelope(&data.agencies))
                 .await?;
-            raw.land("/v1/tthc", &[], &envelope(&data.procedures))
+            raw.land(Endpoint::Catalog, &[], envelope(&data.procedures))
                 .await?;
         }
         for chunk in data.cases.chunks(1000) {
             page += 1;
             let body = page_body(chunk);
-            raw.land("/v1/hoso", &[("page", page.to_string())], &body)
-                .await?;
+            raw.land(
+                Endpoint::Cases,
+                &[("page", page.to_string())],
+                Bytes::from(body),
+            )
+            .await?;
             records += chunk.len() as u64;
         }
         info!(records, "raw pages written");
     }
+    raw.settle().await?;
     Ok((run_id, records))
 }
 
@@ -541,8 +560,8 @@ pub async fn run(
     println!("{}", src.url());
     if let Some(f) = ready_file {
         let tmp = f.with_extension("tmp");
-        std::fs::write(&tmp, src.url())?;
-        std::fs::rename(&tmp, f)?;
+        std::fs::write(&tmp, src.url()).doing("writing the ready file")?;
+        std::fs::rename(&tmp, f).doing("writing the ready file")?;
     }
     tokio::signal::ctrl_c().await.ok();
     Ok(())

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use motcua::config::{Secret, Settings};
+use motcua::domain::period::Convention;
 use motcua::normalise::PiiKey;
-use motcua::period::Convention;
 use motcua::source::SourceConfig;
 use polars::prelude::*;
 
@@ -47,7 +47,7 @@ pub fn settings(url: &str, output: &Path, convention: Convention) -> Settings {
 
 pub fn read_parquet(path: &Path) -> DataFrame {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    motcua::publish::decode(bytes.into()).unwrap()
+    motcua::parquet::decode(bytes.into()).unwrap()
 }
 
 /// A small CSV (no quoted commas) as header and rows of cells.
@@ -189,13 +189,13 @@ pub fn assert_matches_schema(df: &DataFrame, table: &str) {
 /// `motcua run --period …` in-process.
 pub async fn run_periods(
     settings: &Settings,
-    periods: &[motcua::period::PeriodId],
-) -> anyhow::Result<motcua::run::Outcome> {
-    let cmd = motcua::run::Command::Run {
+    periods: &[motcua::domain::period::PeriodId],
+) -> motcua::error::Result<motcua::pipeline::Done> {
+    let cmd = motcua::pipeline::Command::Run {
         periods: periods.to_vec(),
         full_refresh: false,
     };
-    motcua::run::execute(settings, &cmd, motcua::run::Options::default()).await
+    motcua::pipeline::execute(settings, &cmd, motcua::pipeline::Options::default()).await
 }
 
 /// The demo province for `seed` at `scale`, served in-process on a free port.
@@ -234,7 +234,8 @@ pub fn all_count(t: &motcua::kpi::KpiTables, column: &str) -> i64 {
 /// `rounds` times: a lock expired long ago, then eight runs taking it over at once; exactly
 /// one holds it, the others are refused naming the winner.
 pub async fn lock_race(store: &motcua::store::Store, rounds: usize) {
-    use motcua::state::{Lock, LockBusy, LOCK_PATH};
+    use motcua::error::Error;
+    use motcua::state::{Lock, LOCK_PATH};
     let stale = serde_json::json!({"run_id": "20200101T000000000Z-dead", "host": "elsewhere",
         "pid": 1, "command": "run", "started_at": "2020-01-01T00:00:00Z",
         "expires_at": "2020-01-01T01:00:00Z"});
@@ -257,12 +258,8 @@ pub async fn lock_race(store: &motcua::store::Store, rounds: usize) {
         for t in takers {
             match t.await.unwrap() {
                 Ok(lock) => held.push(lock),
-                Err(e) => refused.push(
-                    e.downcast::<LockBusy>()
-                        .unwrap_or_else(|e| panic!("{e:#}"))
-                        .0
-                        .run_id,
-                ),
+                Err(Error::LockBusy(busy)) => refused.push(busy.run_id),
+                Err(e) => panic!("{e}"),
             }
         }
         assert_eq!(held.len(), 1, "round {round}: {} winners", held.len());
@@ -279,11 +276,11 @@ pub async fn lock_race(store: &motcua::store::Store, rounds: usize) {
 
 /// `n` cases received in person in 2024-Q3 (Decree 09) and resolved, each served once.
 pub fn in_person_q3_cases(records: &[serde_json::Value], n: usize) -> Vec<String> {
-    use motcua::normalise::{enum_code, instant, local_date, text};
+    use motcua::wire::{enum_code, instant, local_date, text};
     let (f, l) = "2024-Q3"
-        .parse::<motcua::period::PeriodId>()
+        .parse::<motcua::domain::period::PeriodId>()
         .unwrap()
-        .bounds(motcua::period::Convention::Decree09);
+        .bounds(motcua::domain::period::Convention::Decree09);
     let mut seen = BTreeMap::<String, usize>::new();
     for r in records {
         *seen

@@ -1,22 +1,18 @@
-//! Run state under `_state/`: the incremental cursor and the single-writer lock.
+//! The single-writer lock `_state/lock`.
 //!
-//! Both files are input like any other: read back, they are checked, and one that is damaged
-//! or out of range is a [`StateDamaged`] error naming the file and the way out, never a panic.
-//!
-//! The lock is `_state/lock`, taken with a conditional create (`PutMode::Create`), so of two
-//! runs started together exactly one gets it. It names its holder (run id, host, pid, command)
-//! and an expiry that the holder's heartbeat pushes forward while it works. A lock past its
-//! expiry, or left on this host by a process that no longer exists (a `kill -9`), is taken
-//! over with a conditional update of the version that was read (ETag on object stores, a
-//! compare under a file lock on folders), so of two takers exactly one wins; the takeover is
-//! logged. Every renewal is such a conditional update too: a heartbeat that finds the lock
-//! changed, or cannot renew it before it would expire, marks the lock lost ([`Lock::lost`]),
-//! and the run stops before it publishes anything more.
+//! Taken with a conditional create (`PutMode::Create`), so of two runs started together exactly
+//! one gets it. It names its holder (run id, host, pid, command) and an expiry that the
+//! holder's heartbeat pushes forward while it works. A lock past its expiry, or left on this
+//! host by a process that no longer exists (a `kill -9`), is taken over with a conditional
+//! update of the version that was read (ETag on object stores, a compare under a file lock on
+//! folders), so of two takers exactly one wins; the takeover is logged. Every renewal is such a
+//! conditional update too: a heartbeat that finds the lock changed, or cannot renew it before
+//! it would expire, marks the lock lost ([`Lock::lost`]), and the run stops before it
+//! publishes anything more. A lock that cannot be read is [`StateDamaged`], never taken over.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -24,100 +20,12 @@ use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::normalise::{in_range, parse_instant, source_timestamp};
+use crate::error::{Doing, Error, LockBusy, LockLost, Result, StateDamaged};
 use crate::store::{Store, Version};
 
-pub const CURSOR_PATH: &str = "_state/cursor.json";
 pub const LOCK_PATH: &str = "_state/lock";
 
-/// A state file that cannot be used as it is: what is wrong and what to do.
-#[derive(Debug, thiserror::Error)]
-#[error("{path} cannot be used: {problem}; {fix}")]
-pub struct StateDamaged {
-    pub path: &'static str,
-    pub problem: String,
-    pub fix: &'static str,
-}
-
-const CURSOR_FIX: &str = "run once with --full-refresh, which pulls everything again and rewrites the cursor (or delete the file, which does the same)";
 const LOCK_FIX: &str = "if no motcua run is working on this output, delete the file and run again";
-
-/// The incremental cursor: the greatest `NgayCapNhat` staged, never past the upper bound of
-/// the pull that staged it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Cursor {
-    /// `yyyyMMddHHmmss`, Vietnam time, as the source writes it.
-    pub cursor: String,
-    pub cursor_micros: i64,
-    pub run_id: String,
-    pub written_at: String,
-}
-
-impl Cursor {
-    pub fn new(micros: i64, run_id: &str) -> Cursor {
-        Cursor {
-            cursor: source_timestamp(micros),
-            cursor_micros: micros,
-            run_id: run_id.to_string(),
-            written_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        }
-    }
-
-    /// A cursor read back from storage, checked: its instant in range, its two forms equal.
-    pub fn parse(body: &[u8]) -> Result<Cursor, StateDamaged> {
-        let damaged = |problem: String| StateDamaged {
-            path: CURSOR_PATH,
-            problem,
-            fix: CURSOR_FIX,
-        };
-        let c: Cursor = serde_json::from_slice(body)
-            .map_err(|e| damaged(format!("it is not a cursor ({e})")))?;
-        if !in_range(c.cursor_micros) {
-            return Err(damaged(format!(
-                "cursor_micros {} is not a time",
-                c.cursor_micros
-            )));
-        }
-        if parse_instant(&c.cursor) != Some(c.cursor_micros) {
-            return Err(damaged(format!(
-                "cursor {:?} and cursor_micros {} disagree",
-                c.cursor, c.cursor_micros
-            )));
-        }
-        Ok(c)
-    }
-
-    /// Fails when the cursor lies at or after `bound`, the upper bound of this run's pull: no
-    /// pull of this motcua moves it there, so a record stamped in the future did, under an
-    /// earlier version, and pulling from it would miss every change made since.
-    pub fn check_before(&self, bound: i64) -> Result<(), StateDamaged> {
-        if self.cursor_micros < bound {
-            return Ok(());
-        }
-        Err(StateDamaged {
-            path: CURSOR_PATH,
-            problem: format!(
-                "it stands at {}, at or after this pull's upper bound {} (a record stamped in the future moved it there under an earlier motcua), so pulling from it would miss every change since",
-                self.cursor,
-                source_timestamp(bound)
-            ),
-            fix: CURSOR_FIX,
-        })
-    }
-}
-
-pub async fn read_cursor(store: &Store) -> Result<Option<Cursor>> {
-    match store.get(CURSOR_PATH).await? {
-        Some(b) => Ok(Some(Cursor::parse(&b)?)),
-        None => Ok(None),
-    }
-}
-
-pub async fn write_cursor(store: &Store, c: &Cursor) -> Result<()> {
-    store
-        .publish(CURSOR_PATH, Bytes::from(serde_json::to_vec_pretty(c)?))
-        .await
-}
 
 /// Who holds the lock, as written in `_state/lock`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -160,7 +68,8 @@ impl LockInfo {
     }
 
     fn body(&self) -> Result<Bytes> {
-        Ok(Bytes::from(serde_json::to_vec_pretty(self)?))
+        let body = serde_json::to_vec_pretty(self).doing("encoding the lock")?;
+        Ok(Bytes::from(body))
     }
 }
 
@@ -173,18 +82,6 @@ impl std::fmt::Display for LockInfo {
         )
     }
 }
-
-/// Another run holds the lock.
-#[derive(Debug, thiserror::Error)]
-#[error("another run holds the lock {LOCK_PATH} of this output: {0}; wait for it to finish, or pass --wait to queue behind it")]
-pub struct LockBusy(pub LockInfo);
-
-/// This run lost the lock while it worked.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "this run lost the lock {LOCK_PATH} ({0}); it stopped without publishing further — run again"
-)]
-pub struct LockLost(pub String);
 
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -243,7 +140,13 @@ impl Lock {
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(holder) => return Err(LockBusy(holder).into()),
+                Err(holder) => {
+                    return Err(LockBusy {
+                        run_id: holder.run_id.clone(),
+                        holder: holder.to_string(),
+                    }
+                    .into())
+                }
             }
         }
     }
@@ -285,7 +188,9 @@ impl Lock {
                 return Ok(Ok(Lock::held(store, info, v, expiry)));
             }
         }
-        anyhow::bail!("could not take {LOCK_PATH}: it keeps changing hands; run again")
+        Err(Error::LockLost(LockLost(format!(
+            "could not take {LOCK_PATH}: it kept changing hands; run again"
+        ))))
     }
 
     fn held(store: &Store, info: LockInfo, version: Version, expiry: Duration) -> Lock {
@@ -331,7 +236,7 @@ impl Lock {
             Ok(Some(now)) if now.run_id == self.info.run_id => Ok(()),
             Ok(Some(other)) => Err(LockLost(format!("now {other}")).into()),
             Ok(None) => Err(LockLost("it was removed".into()).into()),
-            Err(e) => Err(LockLost(format!("{e:#}")).into()),
+            Err(e) => Err(LockLost(e.to_string()).into()),
         }
     }
 
@@ -387,7 +292,7 @@ async fn heartbeat(
                 let holder = match read_lock(&store).await {
                     Ok(Some(h)) => format!("now {h}"),
                     Ok(None) => "it was removed".into(),
-                    Err(e) => format!("{e:#}"),
+                    Err(e) => e.to_string(),
                 };
                 warn!(holder = %holder, "the lock was taken from this run; stopping");
                 let _ = lost.send(Some(LockLost(format!("taken while it worked: {holder}"))));
@@ -395,13 +300,13 @@ async fn heartbeat(
             }
             Err(e) => {
                 if expiry_from(Utc::now(), every) >= held_until {
-                    warn!(error = %format!("{e:#}"), "could not renew the lock before it expires; stopping");
+                    warn!(error = %e.to_string(), "could not renew the lock before it expires; stopping");
                     let _ = lost.send(Some(LockLost(format!(
-                        "could not renew it before it expired: {e:#}"
+                        "could not renew it before it expired: {e}"
                     ))));
                     return;
                 }
-                warn!(error = %format!("{e:#}"), "could not renew the lock; trying again");
+                warn!(error = %e.to_string(), "could not renew the lock; trying again");
             }
         }
     }
@@ -412,16 +317,5 @@ impl Drop for Lock {
         if let Some(h) = self.heartbeat.take() {
             h.abort();
         }
-    }
-}
-
-/// Reads a state file for `status`: its content, or what is wrong with it.
-pub async fn describe<T>(
-    read: impl std::future::Future<Output = Result<Option<T>>>,
-) -> Result<Result<Option<T>, String>> {
-    match read.await {
-        Ok(v) => Ok(Ok(v)),
-        Err(e) if e.downcast_ref::<StateDamaged>().is_some() => Ok(Err(format!("{e:#}"))),
-        Err(e) => Err(e).context("reading the state"),
     }
 }

@@ -248,21 +248,37 @@ impl PeriodId {
     }
 }
 
+/// A backfill range that cannot be walked.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BadRange {
+    #[error(
+        "--from {0} and --to {1} are periods of different kinds: give two quarters, two months, …"
+    )]
+    Kinds(PeriodId, PeriodId),
+    #[error("--from {0} comes after --to {1}: swap them")]
+    Reversed(PeriodId, PeriodId),
+    #[error("a backfill range is limited to {0} periods")]
+    TooLong(usize),
+}
+
+/// The longest backfill range.
+pub const MAX_RANGE: usize = 1200;
+
 /// Every period from `from` to `to` inclusive; both must be of one kind.
-pub fn range(from: PeriodId, to: PeriodId) -> Result<Vec<PeriodId>, String> {
+pub fn range(from: PeriodId, to: PeriodId) -> Result<Vec<PeriodId>, BadRange> {
     if from.kind() != to.kind() {
-        return Err(format!("--from {from} and --to {to} are periods of different kinds: give two quarters, two months, …"));
+        return Err(BadRange::Kinds(from, to));
     }
     if from > to {
-        return Err(format!("--from {from} comes after --to {to}: swap them"));
+        return Err(BadRange::Reversed(from, to));
     }
     let mut out = vec![from];
     let mut p = from;
     while p != to {
         p = p.next();
         out.push(p);
-        if out.len() > 1200 {
-            return Err("a backfill range is limited to 1,200 periods".into());
+        if out.len() > MAX_RANGE {
+            return Err(BadRange::TooLong(MAX_RANGE));
         }
     }
     Ok(out)

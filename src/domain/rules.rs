@@ -1,8 +1,10 @@
-//! The domain rules of `kpi.md`, in one place and in its order: terms, reject rules, measures,
-//! rates and identities. Read this file side by side with `../shared/spec/kpi.md`.
+//! The domain rules of `kpi.md`, in its order: the statuses, the terms for one case, the
+//! measures of a period, the rates, the identities and the procedure-catalog measures. Read
+//! this file side by side with `../shared/spec/kpi.md`; its reject rules are in
+//! [`super::reject`], its periods in [`super::period`], its levels in [`super::level`].
 //!
-//! Reject rules run on one normalised record ([`Case`]); measures, rates and identities are
-//! polars expressions over the staging table, so the KPI stage is one typed lazy plan.
+//! Measures, rates and identities are polars expressions over the staging table, so the KPI
+//! stage is one typed lazy plan.
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -33,148 +35,6 @@ pub fn is_accepted(status: i32) -> bool {
 /// ended: status is 7, 8, 9 or 10.
 pub fn is_ended(status: i32) -> bool {
     (WITHDRAWN..=RETURNED).contains(&status)
-}
-
-// ---------------------------------------------------------------------------------------------
-// One case, normalised: the terms of kpi.md are its local dates.
-// ---------------------------------------------------------------------------------------------
-
-/// A case record after normalisation (trimmed, NFC, typed, dates read in Vietnam time).
-/// Instants are microseconds since the Unix epoch (UTC); `*_date` are local dates.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Case {
-    pub case_id: Option<String>,
-    pub agency_code: Option<String>,
-    pub status: Option<i32>,
-    /// The status as served, for reject details (`"11"`, `"abc"`).
-    pub status_text: Option<String>,
-    pub updated_at: Option<i64>,
-    /// acc: local date of `NgayTiepNhan`.
-    pub accepted_date: Option<NaiveDate>,
-    /// sub: local date of `NgayNopHoSo`.
-    pub submitted_date: Option<NaiveDate>,
-    /// ref: local date of `NgayTuChoi`.
-    pub refused_date: Option<NaiveDate>,
-    /// end: local date of `NgayKetThucXuLy`, or of `NgayTra` when that is absent.
-    pub end_date: Option<NaiveDate>,
-    /// due: latest non-empty `NgayHenTraMoi` of the supplement requests, else `NgayHenTra`.
-    pub due_date: Option<NaiveDate>,
-    /// Date fields present but unreadable: `(field, value as served)`.
-    pub unreadable: Vec<(String, String)>,
-}
-
-/// Why a record is rejected. The codes are stable: they are published in `quality/rejects/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    MissingCaseId,
-    MissingAgency,
-    MissingUpdatedAt,
-    UnreadableDate,
-    StatusOutOfRange,
-    AcceptedWithoutAcceptanceDate,
-    EndedWithoutEndDate,
-    WaitingWithoutSubmissionDate,
-    RefusedWithoutRefusalDate,
-    EndBeforeAcceptance,
-}
-
-impl RejectReason {
-    pub fn code(self) -> &'static str {
-        match self {
-            RejectReason::MissingCaseId => "missing_case_id",
-            RejectReason::MissingAgency => "missing_agency_code",
-            RejectReason::MissingUpdatedAt => "missing_updated_at",
-            RejectReason::UnreadableDate => "unreadable_date",
-            RejectReason::StatusOutOfRange => "status_out_of_range",
-            RejectReason::AcceptedWithoutAcceptanceDate => "accepted_without_acceptance_date",
-            RejectReason::EndedWithoutEndDate => "ended_without_end_date",
-            RejectReason::WaitingWithoutSubmissionDate => "waiting_without_submission_date",
-            RejectReason::RefusedWithoutRefusalDate => "refused_without_refusal_date",
-            RejectReason::EndBeforeAcceptance => "end_before_acceptance",
-        }
-    }
-
-    pub const ALL: [RejectReason; 10] = [
-        RejectReason::MissingCaseId,
-        RejectReason::MissingAgency,
-        RejectReason::MissingUpdatedAt,
-        RejectReason::UnreadableDate,
-        RejectReason::StatusOutOfRange,
-        RejectReason::AcceptedWithoutAcceptanceDate,
-        RejectReason::EndedWithoutEndDate,
-        RejectReason::WaitingWithoutSubmissionDate,
-        RejectReason::RefusedWithoutRefusalDate,
-        RejectReason::EndBeforeAcceptance,
-    ];
-}
-
-/// The reject rules of kpi.md, in its order. Returns the first rule the record breaks and a
-/// detail naming the fields involved (never personal data: only codes and dates).
-pub fn reject(case: &Case) -> Option<(RejectReason, String)> {
-    use RejectReason::*;
-    if case.case_id.is_none() {
-        return Some((MissingCaseId, "MaHoSo is absent".into()));
-    }
-    if case.agency_code.is_none() {
-        return Some((MissingAgency, "MaDonVi is absent".into()));
-    }
-    if case.updated_at.is_none() && !case.unreadable.iter().any(|(f, _)| f == "NgayCapNhat") {
-        return Some((MissingUpdatedAt, "NgayCapNhat is absent".into()));
-    }
-    if !case.unreadable.is_empty() {
-        let fields: Vec<String> = case
-            .unreadable
-            .iter()
-            .map(|(f, v)| format!("{f}={v:?}"))
-            .collect();
-        return Some((
-            UnreadableDate,
-            format!("not a date in any accepted shape: {}", fields.join(", ")),
-        ));
-    }
-    let status = match case.status {
-        Some(s) if (1..=10).contains(&s) => s,
-        _ => {
-            let shown = case.status_text.as_deref().unwrap_or("absent");
-            return Some((
-                StatusOutOfRange,
-                format!("TrangThaiHoSo={shown:?} is not 1-10"),
-            ));
-        }
-    };
-    if is_accepted(status) && case.accepted_date.is_none() {
-        return Some((
-            AcceptedWithoutAcceptanceDate,
-            format!("status {status} without NgayTiepNhan"),
-        ));
-    }
-    if is_ended(status) && case.end_date.is_none() {
-        return Some((
-            EndedWithoutEndDate,
-            format!("status {status} without NgayKetThucXuLy or NgayTra"),
-        ));
-    }
-    if status == WAITING && case.submitted_date.is_none() {
-        return Some((
-            WaitingWithoutSubmissionDate,
-            "status 1 without NgayNopHoSo".into(),
-        ));
-    }
-    if status == REFUSED && case.refused_date.is_none() {
-        return Some((
-            RefusedWithoutRefusalDate,
-            "status 3 without NgayTuChoi".into(),
-        ));
-    }
-    if let (Some(end), Some(acc)) = (case.end_date, case.accepted_date) {
-        if end < acc {
-            return Some((
-                EndBeforeAcceptance,
-                format!("end {end} is before acceptance {acc}"),
-            ));
-        }
-    }
-    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,18 +175,27 @@ impl Terms {
     }
 }
 
+/// A measure: its column name and the condition a case meets to be counted.
+pub type Measure = (&'static str, Expr);
+
 /// The measures of kpi.md for the period F … L: `(name, condition on one case)`, written over
 /// the shared terms `t` of that period. Each measure counts the cases whose condition is true.
-/// The order is the output column order.
-pub fn measures(f: NaiveDate, l: NaiveDate, t_: &Terms) -> Vec<(&'static str, Expr)> {
+/// The order is the output column order, which is kpi.md's table order.
+pub fn measures(f: NaiveDate, l: NaiveDate, t: &Terms) -> Vec<Measure> {
+    let mut all = received(f, t);
+    all.extend(resolved(t));
+    all.extend(in_progress_and_other(f, l, t));
+    all
+}
+
+/// Columns 3–6: what was received.
+fn received(f: NaiveDate, t_: &Terms) -> Vec<Measure> {
     let Terms {
         accepted,
         ended,
         received_new,
-        resolved,
-        in_progress,
-        end_in_period,
         online,
+        ..
     } = t_.clone();
     vec![
         // 4: accepted, F ≤ acc ≤ L, channel 2
@@ -334,7 +203,7 @@ pub fn measures(f: NaiveDate, l: NaiveDate, t_: &Terms) -> Vec<(&'static str, Ex
         // 5: accepted, F ≤ acc ≤ L, channel not 2 (absent counts as in person)
         ("received_offline", received_new.clone().and(online.not())),
         // 4+5
-        ("received_new", received_new.clone()),
+        ("received_new", received_new),
         // 6: accepted, acc < F, and not (ended with end < F)
         (
             "carried_over",
@@ -342,8 +211,19 @@ pub fn measures(f: NaiveDate, l: NaiveDate, t_: &Terms) -> Vec<(&'static str, Ex
                 .and(t(acc().lt(date(f))))
                 .and(ended.and(t(end().lt(date(f)))).not()),
         ),
-        // 3: received_new + carried_over (summed below, listed here for column order)
+        // 3: received_new + carried_over (summed after counting, listed here for column order)
         ("received_total", lit(false)),
+    ]
+}
+
+/// Columns 7–10 and the other endings of a case in the period.
+fn resolved(t_: &Terms) -> Vec<Measure> {
+    let Terms {
+        resolved,
+        end_in_period,
+        ..
+    } = t_.clone();
+    vec![
         // 7: status 7, 9 or 10, F ≤ end ≤ L
         (
             "resolved_total",
@@ -372,6 +252,17 @@ pub fn measures(f: NaiveDate, l: NaiveDate, t_: &Terms) -> Vec<(&'static str, Ex
         ),
         // status 8, F ≤ end ≤ L
         ("stopped", t(status().eq(lit(STOPPED))).and(end_in_period)),
+    ]
+}
+
+/// Columns 11–13, then waiting, refused, paid online and digitized.
+fn in_progress_and_other(f: NaiveDate, l: NaiveDate, t_: &Terms) -> Vec<Measure> {
+    let Terms {
+        received_new,
+        in_progress,
+        ..
+    } = t_.clone();
+    vec![
         // 11: accepted, acc ≤ L, and not (ended with end ≤ L)
         ("in_progress_total", in_progress.clone()),
         // 12: in progress, due absent or due ≥ L
@@ -428,7 +319,8 @@ pub fn received_total() -> Expr {
     (col("received_new") + col("carried_over")).alias("received_total")
 }
 
-fn ratio(num: Expr, den: Expr) -> Expr {
+/// `num / den` as a fraction, null when the denominator is 0.
+pub fn ratio(num: Expr, den: Expr) -> Expr {
     when(den.clone().eq(lit(0i64)))
         .then(lit(NULL).cast(DataType::Float64))
         .otherwise(num.cast(DataType::Float64) / den.cast(DataType::Float64))
@@ -474,23 +366,6 @@ pub fn identities() -> Vec<(&'static str, Expr)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Levels
-// ---------------------------------------------------------------------------------------------
-
-/// An agency's `Cap` as a level name; `unknown` when the agency is not in the catalog.
-pub fn level_name(cap: Option<i32>) -> &'static str {
-    match cap {
-        Some(1) => "province",
-        Some(2) => "district",
-        Some(3) => "commune",
-        _ => "unknown",
-    }
-}
-
-/// The order rows appear in: the three levels, `unknown`, then the roll-up `all`.
-pub const LEVEL_ORDER: [&str; 5] = ["province", "district", "commune", "unknown", "all"];
-
-// ---------------------------------------------------------------------------------------------
 // Procedure-catalog measures: computed in `kpi::catalog_by_level`, defined here.
 // ---------------------------------------------------------------------------------------------
 
@@ -513,122 +388,87 @@ pub const ONLINE_PARTIAL: i32 = 1;
 mod tests {
     use super::*;
 
-    fn d(s: &str) -> Option<NaiveDate> {
-        Some(s.parse().unwrap())
-    }
-
-    fn valid() -> Case {
-        Case {
-            case_id: Some("HS".into()),
-            agency_code: Some("A".into()),
-            status: Some(9),
-            status_text: Some("9".into()),
-            updated_at: Some(1),
-            accepted_date: d("2024-07-01"),
-            end_date: d("2024-07-02"),
-            ..Default::default()
-        }
-    }
-
+    /// Each measure over a handful of cases, against the counts `kpi.md` gives by hand.
     #[test]
-    fn each_reject_rule_fires_in_kpi_md_order() {
-        assert_eq!(reject(&valid()), None);
-        let cases: Vec<(Case, RejectReason)> = vec![
-            (
-                Case {
-                    case_id: None,
-                    agency_code: None,
-                    ..valid()
-                },
-                RejectReason::MissingCaseId,
-            ),
-            (
-                Case {
-                    agency_code: None,
-                    ..valid()
-                },
-                RejectReason::MissingAgency,
-            ),
-            (
-                Case {
-                    updated_at: None,
-                    ..valid()
-                },
-                RejectReason::MissingUpdatedAt,
-            ),
-            (
-                Case {
-                    unreadable: vec![("NgayTra".into(), "32/07/2024".into())],
-                    ..valid()
-                },
-                RejectReason::UnreadableDate,
-            ),
-            (
-                Case {
-                    status: Some(11),
-                    ..valid()
-                },
-                RejectReason::StatusOutOfRange,
-            ),
-            (
-                Case {
-                    status: None,
-                    ..valid()
-                },
-                RejectReason::StatusOutOfRange,
-            ),
-            (
-                Case {
-                    accepted_date: None,
-                    ..valid()
-                },
-                RejectReason::AcceptedWithoutAcceptanceDate,
-            ),
-            (
-                Case {
-                    end_date: None,
-                    ..valid()
-                },
-                RejectReason::EndedWithoutEndDate,
-            ),
-            (
-                Case {
-                    status: Some(1),
-                    accepted_date: None,
-                    end_date: None,
-                    ..valid()
-                },
-                RejectReason::WaitingWithoutSubmissionDate,
-            ),
-            (
-                Case {
-                    status: Some(3),
-                    accepted_date: None,
-                    end_date: None,
-                    ..valid()
-                },
-                RejectReason::RefusedWithoutRefusalDate,
-            ),
-            (
-                Case {
-                    end_date: d("2024-06-30"),
-                    ..valid()
-                },
-                RejectReason::EndBeforeAcceptance,
-            ),
-        ];
-        for (case, want) in cases {
-            assert_eq!(reject(&case).map(|r| r.0), Some(want), "{case:?}");
+    fn measures_count_what_kpi_md_says() {
+        let d = |s: &str| s.parse::<NaiveDate>().ok();
+        let dates =
+            |v: Vec<Option<NaiveDate>>| Series::new("x".into(), v).cast(&DataType::Date).unwrap();
+        // A: received online in the period, resolved early. B: carried over, in progress and
+        // overdue. C: waiting. D: refused in the period. E: withdrawn.
+        let df = DataFrame::new(
+            5,
+            vec![
+                Column::new("status".into(), [9, 4, 1, 3, 7]),
+                Column::new("channel".into(), [Some(2), Some(1), Some(2), None, Some(1)]),
+                dates(vec![
+                    d("2024-07-01"),
+                    d("2024-05-01"),
+                    None,
+                    None,
+                    d("2024-07-03"),
+                ])
+                .with_name("accepted_date".into())
+                .into(),
+                dates(vec![
+                    d("2024-07-01"),
+                    d("2024-05-01"),
+                    d("2024-09-01"),
+                    d("2024-07-02"),
+                    d("2024-07-03"),
+                ])
+                .with_name("submitted_date".into())
+                .into(),
+                dates(vec![None, None, None, d("2024-07-02"), None])
+                    .with_name("refused_date".into())
+                    .into(),
+                dates(vec![d("2024-07-02"), None, None, None, d("2024-07-05")])
+                    .with_name("end_date".into())
+                    .into(),
+                dates(vec![d("2024-07-05"), d("2024-06-01"), None, None, None])
+                    .with_name("due_date".into())
+                    .into(),
+                Column::new("supplement_requests".into(), [0i64, 0, 0, 0, 0]),
+                Column::new("paid_online".into(), [Some(true), None, None, None, None]),
+                Column::new(
+                    "digitized".into(),
+                    [Some(true), Some(true), None, None, None],
+                ),
+            ],
+        )
+        .unwrap();
+        let (f, l) = (d("2024-06-15").unwrap(), d("2024-09-14").unwrap());
+        let terms = Terms::defined(f, l);
+        let sums: Vec<Expr> = counted(f, l, &terms)
+            .into_iter()
+            .map(|(n, e)| e.cast(DataType::Int64).sum().alias(n))
+            .collect();
+        let out = df
+            .lazy()
+            .select(sums)
+            .with_column(received_total())
+            .collect()
+            .unwrap();
+        let got = |n: &str| out.column(n).unwrap().i64().unwrap().get(0).unwrap();
+        for (n, want) in [
+            ("received_online", 1),
+            ("received_offline", 1),
+            ("received_new", 2),
+            ("carried_over", 1),
+            ("received_total", 3),
+            ("resolved_total", 2),
+            ("resolved_early", 1),
+            ("resolved_withdrawn", 1),
+            ("in_progress_total", 1),
+            ("in_progress_overdue", 1),
+            ("in_progress_within", 0),
+            ("waiting_acceptance", 1),
+            ("refused", 1),
+            ("paid_online", 1),
+            ("digitized", 1),
+        ] {
+            assert_eq!(got(n), want, "{n}");
         }
-    }
-
-    #[test]
-    fn an_unreadable_updated_at_is_unreadable_not_missing() {
-        let c = Case {
-            updated_at: None,
-            unreadable: vec![("NgayCapNhat".into(), "x".into())],
-            ..valid()
-        };
-        assert_eq!(reject(&c).unwrap().0, RejectReason::UnreadableDate);
+        assert_eq!(measure_names().len(), counted(f, l, &terms).len() + 1);
     }
 }

@@ -1,0 +1,60 @@
+//! `motcua demo-source`: serve the demo province (or a dataset folder) on 127.0.0.1, or write
+//! it straight into the raw layer of one run.
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+
+use crate::demo;
+use crate::error::Result;
+
+/// Whether the demo source misbehaves.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Seed of the synthetic province.
+    #[arg(long, default_value_t = 2024)]
+    pub seed: u64,
+    /// Multiplies the number of cases (1.0: about 160 thousand records).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Serve donvi.json, tthc.json and hoso.json from this folder instead.
+    #[arg(long, value_name = "DIR")]
+    pub dataset: Option<PathBuf>,
+    /// Misbehave as real servers do (429, 5xx, dropped connections, busy, slow, live updates).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub chaos: Switch,
+    /// Write the URL to this file once listening.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// Do not serve: write the province into the raw layer of one run under this output
+    /// root, for `motcua replay` (the benchmark's way to provinces of millions of records).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["dataset", "ready_file"])]
+    pub write_raw: Option<String>,
+}
+
+pub async fn run(a: Args) -> Result<()> {
+    if let Some(output) = a.write_raw {
+        let (run_id, records) = demo::write_raw(a.seed, a.scale, &output).await?;
+        println!("wrote {records} case records as raw run {run_id} under {output}: `motcua replay --all` reads them");
+        return Ok(());
+    }
+    let token = std::env::var("MOTCUA_SOURCE_TOKEN").unwrap_or_else(|_| "demo-token".into());
+    let chaos = match a.chaos {
+        Switch::On => demo::Chaos::all(),
+        Switch::Off => demo::Chaos::off(),
+    };
+    let data = match a.dataset {
+        Some(dir) => demo::load_dataset(&dir)?,
+        None => demo::generate(a.seed, a.scale),
+    };
+    demo::run(data, &token, chaos, a.port, a.ready_file.as_deref()).await
+}

@@ -1,0 +1,344 @@
+//! The orchestration of one run: source → raw → normalise → stage → KPI → publish, then the
+//! run record.
+//!
+//! 1. take the single-writer lock `_state/lock` (or wait for it, or exit naming its holder);
+//! 2. read the cursor; pull agencies, catalog and the cases changed since the cursor minus the
+//!    lookback ([`pull`]), landing every body in `raw/` — or, for `replay`, read those bodies
+//!    back ([`replay`]);
+//! 3. reject (`quality/rejects/run_id=…`) and upsert the staging buckets `cases/`;
+//! 4. move the cursor — only now that the data is safely staged;
+//! 5. compute every period and check the identities of `kpi.md` on every row; if one breaks,
+//!    the run fails and publishes no KPI at all ([`compute`]);
+//! 6. publish the periods, each partition one file replaced by one write; a period that fails
+//!    is recorded and the others still go out;
+//! 7. prune raw older than the retention; write the run record `_runs/<run_id>.json`
+//!    ([`record`]), whatever happened; release the lock — on Ctrl-C, SIGTERM and a lost lock
+//!    too.
+
+pub mod compute;
+pub mod periods;
+pub mod pull;
+pub mod record;
+pub mod replay;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::domain::period::{Period, PeriodId};
+use crate::error::{Error, Result, Signal};
+use crate::kpi::KpiTables;
+use crate::normalise::{Agency, Procedure, Spilled};
+use crate::parquet::ParquetEncoder;
+use crate::state::{self, Lock};
+use crate::store::Store;
+use compute::{Catalogs, Publishing};
+use record::{CommandKind, Outcome, PeriodRecord, RunRecord};
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Pull, stage, publish `periods`.
+    Run {
+        periods: Vec<PeriodId>,
+        full_refresh: bool,
+    },
+    /// Pull, stage, publish every period from `from` to `to`; with `resume`, only those the
+    /// last backfill of that range did not publish, or whose files are missing.
+    Backfill {
+        from: PeriodId,
+        to: PeriodId,
+        resume: bool,
+        full_refresh: bool,
+    },
+    /// Rebuild staging from `raw/` alone (runs up to `run_id`, or all), then publish `periods`
+    /// (default: those the replayed run published; with all runs, every published period).
+    Replay {
+        run_id: Option<String>,
+        periods: Vec<PeriodId>,
+    },
+}
+
+impl Command {
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::Run { .. } => CommandKind::Run,
+            Command::Backfill { .. } => CommandKind::Backfill,
+            Command::Replay { .. } => CommandKind::Replay,
+        }
+    }
+
+    /// Whether it pulls, and whether everything.
+    fn full_refresh(&self) -> Option<bool> {
+        match self {
+            Command::Run { full_refresh, .. } | Command::Backfill { full_refresh, .. } => {
+                Some(*full_refresh)
+            }
+            Command::Replay { .. } => None,
+        }
+    }
+}
+
+/// How a run behaves around others.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Wait for the lock instead of exiting when another run holds it.
+    pub wait: bool,
+    /// `run` and `backfill` publish from staging as it stands, without pulling.
+    pub from_staging: bool,
+}
+
+/// What a successful run leaves for the caller to show.
+pub struct Done {
+    pub record: RunRecord,
+    pub tables: Vec<KpiTables>,
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn shutdown_signal() -> Signal {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+                _ = term.recv() => Signal::Terminate,
+            },
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops a run cleanly");
+                let _ = tokio::signal::ctrl_c().await;
+                Signal::Interrupt
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        Signal::Interrupt
+    }
+}
+
+/// Runs `command` under the lock and writes the run record, whatever happens.
+pub async fn execute(settings: &Settings, command: &Command, opts: Options) -> Result<Done> {
+    let run_id = crate::run_id::new();
+    let store = Store::open(&settings.output, &run_id)?;
+    let started = Instant::now();
+    let mut record = RunRecord::start(
+        &run_id,
+        &settings.name,
+        command.kind(),
+        &settings.output,
+        settings.convention,
+    );
+    if let Command::Backfill { from, to, .. } = command {
+        record.range = Some(format!("{from}..{to}"));
+    }
+    info!(run_id = %run_id, command = %command.kind(), output = %settings.output, "run started");
+    let result = locked(settings, &store, &mut record, command, opts).await;
+    finish(&store, &mut record, started, &result).await;
+    let tables = result?;
+    Ok(Done { record, tables })
+}
+
+/// Takes the lock, runs the pipeline, and releases the lock on every way out: success,
+/// failure, Ctrl-C, SIGTERM and a lost lock (each stops the pipeline, then the lock is released
+/// here before the run record is written).
+async fn locked(
+    settings: &Settings,
+    store: &Store,
+    record: &mut RunRecord,
+    command: &Command,
+    opts: Options,
+) -> Result<Vec<KpiTables>> {
+    let kind = command.kind().as_str();
+    let lock = tokio::select! {
+        l = Lock::acquire(store, &record.run_id, kind, settings.lock_expiry, opts.wait) => l?,
+        s = shutdown_signal() => return Err(Error::Interrupted(s)),
+    };
+    let result = tokio::select! {
+        r = async {
+            let stale = store.clean_stale_staging().await?;
+            if stale > 0 {
+                warn!(files = stale, "removed staging files a killed run left behind");
+            }
+            pipeline(settings, store, record, command, &lock, opts.from_staging).await
+        } => r,
+        s = shutdown_signal() => Err(Error::Interrupted(s)),
+        // The heartbeat found the lock taken or could not renew it: stop before publishing.
+        lost = lock.lost() => Err(lost.into()),
+    };
+    if let Err(e) = lock.release().await {
+        warn!(error = %e, "could not release the lock; the next run takes it over when it expires");
+    }
+    result
+}
+
+/// Records the outcome, writes the run record and the summary line, cleans this run's staging.
+async fn finish(
+    store: &Store,
+    record: &mut RunRecord,
+    started: Instant,
+    result: &Result<Vec<KpiTables>>,
+) {
+    record.ended_at = Some(record::now());
+    record.duration_secs = started.elapsed().as_secs_f64();
+    record.outcome = match result {
+        Ok(_) => Outcome::Succeeded,
+        Err(Error::PeriodsFailed(_)) if record.periods.iter().any(|p| p.published) => {
+            Outcome::Partial
+        }
+        Err(_) => Outcome::Failed,
+    };
+    if let Err(e) = result {
+        record.error = Some(e.to_string());
+    }
+    // A run refused at the lock leaves no record: it did nothing, and the holder's record stands.
+    if !matches!(result, Err(e) if e.is_lock_busy()) {
+        if let Err(e) = record.write(store).await {
+            warn!(error = %e, "could not write the run record");
+        }
+    }
+    if let Err(e) = store.clean_staging().await {
+        warn!(error = %e, "could not remove this run's staging folder");
+    }
+    let c = &record.counts;
+    info!(
+        run_id = %record.run_id,
+        outcome = %record.outcome,
+        records_pulled = c.records_pulled,
+        rejected = c.records_rejected,
+        future_stamped = c.future_stamped_records,
+        future_stamp_max = c.future_stamp_max.as_deref().unwrap_or(""),
+        periods_published = record.periods.iter().filter(|p| p.published).count(),
+        duration_secs = format!("{:.1}", record.duration_secs),
+        "run finished"
+    );
+}
+
+/// Steps 2 to 7, in order: what a run does once it holds the lock.
+async fn pipeline(
+    settings: &Settings,
+    store: &Store,
+    record: &mut RunRecord,
+    command: &Command,
+    lock: &Lock,
+    from_staging: bool,
+) -> Result<Vec<KpiTables>> {
+    let enc = ParquetEncoder::new()?;
+    // Which periods to publish is known before any work: a replay with nothing to publish
+    // says so before it reads raw/.
+    let periods: Vec<Period> = periods::of(settings, store, command).await?;
+    let (agencies, procedures) = match (command.full_refresh(), from_staging) {
+        (Some(_), true) => as_staged(settings, store, record).await?,
+        _ => pull_and_stage(settings, store, &enc, record, command, lock).await?,
+    };
+    record.periods = periods.iter().map(PeriodRecord::of).collect();
+    let catalogs = Catalogs {
+        agencies: Arc::new(agencies),
+        procedures: Arc::new(procedures),
+    };
+    let out = Publishing {
+        store,
+        enc: &enc,
+        lock,
+        concurrency: settings.concurrency,
+    };
+    let tables = compute::compute_and_publish(&out, record, &catalogs, &periods).await?;
+    if let Some(keep) = settings.raw_retention {
+        record.counts.raw_runs_pruned =
+            crate::raw::prune::prune(store, keep, &record.run_id).await?;
+    }
+    Ok(tables)
+}
+
+/// `--from-staging`: no pull; the catalogs of the last pull, the cursor untouched.
+async fn as_staged(
+    settings: &Settings,
+    store: &Store,
+    record: &mut RunRecord,
+) -> Result<(Vec<Agency>, Vec<Procedure>)> {
+    let cursor = match state::read_cursor(store).await {
+        Ok(c) => c.map(|c| c.cursor),
+        Err(e) => {
+            warn!(error = %e, "the cursor is unreadable; publishing from staging does not need it");
+            None
+        }
+    };
+    record.cursor_before = cursor.clone();
+    record.cursor_after = cursor;
+    info!("publishing from staging as it stands: no pull");
+    replay::catalogs_from_raw(settings, store).await
+}
+
+/// Steps 2 to 4: pull (or read raw back), stage, move the cursor.
+async fn pull_and_stage(
+    settings: &Settings,
+    store: &Store,
+    enc: &ParquetEncoder,
+    record: &mut RunRecord,
+    command: &Command,
+    lock: &Lock,
+) -> Result<(Vec<Agency>, Vec<Procedure>)> {
+    let mut clock = Instant::now();
+    let mut lap = |record: &mut RunRecord, stage: &str| {
+        record
+            .timings_secs
+            .insert(stage.into(), clock.elapsed().as_secs_f64());
+        clock = Instant::now();
+    };
+    let full_refresh = command.full_refresh();
+    let (agencies, procedures, cases, cursor) = match (command, full_refresh) {
+        (Command::Replay { run_id, .. }, _) => {
+            let (a, p, n) = replay::from_raw(settings, store, record, run_id.as_deref()).await?;
+            lap(record, "replay_raw");
+            (a, p, n, None)
+        }
+        (_, full) => {
+            let p = pull::pull(settings, store, record, full.unwrap_or(false)).await?;
+            lap(record, "pull");
+            (p.agencies, p.catalog, p.cases, p.cursor)
+        }
+    };
+    lock.ensure_held().await?;
+    stage(store, enc, record, cases, full_refresh.is_none()).await?;
+    lap(record, "stage");
+    if let Some(full) = full_refresh {
+        pull::move_cursor(store, record, cursor.as_ref(), full).await?;
+    }
+    Ok((agencies, procedures))
+}
+
+/// Step 3: the rejects, then the staging buckets merged from the spilled records. A replay
+/// rebuilds them from nothing.
+async fn stage(
+    store: &Store,
+    enc: &ParquetEncoder,
+    record: &mut RunRecord,
+    cases: Spilled,
+    rebuild: bool,
+) -> Result<()> {
+    let c = &mut record.counts;
+    c.valid_records = cases.stats.valid;
+    c.records_rejected = cases.stats.rejected;
+    c.rejected_by_reason = cases.stats.rejected_by_reason.clone();
+    if c.records_rejected > 0 {
+        warn!(rejected = c.records_rejected, by_reason = ?c.rejected_by_reason, "records rejected; see {}", crate::publish::rejects::path(&record.run_id));
+    }
+    let file = crate::publish::rejects::publish(store, enc, &cases.rejects, &record.run_id).await?;
+    record.files.push(file);
+    let spill = Arc::new(cases.spill);
+    let buckets = spill.buckets();
+    let merged = crate::stage::merge(
+        store,
+        enc,
+        buckets,
+        Arc::new(move |b| spill.read(b)),
+        rebuild,
+    )
+    .await?;
+    record.counts.duplicates_dropped += merged.duplicates;
+    record.counts.staging_buckets_written += merged.files.len() as u64;
+    record.files.extend(merged.files);
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Step 2 for `replay`: the bodies of the runs' raw responses, read back in arrival order and
+//! normalised as the pull did; and, for `--from-staging`, the catalogs of the latest pull.
+
+use futures::StreamExt;
+use tracing::info;
+
+use super::record::RunRecord;
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::normalise::{
+    agencies, procedures, Agency, Batches, Normaliser, PiiKey, Procedure, Spilled,
+};
+use crate::parquet::blocking;
+use crate::raw::replay::{files, runs, usable};
+use crate::store::Store;
+use crate::wire::{records_of, Endpoint};
+
+/// One raw file, read back.
+enum RawFile {
+    /// A body the pull retried or refused.
+    Unusable,
+    Agencies(Vec<Agency>),
+    Catalog(Vec<Procedure>),
+    /// A `/v1/hoso` page, normalised.
+    Cases(Box<Normaliser>),
+}
+
+/// Reads a raw file of run `run` at `path`: gunzip, judge the body as the pull did, and
+/// normalise a page of cases.
+fn read(key: &PiiKey, run: &str, path: &str, gz: &[u8]) -> Result<RawFile> {
+    let Some((endpoint, body)) = usable(path, gz)? else {
+        return Ok(RawFile::Unusable);
+    };
+    Ok(match endpoint {
+        Endpoint::Agencies => RawFile::Agencies(agencies(&records_of(&body)).0),
+        Endpoint::Catalog => RawFile::Catalog(procedures(&records_of(&body)).0),
+        Endpoint::Cases => {
+            let mut n = Normaliser::new(key.clone(), run);
+            n.add_body(path, &body);
+            RawFile::Cases(Box::new(n))
+        }
+    })
+}
+
+/// The runs to replay: all, or those up to `upto`.
+async fn chosen_runs(store: &Store, upto: Option<&str>) -> Result<Vec<String>> {
+    let runs = runs(store).await?;
+    if let Some(id) = upto {
+        if !runs.iter().any(|r| r == id) {
+            return Err(Error::Missing(format!("no raw responses for run {id} under raw/: `motcua status` lists the runs (raw may have been pruned by raw_retention)")));
+        }
+    }
+    let runs: Vec<String> = runs
+        .into_iter()
+        .filter(|r| upto.is_none_or(|u| r.as_str() <= u))
+        .collect();
+    if runs.is_empty() {
+        return Err(Error::Missing(
+            "raw/ holds no responses to replay: run `motcua run` first".into(),
+        ));
+    }
+    Ok(runs)
+}
+
+/// The replayed catalogs and normalised cases of the runs up to `upto` (all when `None`).
+pub async fn from_raw(
+    settings: &Settings,
+    store: &Store,
+    record: &mut RunRecord,
+    upto: Option<&str>,
+) -> Result<(Vec<Agency>, Vec<Procedure>, Spilled)> {
+    let runs = chosen_runs(store, upto).await?;
+    let mut jobs: Vec<(String, String)> = vec![];
+    for run in &runs {
+        jobs.extend(
+            files(store, run)
+                .await?
+                .into_iter()
+                .map(|p| (run.clone(), p)),
+        );
+    }
+    info!(
+        runs = runs.len(),
+        files = jobs.len(),
+        "replaying raw responses"
+    );
+    let bar = crate::progress::bar(Some(jobs.len() as u64), "files", "replaying raw responses");
+    let mut batches = Batches::new(settings.pii_key.clone(), &record.run_id)?;
+    let (mut agencies, mut catalog) = (None, None);
+    // Files are read and normalised a few at a time on the blocking pool, then taken in order.
+    let mut read_all = futures::stream::iter(jobs)
+        .map(|(run, path)| {
+            let key = settings.pii_key.clone();
+            async move {
+                let gz = store
+                    .get(&path)
+                    .await?
+                    .ok_or_else(|| Error::Missing(format!("{path} vanished during replay")))?;
+                blocking(move || read(&key, &run, &path, &gz)).await
+            }
+        })
+        .buffered(4);
+    while let Some(file) = read_all.next().await {
+        bar.inc(1);
+        match file? {
+            RawFile::Unusable => continue,
+            RawFile::Agencies(a) => agencies = Some(a),
+            RawFile::Catalog(c) => catalog = Some(c),
+            RawFile::Cases(n) => {
+                record.counts.records_pulled += n.stats.records;
+                batches.absorb(*n)?;
+            }
+        }
+        record.counts.raw_files_replayed += 1;
+    }
+    bar.finish_and_clear();
+    let missing = |what: &str| Error::Missing(format!("the replayed runs hold no {what} response"));
+    let agencies = agencies.ok_or_else(|| missing("/v1/donvi"))?;
+    let catalog = catalog.ok_or_else(|| missing("/v1/tthc"))?;
+    record.counts.agencies = agencies.len() as u64;
+    record.counts.procedures = catalog.len() as u64;
+    let spilled = blocking(move || batches.finish()).await?;
+    Ok((agencies, catalog, spilled))
+}
+
+/// The agencies and the catalog of the latest run whose raw responses hold them (for
+/// `--from-staging`, which does not pull them).
+pub async fn catalogs_from_raw(
+    settings: &Settings,
+    store: &Store,
+) -> Result<(Vec<Agency>, Vec<Procedure>)> {
+    let (mut agencies, mut catalog) = (None, None);
+    for run in runs(store).await?.iter().rev() {
+        for path in files(store, run).await? {
+            let wanted = match Endpoint::of_raw_path(&path) {
+                Some(Endpoint::Agencies) => agencies.is_none(),
+                Some(Endpoint::Catalog) => catalog.is_none(),
+                _ => false,
+            };
+            if !wanted {
+                continue;
+            }
+            let Some(gz) = store.get(&path).await? else {
+                continue;
+            };
+            let (key, run) = (settings.pii_key.clone(), run.clone());
+            match blocking(move || read(&key, &run, &path, &gz)).await? {
+                RawFile::Agencies(a) => agencies = Some(a),
+                RawFile::Catalog(c) => catalog = Some(c),
+                _ => {}
+            }
+        }
+        if let (Some(a), Some(c)) = (&agencies, &catalog) {
+            return Ok((a.clone(), c.clone()));
+        }
+    }
+    Err(Error::Missing("--from-staging needs the agencies and catalog of an earlier pull, and raw/ holds no /v1/donvi and /v1/tthc responses (pruned by raw_retention?): run without --from-staging".into()))
+}

@@ -1,0 +1,199 @@
+//! Stage 2: the raw layer. Every response body, exactly as received, gzip-compressed, under
+//! `raw/run_id=<run>/<endpoint>/<seq>_<request>.json.gz`. Bodies land in the background while
+//! the pull goes on ([`RawLog::land`]); a run waits for all of them ([`RawLog::settle`]) before
+//! it stages anything or moves the cursor, so a torn or unparsable body is kept too. It holds
+//! personal data (restricted) and is enough to rebuild everything without the source:
+//! [`replay`] reads it back, [`prune`] drops what is older than the retention.
+
+pub mod prune;
+pub mod replay;
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use flate2::{read::GzDecoder, write::GzEncoder, Compression};
+
+use crate::error::{Doing, Error, Result};
+use crate::store::{Store, WrittenFile};
+use crate::wire::Endpoint;
+
+/// Lands the bodies of one run.
+pub struct RawLog {
+    store: Store,
+    run_id: String,
+    seq: AtomicU64,
+    bytes_written: Arc<AtomicU64>,
+    files: Arc<Mutex<Vec<WrittenFile>>>,
+    /// Bodies being compressed and written in the background, at most [`IN_FLIGHT`] at once.
+    pending: Mutex<Vec<tokio::task::JoinHandle<Result<()>>>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Bodies landing at once in the background (each about a megabyte).
+const IN_FLIGHT: usize = 4;
+
+impl RawLog {
+    pub fn new(store: Store, run_id: &str) -> Self {
+        RawLog {
+            store,
+            run_id: run_id.to_string(),
+            seq: AtomicU64::new(0),
+            bytes_written: Default::default(),
+            files: Default::default(),
+            pending: Default::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        }
+    }
+
+    /// The path a body of `endpoint` asked with `query` lands at; `seq` keeps arrival order.
+    pub fn path_for(&self, seq: u64, endpoint: Endpoint, query: &[(&str, String)]) -> String {
+        let mut req = String::new();
+        for (k, v) in query {
+            req.push('_');
+            req.push_str(k);
+            req.push('=');
+            req.extend(v.chars().map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            }));
+        }
+        format!(
+            "raw/run_id={}/{}/{seq:06}{req}.json.gz",
+            self.run_id,
+            endpoint.raw_dir()
+        )
+    }
+
+    /// Starts landing `body` in the background (compressed on the blocking pool) and returns
+    /// its path at once; [`RawLog::settle`] waits for every body started so. At most
+    /// [`IN_FLIGHT`] bodies are in flight: this waits for a slot first.
+    pub async fn land(
+        &self,
+        endpoint: Endpoint,
+        query: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<String> {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("the raw writer was closed".into()))?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.path_for(seq, endpoint, query);
+        let (store, files, written, at) = (
+            self.store.clone(),
+            self.files.clone(),
+            self.bytes_written.clone(),
+            path.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let gz = tokio::task::spawn_blocking(move || gzip(&body))
+                .await
+                .map_err(|_| Error::Internal("a raw compressor panicked".into()))??;
+            let bytes = gz.len() as u64;
+            store.publish(&at, Bytes::from(gz)).await?;
+            written.fetch_add(bytes, Ordering::Relaxed);
+            lock(&files).push(WrittenFile {
+                path: at,
+                bytes,
+                rows: None,
+            });
+            drop(slot);
+            Ok(())
+        });
+        lock(&self.pending).push(task);
+        Ok(path)
+    }
+
+    /// Waits until every body started by [`RawLog::land`] is written; the first error.
+    pub async fn settle(&self) -> Result<()> {
+        let tasks: Vec<_> = std::mem::take(&mut *lock(&self.pending));
+        let mut first = None;
+        for t in tasks {
+            let r = t
+                .await
+                .map_err(|_| Error::Internal("a raw writer panicked".into()))
+                .and_then(|r| r);
+            if let (Err(e), None) = (r, &first) {
+                first = Some(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The files landed so far, in arrival order.
+    pub fn files(&self) -> Vec<WrittenFile> {
+        let mut f = lock(&self.files).clone();
+        f.sort_by(|a, b| a.path.cmp(&b.path));
+        f
+    }
+
+    /// Compressed bytes landed so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written.load(Ordering::Relaxed)
+    }
+}
+
+/// A mutex's content, even after a panic elsewhere poisoned it (the lists stay consistent:
+/// each change is one push).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn gzip(body: &[u8]) -> Result<Vec<u8>> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 6), Compression::fast());
+    enc.write_all(body).doing("compressing a raw response")?;
+    enc.finish().doing("compressing a raw response")
+}
+
+pub fn gunzip(gz: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    GzDecoder::new(gz)
+        .read_to_end(&mut out)
+        .doing("a raw file is not valid gzip")?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bodies_land_compressed_in_arrival_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), "r").unwrap();
+        let raw = RawLog::new(store.clone(), "r1");
+        let mut paths = vec![];
+        for i in 0..10u32 {
+            let q = [
+                ("page", i.to_string()),
+                ("updated_from", "2024 07/01".into()),
+            ];
+            let body = Bytes::from(format!("{{\"error_code\":\"0\",\"data\":[{i}]}}"));
+            paths.push(raw.land(Endpoint::Cases, &q, body).await.unwrap());
+        }
+        raw.settle().await.unwrap();
+        assert_eq!(
+            paths[3],
+            "raw/run_id=r1/v1-hoso/000003_page=3_updated_from=2024-07-01.json.gz"
+        );
+        let files = raw.files();
+        assert_eq!(
+            files.iter().map(|f| f.path.clone()).collect::<Vec<_>>(),
+            paths
+        );
+        assert_eq!(
+            raw.bytes_written(),
+            files.iter().map(|f| f.bytes).sum::<u64>()
+        );
+        let back = gunzip(&store.get(&paths[7]).await.unwrap().unwrap()).unwrap();
+        assert_eq!(back, br#"{"error_code":"0","data":[7]}"#);
+        assert!(gunzip(b"not gzip").is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! Reading the raw layer back, for `replay` and `--from-staging`: the runs it holds, each run's
+//! bodies in arrival order, and each body as the pull judged it (only a usable one counts).
+
+use std::collections::BTreeSet;
+
+use super::gunzip;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::wire::{classify_body, BodyVerdict, Endpoint};
+
+/// The run ids under `raw/`, oldest first.
+pub async fn runs(store: &Store) -> Result<Vec<String>> {
+    let mut runs = BTreeSet::new();
+    for (p, _) in store.list("raw").await? {
+        if let Some(rest) = p.strip_prefix("raw/run_id=") {
+            if let Some((id, _)) = rest.split_once('/') {
+                runs.insert(id.to_string());
+            }
+        }
+    }
+    Ok(runs.into_iter().collect())
+}
+
+/// The bodies of run `run`, in the order they arrived (the sequence number that starts every
+/// file name).
+pub async fn files(store: &Store, run: &str) -> Result<Vec<String>> {
+    let mut files: Vec<String> = store
+        .list(&format!("raw/run_id={run}"))
+        .await?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    files.sort_by_key(|p| p.rsplit('/').next().unwrap_or("").to_string());
+    Ok(files)
+}
+
+/// A raw body read back: its endpoint and the body, when the pull could use it (a torn body or
+/// a "system busy" answer, which the pull retried, and a body it refused are not).
+pub fn usable(path: &str, gz: &[u8]) -> Result<Option<(Endpoint, Vec<u8>)>> {
+    let body = gunzip(gz).map_err(|e| Error::Io {
+        what: format!("{path} is damaged"),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let Some(endpoint) = Endpoint::of_raw_path(path) else {
+        return Ok(None);
+    };
+    Ok(match classify_body(&body) {
+        BodyVerdict::Usable { .. } => Some((endpoint, body)),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw::{gzip, RawLog};
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn runs_and_their_bodies_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), "t").unwrap();
+        for run in ["20240102T000000000Z-bbbb", "20240101T000000000Z-aaaa"] {
+            let raw = RawLog::new(store.clone(), run);
+            for i in 0..12u32 {
+                let body = Bytes::from(format!("{{\"error_code\":\"0\",\"data\":[{i}]}}"));
+                raw.land(Endpoint::Cases, &[("page", i.to_string())], body)
+                    .await
+                    .unwrap();
+            }
+            raw.settle().await.unwrap();
+        }
+        let runs = runs(&store).await.unwrap();
+        assert_eq!(
+            runs,
+            ["20240101T000000000Z-aaaa", "20240102T000000000Z-bbbb"]
+        );
+        let files = files(&store, &runs[0]).await.unwrap();
+        assert_eq!(files.len(), 12);
+        for (i, f) in files.iter().enumerate() {
+            let gz = store.get(f).await.unwrap().unwrap();
+            let (e, body) = usable(f, &gz).unwrap().unwrap();
+            assert_eq!(e, Endpoint::Cases);
+            assert!(String::from_utf8(body).unwrap().contains(&format!("[{i}]")));
+        }
+    }
+
+    #[test]
+    fn only_usable_bodies_count() {
+        let p = "raw/run_id=r/v1-hoso/000001_page=1.json.gz";
+        let gz = |b: &str| gzip(b.as_bytes()).unwrap();
+        assert!(usable(p, &gz(r#"{"error_code":"0","data":[]}"#))
+            .unwrap()
+            .is_some());
+        for b in [
+            r#"{"error_code":"1","message":"busy"}"#,
+            r#"{"error_code":"0","data":{}}"#,
+            r#"{"data":[{"MaHoSo":"A"}]}"#,
+            "<html>",
+            r#"{"error_code":"0","data":[{"MaH"#,
+        ] {
+            assert!(usable(p, &gz(b)).unwrap().is_none(), "{b}");
+        }
+        assert!(usable(
+            "raw/run_id=r/elsewhere/1.json.gz",
+            &gz(r#"{"error_code":"0","data":[]}"#)
+        )
+        .unwrap()
+        .is_none());
+        assert!(usable(p, b"not gzip").is_err());
+    }
+}
