@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::NaiveDate;
+
 use crate::error::{Error, Result};
 
 /// A usage error: what is wrong with the settings and what to do.
@@ -27,6 +29,9 @@ pub struct PipelineFile {
     pub period_convention: Option<Convention>,
     /// How far before the cursor the next pull starts, e.g. "3d", "12h", "0s".
     pub lookback: Option<String>,
+    /// Restated tables take the structure of this day (`yyyy-MM-dd`); default: the day of
+    /// the run.
+    pub restate_to: Option<String>,
     /// How far the source's clock may run ahead of ours: the pull's upper bound is the run's
     /// start minus this, e.g. "5m".
     pub clock_skew: Option<String>,
@@ -79,6 +84,8 @@ pub struct Overrides {
     pub source_url: Option<String>,
     pub output: Option<String>,
     pub convention: Option<Convention>,
+    /// `--restate-to`.
+    pub restate_to: Option<NaiveDate>,
     /// The command does not contact the source (`replay`, `--from-staging`): no URL or token
     /// is needed.
     pub offline: bool,
@@ -95,6 +102,8 @@ pub struct Settings {
     pub convention: Convention,
     pub lookback: Duration,
     pub clock_skew: Duration,
+    /// Restated tables take the structure of this day; `None`: the day of the run.
+    pub restate_to: Option<NaiveDate>,
     pub lock_expiry: Duration,
     pub concurrency: usize,
     pub raw_retention: Option<Duration>,
@@ -246,6 +255,15 @@ impl Settings {
             convention: o.convention.or(file.period_convention).unwrap_or_default(),
             lookback: duration(&file.lookback, "3d")?,
             clock_skew: duration(&file.clock_skew, "5m")?,
+            restate_to: match (o.restate_to, &file.restate_to) {
+                (Some(d), _) => Some(d),
+                (None, Some(s)) => Some(s.parse().map_err(|_| {
+                    Error::Usage(format!(
+                        "restate_to {s:?} is not a date: use yyyy-MM-dd, e.g. \"2026-01-01\""
+                    ))
+                })?),
+                (None, None) => None,
+            },
             lock_expiry: duration(&file.lock_expiry, "2h")?,
             concurrency: file.concurrency.unwrap_or(4).clamp(1, 64),
             raw_retention: file

@@ -93,6 +93,14 @@ pub fn decode(bytes: Bytes) -> Result<DataFrame> {
         .doing("reading Parquet")
 }
 
+/// The column names of Parquet bytes, from the footer alone.
+pub fn columns_of(bytes: &Bytes) -> Result<Vec<String>> {
+    let schema = ParquetReader::new(Cursor::new(bytes.clone()))
+        .schema()
+        .doing("reading a Parquet footer")?;
+    Ok(schema.iter_names().map(|n| n.to_string()).collect())
+}
+
 /// Reads only `columns` of Parquet bytes into a frame.
 pub fn decode_columns(bytes: Bytes, columns: &[&str]) -> Result<DataFrame> {
     ParquetReader::new(Cursor::new(bytes))

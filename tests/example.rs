@@ -52,6 +52,14 @@ async fn every_expected_figure_of_the_worked_example() {
         ] {
             assert_matches_schema(df, table);
         }
+        for table in ["cases_by_level_restated", "cases_by_agency_restated"] {
+            let df = read_parquet(&kpi.join(format!("{table}/period=2024-Q3/part-0.parquet")));
+            assert_matches_schema(&df, table);
+        }
+        assert_matches_schema(
+            &read_parquet(&out.path().join("dim/agencies/part-0.parquet")),
+            "agencies",
+        );
         let bucket = files_under(&out.path().join("cases"))
             .into_iter()
             .next()

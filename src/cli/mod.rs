@@ -79,6 +79,9 @@ pub struct Common {
     /// Output root: a folder, file://… or s3://bucket/prefix (default ./data).
     #[arg(long, value_name = "URL")]
     pub output: Option<String>,
+    /// Restate the figures in the structure of this day (yyyy-MM-dd; default: today).
+    #[arg(long, value_name = "DATE")]
+    pub restate_to: Option<chrono::NaiveDate>,
     /// When another run holds the output's lock, wait for it instead of exiting.
     #[arg(long)]
     pub wait: bool,
@@ -97,6 +100,7 @@ impl Common {
             source_url: self.source_url.clone(),
             output: self.output.clone(),
             convention: self.period_convention,
+            restate_to: self.restate_to,
             offline: self.from_staging || offline,
         })
     }

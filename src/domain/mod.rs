@@ -1,6 +1,7 @@
 //! The domain rules, to be read beside `../shared/spec/kpi.md`: reporting periods, the reject
 //! rules, the terms, measures, rates and identities, and the levels.
 
+pub mod agency;
 pub mod level;
 pub mod period;
 pub mod reject;

@@ -28,6 +28,9 @@ pub struct Case {
     pub due_date: Option<NaiveDate>,
     /// Date fields present but unreadable: `(field, value as served)`.
     pub unreadable: Vec<(String, String)>,
+    /// The first hand-over that cannot be used, and why: `DanhSachChuyenDonVi[1] has no
+    /// MaDonViCu`.
+    pub incomplete_transfer: Option<String>,
 }
 
 /// Why a record is rejected. The codes are stable: they are published in `quality/rejects/`.
@@ -43,6 +46,9 @@ pub enum RejectReason {
     WaitingWithoutSubmissionDate,
     RefusedWithoutRefusalDate,
     EndBeforeAcceptance,
+    /// A hand-over of `DanhSachChuyenDonVi` without `MaDonViCu` or `NgayChuyen`: the agency
+    /// that held the case before it cannot be told (`agencies.md`).
+    IncompleteTransfer,
 }
 
 impl RejectReason {
@@ -58,10 +64,11 @@ impl RejectReason {
             RejectReason::WaitingWithoutSubmissionDate => "waiting_without_submission_date",
             RejectReason::RefusedWithoutRefusalDate => "refused_without_refusal_date",
             RejectReason::EndBeforeAcceptance => "end_before_acceptance",
+            RejectReason::IncompleteTransfer => "incomplete_transfer",
         }
     }
 
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::MissingCaseId,
         RejectReason::MissingAgency,
         RejectReason::MissingUpdatedAt,
@@ -72,6 +79,7 @@ impl RejectReason {
         RejectReason::WaitingWithoutSubmissionDate,
         RejectReason::RefusedWithoutRefusalDate,
         RejectReason::EndBeforeAcceptance,
+        RejectReason::IncompleteTransfer,
     ];
 }
 
@@ -97,7 +105,10 @@ fn unusable_fields(case: &Case) -> Option<Rejection> {
         return Some((MissingUpdatedAt, "NgayCapNhat is absent".into()));
     }
     if case.unreadable.is_empty() {
-        return None;
+        return case
+            .incomplete_transfer
+            .clone()
+            .map(|detail| (IncompleteTransfer, detail));
     }
     let fields: Vec<String> = case
         .unreadable
@@ -263,6 +274,14 @@ mod tests {
                     ..valid()
                 },
                 RejectReason::EndBeforeAcceptance,
+            ),
+            (
+                Case {
+                    incomplete_transfer: Some("DanhSachChuyenDonVi[0] has no MaDonViCu".into()),
+                    status: Some(11),
+                    ..valid()
+                },
+                RejectReason::IncompleteTransfer,
             ),
         ];
         for (case, want) in cases {

@@ -8,20 +8,23 @@
 //! up exactly) and `catalog_by_level`. The identities of `kpi.md` are checked on every row of
 //! both case tables ([`identities`]).
 
+pub mod attribution;
 pub mod identities;
 pub mod partial;
+pub mod restate;
 pub mod scan;
 pub mod tables;
 
 use serde::{Deserialize, Serialize};
 
+pub use attribution::Agencies;
 pub use identities::{check_identities, IdentityCheck};
 pub use partial::{partial, Accumulator, Partial, Totals};
 use polars::prelude::DataFrame;
 
 use crate::domain::period::Period;
 use crate::error::Result;
-use crate::normalise::{Agency, Procedure};
+use crate::normalise::Procedure;
 
 /// The three KPI tables of one period.
 #[derive(Clone)]
@@ -32,6 +35,8 @@ pub struct KpiTables {
     pub by_agency: DataFrame,
     pub by_level: DataFrame,
     pub catalog: DataFrame,
+    /// The case tables restated to the structure of a target date.
+    pub restated: restate::Restated,
     pub identities: Vec<IdentityCheck>,
 }
 
@@ -42,7 +47,7 @@ impl KpiTables {
 }
 
 /// The staging columns the KPIs read; a bucket is decoded with these alone.
-pub const INPUT_COLUMNS: [&str; 15] = [
+pub const INPUT_COLUMNS: [&str; 16] = [
     "agency_code",
     "agency_name_text",
     "procedure_code",
@@ -58,26 +63,29 @@ pub const INPUT_COLUMNS: [&str; 15] = [
     "refused_date",
     "end_date",
     "due_date",
+    "transfers",
 ];
 
-/// What the tables of a period are stamped with.
+/// What the tables of a period are stamped with, and the date they are restated to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stamp {
     pub run_id: String,
     /// Epoch microseconds.
     pub computed_at: i64,
+    /// Restated tables follow main successors to the agencies existing on this day.
+    pub restate_to: chrono::NaiveDate,
 }
 
 /// Computes the three tables of `period` from the staging `cases` (all of it in one frame).
 pub fn compute(
     cases: &DataFrame,
-    agencies: &[Agency],
+    agencies: &Agencies,
     catalog: &[Procedure],
     period: &Period,
     stamp: &Stamp,
 ) -> Result<KpiTables> {
     let mut acc = Accumulator::new(&[*period]);
-    acc.add(partial(cases, &[*period])?);
+    acc.add(partial(cases, &[*period], agencies)?);
     acc.total()?.tables(0, agencies, catalog, stamp)
 }
 
@@ -89,12 +97,14 @@ pub(crate) fn tables_of(records: &[serde_json::Value], cap: i32) -> KpiTables {
     let mut n = Normaliser::new(PiiKey::new(b"k"), "r");
     n.add_records("raw/x", records);
     let cases = n.finish().unwrap().cases;
-    let agencies = [Agency {
-        code: "X".into(),
-        name: None,
-        cap: Some(cap),
-        parent: None,
-    }];
+    let agencies = Agencies::new(crate::domain::agency::Catalog::new(vec![
+        crate::normalise::Agency {
+            code: "X".into(),
+            cap: Some(cap),
+            ..Default::default()
+        },
+    ]))
+    .unwrap();
     let period = "2024-Q3"
         .parse::<PeriodId>()
         .unwrap()
@@ -102,6 +112,7 @@ pub(crate) fn tables_of(records: &[serde_json::Value], cap: i32) -> KpiTables {
     let stamp = Stamp {
         run_id: "r".into(),
         computed_at: 0,
+        restate_to: "2026-01-01".parse().unwrap(),
     };
     compute(&cases, &agencies, &[], &period, &stamp).unwrap()
 }

@@ -2,17 +2,23 @@
 //! one plan: the terms of `kpi.md` evaluated once per case, each measure a boolean per case,
 //! summed per agency × field. The partial counts of all buckets are then summed ([`Totals`]),
 //! and every period's tables come from there.
+//!
+//! A case counts under its agency on its attribution date (`agencies.md`). For a case never
+//! handed over that is the agency holding it now, whatever the period, so such cases — nearly
+//! all — are counted for every period in one plan; the few handed over are counted period by
+//! period under the agency [`attribution`](super::attribution) finds for each.
 
 use std::collections::BTreeMap;
 
 use polars::prelude::*;
 
+use super::attribution::{self, Agencies};
 use super::tables::period_tables;
 use super::{KpiTables, Stamp};
 use crate::domain::period::Period;
 use crate::domain::rules::{self, measure_names, Terms};
 use crate::error::{Doing, Result};
-use crate::normalise::{Agency, Procedure};
+use crate::normalise::Procedure;
 use crate::stage::schema::empty_staging;
 
 fn suffix(i: usize) -> String {
@@ -27,10 +33,22 @@ pub fn counted_names() -> Vec<&'static str> {
         .collect()
 }
 
+/// The count columns of period `i`: its measures, then `_outside`, the cases counted under an
+/// agency outside its validity.
+fn period_counts(i: usize) -> Vec<String> {
+    let sfx = suffix(i);
+    let mut names: Vec<String> = counted_names()
+        .iter()
+        .map(|n| format!("{n}{sfx}"))
+        .collect();
+    names.push(format!("_outside{sfx}"));
+    names
+}
+
 /// What one slice of the staging table (a bucket) adds to every period of a run.
 pub struct Partial {
-    /// Per agency × field: `<measure>#<i>` counts for period `i`, the least `agency_name_text`
-    /// and `field_name` seen, and `_cases`, the number of cases.
+    /// Per agency × field: the counts of every period ([`period_counts`]), the least
+    /// `agency_name_text` and `field_name` seen, and `_cases`, the cases held now.
     counts: DataFrame,
     /// Per agency × procedure: `_used#<i>`, the cases in received_new of period `i`.
     used: DataFrame,
@@ -44,9 +62,8 @@ fn sums(periods: usize, cases: Expr) -> (Vec<Expr>, Vec<Expr>) {
     let mut counts = vec![];
     let mut used = vec![];
     for i in 0..periods {
-        let sfx = suffix(i);
-        counts.extend(counted_names().iter().map(|n| sum(format!("{n}{sfx}"))));
-        used.push(sum(format!("_used{sfx}")));
+        counts.extend(period_counts(i).into_iter().map(sum));
+        used.push(sum(format!("_used{}", suffix(i))));
     }
     counts.extend([
         col("agency_name_text").min(),
@@ -56,33 +73,88 @@ fn sums(periods: usize, cases: Expr) -> (Vec<Expr>, Vec<Expr>) {
     (counts, used)
 }
 
-/// Counts `cases` (staging rows, at least [`super::INPUT_COLUMNS`]) for every one of `periods`.
-pub fn partial(cases: &DataFrame, periods: &[Period]) -> Result<Partial> {
+/// The flags of the periods `which` (index, period) over cases counted under `agency_code`,
+/// whose validity is in `_valid_from` and `_valid_to`: every measure, `_outside` and `_used`.
+fn flags(which: &[(usize, Period)]) -> (Vec<Expr>, Vec<Expr>) {
     let mut terms: Vec<Expr> = vec![];
-    let mut flags: Vec<Expr> = vec![col("agency_code"), col("field_code")];
-    let mut used: Vec<Expr> = vec![col("procedure_code")];
-    for (i, p) in periods.iter().enumerate() {
-        let sfx = suffix(i);
+    let mut flags: Vec<Expr> = vec![];
+    for (i, p) in which {
+        let sfx = suffix(*i);
         terms.extend(Terms::defined(p.start, p.end).named(&sfx));
         let t = Terms::columns(&sfx);
-        for (name, cond) in rules::counted(p.start, p.end, &t) {
+        let measures = rules::counted(p.start, p.end, &t);
+        let any = measures
+            .iter()
+            .fold(lit(false), |a, (_, c)| a.or(c.clone()));
+        for (name, cond) in measures {
             // Booleans (a bit a case), counted by `sum`: twelve periods of flags for a
             // bucket of ten million records stay in tens of megabytes.
             flags.push(cond.alias(format!("{name}{sfx}")));
         }
-        used.push(t.received_new.alias(format!("_used{sfx}")));
+        let on = when(
+            t.ended
+                .clone()
+                .and(col("end_date").lt_eq(rules::date(p.end))),
+        )
+        .then(col("end_date"))
+        .otherwise(rules::date(p.end));
+        let invalid = col("_valid_from")
+            .gt(on.clone())
+            .or(col("_valid_to").lt_eq(on));
+        flags.push(
+            any.and(invalid.fill_null(lit(false)))
+                .alias(format!("_outside{sfx}")),
+        );
+        flags.push(t.received_new.alias(format!("_used{sfx}")));
     }
-    flags.extend([col("agency_name_text"), col("field_name")]);
-    flags.extend(used);
-    let flagged = cases
-        .clone()
-        .lazy()
+    (terms, flags)
+}
+
+/// The counts of `cases` for the periods `which`, grouped, in the columns of all `n` periods.
+fn count(
+    cases: LazyFrame,
+    agencies: &Agencies,
+    which: &[(usize, Period)],
+    n: usize,
+    with_cases: bool,
+) -> Result<Partial> {
+    let (terms, flags) = flags(which);
+    let mut select = vec![
+        col("agency_code"),
+        col("field_code"),
+        col("procedure_code"),
+        col("agency_name_text"),
+        col("field_name"),
+    ];
+    select.extend(flags);
+    let flagged = agencies
+        .with_validity(cases)
         .with_columns(terms)
-        .select(flags)
+        .select(select)
         .collect()
         .doing("evaluating the measures of each case")?
         .lazy();
-    let (counts, used) = sums(periods.len(), len().cast(DataType::Int64).alias("_cases"));
+    let zero = |c: &str| lit(0i64).cast(DataType::Int64).alias(c);
+    let mut counts: Vec<Expr> = vec![];
+    let mut used: Vec<Expr> = vec![];
+    for i in 0..n {
+        let mine = which.iter().any(|(j, _)| *j == i);
+        let sum = |c: String| match mine {
+            true => col(c.as_str()).cast(DataType::Int64).sum().alias(c),
+            false => zero(&c),
+        };
+        counts.extend(period_counts(i).into_iter().map(sum));
+        used.push(sum(format!("_used{}", suffix(i))));
+    }
+    let cases = match with_cases {
+        true => len().cast(DataType::Int64).alias("_cases"),
+        false => zero("_cases"),
+    };
+    counts.extend([
+        col("agency_name_text").min(),
+        col("field_name").min(),
+        cases,
+    ]);
     Ok(Partial {
         counts: per(
             flagged.clone(),
@@ -95,6 +167,64 @@ pub fn partial(cases: &DataFrame, periods: &[Period]) -> Result<Partial> {
             "procedure_code",
             used,
             "counting cases per agency and procedure",
+        )?,
+    })
+}
+
+/// Counts `cases` (staging rows, at least [`super::INPUT_COLUMNS`]) for every one of
+/// `periods`.
+pub fn partial(cases: &DataFrame, periods: &[Period], agencies: &Agencies) -> Result<Partial> {
+    let all: Vec<(usize, Period)> = periods.iter().copied().enumerate().collect();
+    let (still, moved) = attribution::split(cases)?;
+    let mut parts = vec![count(still.lazy(), agencies, &all, periods.len(), true)?];
+    if moved.height() > 0 {
+        // Held now: counted once, under the agency holding them.
+        parts.push(count(
+            moved.clone().lazy(),
+            agencies,
+            &[],
+            periods.len(),
+            true,
+        )?);
+        for (i, p) in &all {
+            let then = attribution::as_of(&moved, p)?;
+            parts.push(count(
+                then.lazy(),
+                agencies,
+                &[(*i, *p)],
+                periods.len(),
+                false,
+            )?);
+        }
+    }
+    merged(parts, periods.len())
+}
+
+/// Several partial counts as one.
+fn merged(parts: Vec<Partial>, n: usize) -> Result<Partial> {
+    let mut parts = parts;
+    if parts.len() == 1 {
+        if let Some(only) = parts.pop() {
+            return Ok(only);
+        }
+    }
+    let (counts, used) = sums(n, col("_cases").sum());
+    let (c, u): (Vec<LazyFrame>, Vec<LazyFrame>) = parts
+        .into_iter()
+        .map(|p| (p.counts.lazy(), p.used.lazy()))
+        .unzip();
+    Ok(Partial {
+        counts: per(
+            concat(c, UnionArgs::default())?,
+            "field_code",
+            counts,
+            "summing partial counts",
+        )?,
+        used: per(
+            concat(u, UnionArgs::default())?,
+            "procedure_code",
+            used,
+            "summing partial uses",
         )?,
     })
 }
@@ -138,7 +268,7 @@ impl Accumulator {
     /// Sums what was added (an empty staging table when nothing was).
     pub fn total(mut self) -> Result<Totals> {
         if self.counts.is_empty() {
-            let p = partial(&empty_staging()?, &self.periods)?;
+            let p = partial(&empty_staging()?, &self.periods, &Agencies::default())?;
             self.add(p);
         }
         let (counts, used) = sums(self.periods.len(), col("_cases").sum());
@@ -160,17 +290,18 @@ impl Accumulator {
 }
 
 impl Totals {
-    /// Cases in staging per agency code.
-    pub fn cases_per_agency(&self) -> Result<BTreeMap<String, u64>> {
+    /// `column` summed per agency, where it is not zero.
+    fn per_agency(&self, column: &str) -> Result<BTreeMap<String, u64>> {
         let df = self
             .counts
             .clone()
             .lazy()
             .group_by([col("agency_code")])
-            .agg([col("_cases").sum()])
+            .agg([col(column).sum()])
+            .filter(col(column).gt(lit(0i64)))
             .collect()?;
         let codes = df.column("agency_code")?.str()?;
-        let n = df.column("_cases")?.i64()?;
+        let n = df.column(column)?.i64()?;
         Ok(codes
             .iter()
             .zip(n.iter())
@@ -178,16 +309,26 @@ impl Totals {
             .collect())
     }
 
+    /// Cases in staging per agency code (the agency holding them now).
+    pub fn cases_per_agency(&self) -> Result<BTreeMap<String, u64>> {
+        self.per_agency("_cases")
+    }
+
+    /// Per agency, the cases of period `i` counted under it on a day outside its validity.
+    pub fn outside_validity(&self, i: usize) -> Result<BTreeMap<String, u64>> {
+        self.per_agency(&format!("_outside{}", suffix(i)))
+    }
+
     /// Cases in staging.
     pub fn cases(&self) -> Result<u64> {
         Ok(self.counts.column("_cases")?.i64()?.sum().unwrap_or(0) as u64)
     }
 
-    /// The three tables of period number `i` (of the periods the accumulator was made for).
+    /// The tables of period number `i` (of the periods the accumulator was made for).
     pub fn tables(
         &self,
         i: usize,
-        agencies: &[Agency],
+        agencies: &Agencies,
         catalog: &[Procedure],
         stamp: &Stamp,
     ) -> Result<KpiTables> {
@@ -212,62 +353,5 @@ impl Totals {
             .filter(col(format!("_used{sfx}")).gt(lit(0i64)))
             .select([col("agency_code"), col("procedure_code")]);
         period_tables(counts, used, agencies, catalog, &period, stamp)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::period::{Convention, PeriodId};
-    use crate::normalise::{Normaliser, PiiKey};
-    use serde_json::json;
-
-    /// Counting the staging table in slices and summing gives what counting it whole gives.
-    #[test]
-    fn counts_of_slices_sum_to_the_counts_of_the_whole() {
-        let mut n = Normaliser::new(PiiKey::new(b"k"), "r");
-        let recs: Vec<_> = (0..60)
-            .map(|i| {
-                let status = [4, 9, 10][i % 3];
-                json!({"MaHoSo": format!("C{i}"), "MaDonVi": format!("A{}", i % 3),
-                "MaLinhVuc": format!("F{}", i % 2), "MaTTHC": format!("P{}", i % 4),
-                "TrangThaiHoSo": status, "KenhThucHien": 1 + i % 2,
-                "NgayTiepNhan": format!("202407{:02}080000", 1 + i % 28),
-                "NgayKetThucXuLy": format!("202408{:02}080000", 1 + i % 28),
-                "NgayHenTra": "20240815170000", "NgayCapNhat": "20240901090000"})
-            })
-            .collect();
-        n.add_records("raw/p", &recs);
-        let cases = n.finish().unwrap().cases;
-        let periods: Vec<Period> = ["2024-Q3", "2024-07", "2024-08"]
-            .iter()
-            .map(|p| p.parse::<PeriodId>().unwrap().resolve(Convention::Calendar))
-            .collect();
-        let mut whole = Accumulator::new(&periods);
-        whole.add(partial(&cases, &periods).unwrap());
-        let whole = whole.total().unwrap();
-        let mut sliced = Accumulator::new(&periods);
-        for k in 0..4 {
-            sliced.add(partial(&cases.slice(k * 15, 15), &periods).unwrap());
-        }
-        let sliced = sliced.total().unwrap();
-        assert_eq!(sliced.cases().unwrap(), 60);
-        assert_eq!(
-            sliced.cases_per_agency().unwrap(),
-            whole.cases_per_agency().unwrap()
-        );
-        let sort = |df: &DataFrame| {
-            df.sort(["agency_code", "field_code"], Default::default())
-                .unwrap()
-        };
-        assert!(sort(&sliced.counts).equals_missing(&sort(&whole.counts)));
-        let stamp = Stamp {
-            run_id: "r".into(),
-            computed_at: 0,
-        };
-        let t = sliced.tables(0, &[], &[], &stamp).unwrap();
-        assert!(t.identities_hold());
-        let empty = Accumulator::new(&periods).total().unwrap();
-        assert_eq!(empty.cases().unwrap(), 0);
     }
 }

@@ -5,11 +5,15 @@ use futures::StreamExt;
 use polars::prelude::DataFrame;
 use tokio::task::JoinHandle;
 
+use std::sync::Arc;
+
+use super::attribution::Agencies;
 use super::partial::{partial, Accumulator, Partial, Totals};
 use super::INPUT_COLUMNS;
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::parquet::{blocking, decode_columns};
+use crate::parquet::{blocking, columns_of, decode_columns};
+use crate::stage::schema::transfers_column;
 use crate::store::Store;
 
 /// Buckets read and counted at once (at most; `concurrency` may ask for fewer): one decodes
@@ -27,11 +31,19 @@ async fn read_bucket(store: &Store, path: String) -> Result<DataFrame> {
         ))
     })?;
     blocking(move || {
-        decode_columns(b, &INPUT_COLUMNS).map_err(|e| {
+        let unreadable = |e: Error| {
             e.doing(format!(
                 "{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"
             ))
-        })
+        };
+        let present = columns_of(&b).map_err(unreadable)?;
+        let wanted: Vec<&str> = INPUT_COLUMNS.iter().copied().filter(|c| present.iter().any(|p| p == c)).collect();
+        let mut df = decode_columns(b, &wanted).map_err(unreadable)?;
+        if !present.iter().any(|p| p == "transfers") {
+            // Staged by a motcua that kept no transfers: none to follow.
+            df.with_column(transfers_column(&[], &vec![0; df.height()])?)?;
+        }
+        Ok(df)
     })
     .await
 }
@@ -41,6 +53,7 @@ async fn read_bucket(store: &Store, path: String) -> Result<DataFrame> {
 pub async fn count(
     store: &Store,
     periods: &[Period],
+    agencies: Arc<Agencies>,
     concurrency: usize,
     bar: &indicatif::ProgressBar,
 ) -> Result<Totals> {
@@ -74,8 +87,9 @@ pub async fn count(
                 acc.add(joined(c).await?);
             }
             let (frames, periods) = (std::mem::take(&mut batch), periods.to_vec());
+            let agencies = agencies.clone();
             counting = Some(tokio::task::spawn_blocking(move || {
-                partial(&stacked(frames)?, &periods)
+                partial(&stacked(frames)?, &periods, &agencies)
             }));
         }
         if end {

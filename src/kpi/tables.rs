@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use polars::prelude::*;
 
+use super::attribution::Agencies;
 use super::identities::check_identities;
 use super::{KpiTables, Stamp};
 use crate::domain::period::Period;
@@ -28,7 +29,7 @@ pub fn level_rank() -> Expr {
 }
 
 /// Every table starts with its period.
-fn period_columns(period: &Period) -> Vec<Expr> {
+pub fn period_columns(period: &Period) -> Vec<Expr> {
     vec![
         rules::date(period.start).alias("period_start"),
         rules::date(period.end).alias("period_end"),
@@ -38,7 +39,7 @@ fn period_columns(period: &Period) -> Vec<Expr> {
 
 /// Appends `run_id` and `computed_at` (built as a column: polars 0.55 drops the zone when it
 /// casts an integer literal to a zoned `Datetime`).
-fn stamped(mut df: DataFrame, stamp: &Stamp) -> Result<DataFrame> {
+pub fn stamped(mut df: DataFrame, stamp: &Stamp) -> Result<DataFrame> {
     let h = df.height();
     df.with_column(Column::new("run_id".into(), vec![stamp.run_id.as_str(); h]))?;
     df.with_column(utc_micros("computed_at", vec![Some(stamp.computed_at); h]))?;
@@ -83,30 +84,48 @@ fn with_level(lf: LazyFrame, agencies: &[Agency]) -> Result<LazyFrame> {
         .with_column(col("level").fill_null(lit(Level::Unknown.as_str()))))
 }
 
-/// The tables of one period.
+/// The tables of one period: as was, and restated to `stamp.restate_to`.
 pub fn period_tables(
     per_agency: LazyFrame,
     used: LazyFrame,
-    agencies: &[Agency],
+    agencies: &Agencies,
     catalog: &[Procedure],
     period: &Period,
     stamp: &Stamp,
 ) -> Result<KpiTables> {
-    let by_agency = stamped(by_agency(per_agency, agencies, catalog, period)?, stamp)?;
-    let by_level = stamped(by_level(&by_agency, period)?, stamp)?;
-    let with_cases = with_level(used, agencies)?
+    let known = agencies.catalog.all();
+    let by_agency = stamped(by_agency(per_agency, known, catalog, period)?, stamp)?;
+    let by_level = stamped(by_level(&by_agency, period, &Level::ADMINISTRATIVE)?, stamp)?;
+    let with_cases = with_level(used, known)?
         .select([col("level"), col("procedure_code")])
         .unique(None, UniqueKeepStrategy::Any)
         .collect()?;
     let catalog = stamped(catalog_by_level(catalog, &with_cases, period)?, stamp)?;
+    let restated = super::restate::restate(&by_agency, agencies, period, stamp)?;
     let mut identities = check_identities(period, "cases_by_agency", &by_agency)?;
     identities.extend(check_identities(period, "cases_by_level", &by_level)?);
+    identities.extend(check_identities(
+        period,
+        "cases_by_agency_restated",
+        &restated.by_agency,
+    )?);
+    identities.extend(check_identities(
+        period,
+        "cases_by_level_restated",
+        &restated.by_level,
+    )?);
+    identities.push(super::restate::check_all(
+        period,
+        &by_level,
+        &restated.by_level,
+    )?);
     Ok(KpiTables {
         period: *period,
         run_id: stamp.run_id.clone(),
         by_agency,
         by_level,
         catalog,
+        restated,
         identities,
     })
 }
@@ -150,22 +169,22 @@ fn by_agency(
         .doing("computing cases_by_agency")
 }
 
-/// `cases_by_level`: the agency rows summed per level — the three levels always present — and
+/// `cases_by_level`: the agency rows summed per level — the `levels` always present — and
 /// for `all`.
-fn by_level(by_agency: &DataFrame, period: &Period) -> Result<DataFrame> {
+pub fn by_level(by_agency: &DataFrame, period: &Period, levels: &[Level]) -> Result<DataFrame> {
     let names = measure_names();
     let count_cols: Vec<Expr> = names.iter().map(|c| col(*c)).collect();
     let sums: Vec<Expr> = names.iter().map(|c| col(*c).sum().alias(*c)).collect();
-    let levels = by_agency
+    let always: Vec<&str> = levels.iter().map(|l| l.as_str()).collect();
+    let counted = by_agency
         .clone()
         .lazy()
         .group_by([col("level")])
         .agg(sums.clone());
-    let administrative: Vec<&str> = Level::ADMINISTRATIVE.iter().map(|l| l.as_str()).collect();
-    let levels = df!("level" => administrative)?
+    let levels = df!("level" => always)?
         .lazy()
         .join(
-            levels,
+            counted,
             [col("level")],
             [col("level")],
             JoinArgs::new(JoinType::Full).with_coalesce(JoinCoalesce::CoalesceColumns),

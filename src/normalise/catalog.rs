@@ -3,41 +3,71 @@
 
 use serde_json::Value;
 
-use crate::wire::{enum_code, flag, text};
+pub use crate::domain::agency::Agency;
+use crate::wire::{enum_code, flag, parse_date, text};
 
-/// An agency of `/v1/donvi`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Agency {
-    pub code: String,
-    pub name: Option<String>,
-    /// `Cap`: 1 province, 2 district, 3 commune.
-    pub cap: Option<i32>,
-    pub parent: Option<String>,
+/// What reading `/v1/donvi` gave.
+#[derive(Debug, Default)]
+pub struct ReadAgencies {
+    pub agencies: Vec<Agency>,
+    /// Entries without `MaDonVi`, or repeating one.
+    pub skipped: u64,
+    /// Validity dates that read as no date: `(agency, field, value as served)`; the field is
+    /// taken as absent.
+    pub unreadable: Vec<(String, String, String)>,
 }
 
-/// Reads `/v1/donvi` entries; an entry without `MaDonVi` is skipped and counted, a repeated code
-/// keeps its first entry.
-pub fn agencies(data: &[Value]) -> (Vec<Agency>, u64) {
+/// Reads `/v1/donvi` entries (`agencies.md`: validity dates in any date shape, successors as
+/// an array or a comma-separated string); an entry without `MaDonVi` is skipped and counted,
+/// a repeated code keeps its first entry.
+pub fn agencies(data: &[Value]) -> ReadAgencies {
     let mut seen = std::collections::HashSet::new();
-    let mut out = vec![];
-    let mut skipped = 0;
+    let mut out = ReadAgencies::default();
     for d in data {
         let Some(code) = text(d.get("MaDonVi")) else {
-            skipped += 1;
+            out.skipped += 1;
             continue;
         };
         if !seen.insert(code.clone()) {
-            skipped += 1;
+            out.skipped += 1;
             continue;
         }
-        out.push(Agency {
-            code,
+        let mut date = |field: &str| {
+            let v = text(d.get(field))?;
+            let day = parse_date(&v);
+            if day.is_none() {
+                out.unreadable.push((code.clone(), field.to_string(), v));
+            }
+            day
+        };
+        let (valid_from, valid_to) = (date("HieuLucTu"), date("HieuLucDen"));
+        out.agencies.push(Agency {
             name: text(d.get("TenDonVi")),
             cap: enum_code(d.get("Cap")).unwrap_or(None),
             parent: text(d.get("MaDonViCha")),
+            valid_from,
+            valid_to,
+            successors: codes(d.get("MaDonViKeThua")),
+            code,
         });
     }
-    (out, skipped)
+    out
+}
+
+/// A list of codes: an array, or `"A, B"`; empty entries dropped.
+fn codes(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(items)) => items.iter().filter_map(|i| text(Some(i))).collect(),
+        other => text(other)
+            .map(|s| {
+                s.split([',', ';'])
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// A procedure of `/v1/tthc`.
@@ -105,23 +135,42 @@ mod tests {
 
     #[test]
     fn catalog_entries_in_every_shape() {
-        let (a, skipped) = agencies(&[
+        let read = agencies(&[
             json!({"MaDonVi":" X ","TenDonVi":"Sở A","Cap":1,"MaDonViCha":""}),
             json!({"MaDonVi":"X","TenDonVi":"again"}),
             json!({"TenDonVi":"no code"}),
-            json!({"MaDonVi":"Y","Cap":"x"}),
+            json!({"MaDonVi":"Y","Cap":"x","HieuLucTu":"","HieuLucDen":"20250701","MaDonViKeThua":["Z", "", "W"]}),
+            json!({"MaDonVi":"Z","HieuLucTu":"01/07/2025","MaDonViKeThua":"W, V"}),
+            json!({"MaDonVi":"V","HieuLucDen":"soon","MaDonViKeThua":null}),
         ]);
-        assert_eq!(skipped, 2);
+        assert_eq!(read.skipped, 2);
+        let a = &read.agencies;
         assert_eq!(
             a[0],
             Agency {
                 code: "X".into(),
                 name: Some("Sở A".into()),
                 cap: Some(1),
-                parent: None
+                ..Default::default()
             }
         );
         assert_eq!(a[1].cap, None);
+        assert_eq!(
+            (a[1].valid_from, a[1].valid_to),
+            (None, "2025-07-01".parse().ok())
+        );
+        assert_eq!(a[1].successors, ["Z", "W"]);
+        assert_eq!(a[2].valid_from, "2025-07-01".parse().ok());
+        assert_eq!(a[2].successors, ["W", "V"]);
+        assert_eq!(a[3].valid_to, None);
+        assert_eq!(
+            read.unreadable,
+            [(
+                "V".to_string(),
+                "HieuLucDen".to_string(),
+                "soon".to_string()
+            )]
+        );
         let (p, skipped) = procedures(&[
             json!({"MaTTHC":"1.1","CapThucHien":["3",1,"1"],"MucDoDVC":2,"MotCua":"1","LienThong":0}),
             json!({"MaTTHC":"1.2","CapThucHien":"1, 2"}),

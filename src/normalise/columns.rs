@@ -6,6 +6,7 @@ use polars::prelude::*;
 
 use crate::error::{Doing, Result};
 use crate::parquet::utc_micros;
+pub use crate::stage::schema::{transfers_column, StagedTransfer};
 
 /// One valid record, normalised: the values of one staging row.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -37,6 +38,8 @@ pub struct CaseRow {
     pub refused_date: Option<NaiveDate>,
     pub end_date: Option<NaiveDate>,
     pub due_date: Option<NaiveDate>,
+    /// `DanhSachChuyenDonVi`, oldest first.
+    pub transfers: Vec<StagedTransfer>,
 }
 
 /// The staging columns of the records normalised so far, and their arrival order.
@@ -48,6 +51,10 @@ pub struct CaseColumns {
     supplement_requests: Vec<Option<i64>>,
     flags: [Vec<Option<bool>>; 2],
     dates: [Vec<Option<i32>>; 5],
+    /// The transfers of every row, one after another; `transfer_counts` says how many are
+    /// each row's.
+    transfers: Vec<StagedTransfer>,
+    transfer_counts: Vec<u32>,
     source_run_id: Vec<Option<String>>,
     order: Vec<i64>,
 }
@@ -116,6 +123,8 @@ impl CaseColumns {
         for (v, x) in self.dates.iter_mut().zip(dates) {
             v.push(days(x));
         }
+        self.transfer_counts.push(r.transfers.len() as u32);
+        self.transfers.extend(r.transfers);
         self.source_run_id.push(Some(run_id.to_string()));
         self.order.push(order);
     }
@@ -133,6 +142,8 @@ impl CaseColumns {
         self.supplement_requests.extend(other.supplement_requests);
         all(&mut self.flags, other.flags);
         all(&mut self.dates, other.dates);
+        self.transfers.extend(other.transfers);
+        self.transfer_counts.extend(other.transfer_counts);
         self.source_run_id.extend(other.source_run_id);
         self.order
             .extend(other.order.into_iter().map(|i| i + offset));
@@ -179,6 +190,7 @@ impl CaseColumns {
             d("refused_date", refused_date)?,
             d("end_date", end_date)?,
             d("due_date", due_date)?,
+            transfers_column(&self.transfers, &self.transfer_counts)?,
             s("source_run_id", self.source_run_id),
             Column::new("_order".into(), self.order),
         ];

@@ -19,7 +19,7 @@ use polars::prelude::DataFrame;
 use serde_json::Value;
 
 pub use catalog::{agencies, procedures, Agency, Procedure};
-pub use columns::{CaseColumns, CaseRow};
+pub use columns::{CaseColumns, CaseRow, StagedTransfer};
 pub use pii::PiiKey;
 pub use spill::{Batches, Spill, Spilled, BATCH_RECORDS};
 
@@ -27,7 +27,7 @@ use crate::domain::reject::{reject, Case, RejectReason};
 use crate::error::Result;
 use crate::wire::{
     local_date, records_of, scalar_enum, scalar_flag, scalar_instant, scalar_text, CasePage,
-    CaseRecord, Scalar,
+    CaseRecord, Scalar, TransferRecord,
 };
 
 /// One rejected record, for `quality/rejects/`.
@@ -231,9 +231,40 @@ impl Normaliser {
     }
 }
 
+/// The hand-overs of a record, oldest first, and the first that cannot be used. Their dates
+/// go through `d`, so an unreadable one rejects the record like any unreadable date.
+fn transfers(
+    items: Option<Vec<TransferRecord>>,
+    d: &mut Dates,
+) -> (Vec<StagedTransfer>, Option<String>) {
+    let mut out = vec![];
+    let mut incomplete = None;
+    for (j, t) in items.into_iter().flatten().enumerate() {
+        let field = format!("DanhSachChuyenDonVi[{j}]");
+        let on = d.read(&format!("{field}.NgayChuyen"), t.on);
+        let from = scalar_text(t.from);
+        match (from, on) {
+            (Some(from), Some(at)) => out.push(StagedTransfer {
+                from,
+                to: scalar_text(t.to),
+                at,
+            }),
+            (None, _) => {
+                incomplete.get_or_insert(format!("{field} has no MaDonViCu"));
+            }
+            (_, None) => {
+                incomplete.get_or_insert(format!("{field} has no NgayChuyen"));
+            }
+        }
+    }
+    out.sort_by_key(|t| t.at);
+    (out, incomplete)
+}
+
 /// Reads one record: the terms the reject rules look at, and its staging row.
 fn read(mut rec: CaseRecord, key: &PiiKey) -> (Case, CaseRow) {
-    let d = Dates::of(&mut rec);
+    let mut d = Dates::of(&mut rec);
+    let (transfers, incomplete_transfer) = transfers(rec.transfers.take(), &mut d);
     let (status, status_text) = match scalar_enum(rec.status) {
         Ok(s) => (s, s.map(|s| s.to_string())),
         Err(shown) => (None, Some(shown)),
@@ -250,6 +281,7 @@ fn read(mut rec: CaseRecord, key: &PiiKey) -> (Case, CaseRow) {
         end_date: d.processed.or(d.returned).map(local_date),
         due_date: d.extended_due.or(d.due).map(local_date),
         unreadable: d.unreadable,
+        incomplete_transfer,
     };
     let row = CaseRow {
         case_id: case.case_id.clone(),
@@ -280,6 +312,7 @@ fn read(mut rec: CaseRecord, key: &PiiKey) -> (Case, CaseRow) {
         refused_date: case.refused_date,
         end_date: case.end_date,
         due_date: case.due_date,
+        transfers,
     };
     (case, row)
 }

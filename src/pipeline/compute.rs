@@ -11,20 +11,23 @@ use chrono::Utc;
 use futures::StreamExt;
 use tracing::{info, warn};
 
-use super::record::RunRecord;
+use super::record::{OutsideValidity, RunRecord};
 use crate::domain::period::Period;
 use crate::error::{Error, IdentityBroken, PeriodsFailed, Result};
-use crate::kpi::{self, KpiTables, Stamp, Totals};
-use crate::normalise::{Agency, Procedure};
+use crate::kpi::{self, Agencies, KpiTables, Stamp, Totals};
+use crate::normalise::Procedure;
 use crate::parquet::{blocking, ParquetEncoder};
 use crate::publish;
 use crate::state::Lock;
 use crate::store::{Store, WrittenFile};
+use chrono::NaiveDate;
 
-/// What the KPIs need beside the staging table.
+/// What the KPIs need beside the staging table: the agencies with their history, the
+/// procedures, and the day restated figures take their structure from.
 pub struct Catalogs {
-    pub agencies: Arc<Vec<Agency>>,
+    pub agencies: Arc<Agencies>,
     pub procedures: Arc<Vec<Procedure>>,
+    pub restate_to: NaiveDate,
 }
 
 /// How many periods are published at once.
@@ -48,20 +51,32 @@ pub async fn compute_and_publish(
         "steps",
         "computing and publishing periods",
     );
-    let totals = kpi::scan::count(out.store, periods, out.concurrency, &bar).await?;
+    let totals = kpi::scan::count(
+        out.store,
+        periods,
+        catalogs.agencies.clone(),
+        out.concurrency,
+        &bar,
+    )
+    .await?;
     record.counts.cases_in_staging = totals.cases()?;
     note_unknown_agencies(record, totals.cases_per_agency()?, &catalogs.agencies);
+    note_outside_validity(record, &totals, periods)?;
     let stamp = Stamp {
         run_id: record.run_id.clone(),
         computed_at: Utc::now().timestamp_micros(),
+        restate_to: catalogs.restate_to,
     };
     let (mut tables, mut failed) = tables(Arc::new(totals), catalogs, periods, stamp).await?;
+    note_broken_chains(record, &tables);
     check(record, &tables)?;
     record
         .timings_secs
         .insert("compute".into(), computing.elapsed().as_secs_f64());
     let publishing = Instant::now();
     out.lock.ensure_held().await?;
+    let dim = publish::dim::agencies(out.store, out.enc, &catalogs.agencies.catalog).await?;
+    record.files.push(dim);
     let published = publish_all(out, &tables, &bar).await;
     bar.finish_and_clear();
     note_published(record, published, &mut failed);
@@ -186,9 +201,14 @@ fn note_published(
 fn note_unknown_agencies(
     record: &mut RunRecord,
     per_agency: BTreeMap<String, u64>,
-    agencies: &[Agency],
+    agencies: &Agencies,
 ) {
-    let known: BTreeSet<&str> = agencies.iter().map(|a| a.code.as_str()).collect();
+    let known: BTreeSet<&str> = agencies
+        .catalog
+        .all()
+        .iter()
+        .map(|a| a.code.as_str())
+        .collect();
     let unknown: BTreeMap<String, u64> = per_agency
         .into_iter()
         .filter(|(code, _)| !known.contains(code.as_str()))
@@ -198,4 +218,43 @@ fn note_unknown_agencies(
     }
     record.counts.cases_at_unknown_agencies = unknown.values().sum();
     record.counts.unknown_agencies = unknown.into_keys().collect();
+}
+
+/// Records, per period and agency, the cases counted under an agency on a day outside its
+/// validity (counted as usual: the dates of real systems are not exact).
+fn note_outside_validity(
+    record: &mut RunRecord,
+    totals: &Totals,
+    periods: &[Period],
+) -> Result<()> {
+    for (i, p) in periods.iter().enumerate() {
+        for (agency_code, cases) in totals.outside_validity(i)? {
+            record.agencies_outside_validity.push(OutsideValidity {
+                period: p.id.to_string(),
+                agency_code,
+                cases,
+            });
+        }
+    }
+    if !record.agencies_outside_validity.is_empty() {
+        let cases: u64 = record
+            .agencies_outside_validity
+            .iter()
+            .map(|o| o.cases)
+            .sum();
+        warn!(cases, "cases counted under an agency on a day outside its validity (HieuLucTu … HieuLucDen): counted as usual; see agencies_outside_validity in the run record");
+    }
+    Ok(())
+}
+
+/// Records the agencies whose chain of successors breaks before the restating date.
+fn note_broken_chains(record: &mut RunRecord, tables: &[KpiTables]) {
+    let broken: BTreeSet<String> = tables
+        .iter()
+        .flat_map(|t| t.restated.broken_chains.iter().cloned())
+        .collect();
+    if !broken.is_empty() {
+        warn!(agencies = ?broken, "agencies whose successors end before the restating date: restated figures keep them");
+    }
+    record.restate_broken_chains = broken.into_iter().collect();
 }

@@ -27,9 +27,10 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::Settings;
+use crate::domain::agency::Catalog;
 use crate::domain::period::{Period, PeriodId};
 use crate::error::{Error, Result, Signal};
-use crate::kpi::KpiTables;
+use crate::kpi::{Agencies, KpiTables};
 use crate::normalise::{Agency, Procedure, Spilled};
 use crate::parquet::ParquetEncoder;
 use crate::state::{self, Lock};
@@ -234,9 +235,12 @@ async fn pipeline(
         _ => pull_and_stage(settings, store, &enc, record, command, lock).await?,
     };
     record.periods = periods.iter().map(PeriodRecord::of).collect();
+    let restate_to = settings.restate_to.unwrap_or_else(today);
+    record.restate_to = Some(restate_to);
     let catalogs = Catalogs {
-        agencies: Arc::new(agencies),
+        agencies: Arc::new(Agencies::new(Catalog::new(agencies))?),
         procedures: Arc::new(procedures),
+        restate_to,
     };
     let out = Publishing {
         store,
@@ -250,6 +254,13 @@ async fn pipeline(
             crate::raw::prune::prune(store, keep, &record.run_id).await?;
     }
     Ok(tables)
+}
+
+/// Today in Vietnam.
+fn today() -> chrono::NaiveDate {
+    chrono::Utc::now()
+        .with_timezone(&chrono_tz::Asia::Ho_Chi_Minh)
+        .date_naive()
 }
 
 /// `--from-staging`: no pull; the catalogs of the last pull, the cursor untouched.

@@ -142,20 +142,30 @@ async fn resume(
     Ok(todo)
 }
 
-/// Published periods (every table present) with the time their level table was written.
+/// Published periods (the as-was tables present) with the time they were last written.
 pub async fn published(store: &Store) -> Result<Vec<(String, chrono::DateTime<Utc>)>> {
-    let mut found: BTreeMap<String, (usize, chrono::DateTime<Utc>)> = BTreeMap::new();
+    let base = &crate::publish::TABLES[..3];
+    let mut found: BTreeMap<String, (BTreeSet<String>, chrono::DateTime<Utc>)> = BTreeMap::new();
     for (path, _, modified) in store.list_meta("kpi").await? {
+        let mut parts = path.split('/');
+        let (Some(_), Some(table)) = (parts.next(), parts.next()) else {
+            continue;
+        };
         let Some(id) = path.split('/').find_map(|s| s.strip_prefix("period=")) else {
             continue;
         };
-        let e = found.entry(id.to_string()).or_insert((0, modified));
-        e.0 += 1;
+        if !base.contains(&table) {
+            continue;
+        }
+        let e = found
+            .entry(id.to_string())
+            .or_insert((BTreeSet::new(), modified));
+        e.0.insert(table.to_string());
         e.1 = e.1.max(modified);
     }
     Ok(found
         .into_iter()
-        .filter(|(_, (n, _))| *n == 3)
+        .filter(|(_, (tables, _))| tables.len() == base.len())
         .map(|(id, (_, t))| (id, t))
         .collect())
 }

@@ -110,16 +110,19 @@ async fn catalogs(
     source: &mut Source,
     raw: &RawLog,
 ) -> Result<(Vec<Agency>, Vec<Procedure>), SourceError> {
-    let (agencies, skipped_a) = agencies(&source.list(raw, Endpoint::Agencies).await?);
+    let read = agencies(&source.list(raw, Endpoint::Agencies).await?);
     let (catalog, skipped_p) = procedures(&source.list(raw, Endpoint::Catalog).await?);
-    if skipped_a + skipped_p > 0 {
+    if read.skipped + skipped_p > 0 {
         warn!(
-            agencies = skipped_a,
+            agencies = read.skipped,
             procedures = skipped_p,
             "catalog entries without a code, or repeated, were skipped"
         );
     }
-    Ok((agencies, catalog))
+    for (agency, field, value) in &read.unreadable {
+        warn!(agency = %agency, field = %field, value = %value, "an agency's validity date is not a date; taken as absent");
+    }
+    Ok((read.agencies, catalog))
 }
 
 /// The cases of both windows. Pages are normalised on a thread of their own while the next

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use chrono::{SecondsFormat, Utc};
+use chrono::{NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::period::{Convention, Period};
@@ -129,6 +129,23 @@ pub struct RunRecord {
     /// `compute` (staging read and counted, every period's tables built), `publish`.
     #[serde(default)]
     pub timings_secs: BTreeMap<String, f64>,
+    /// The day the restated tables take their structure from.
+    #[serde(default)]
+    pub restate_to: Option<NaiveDate>,
+    /// Per period and agency, the cases counted under an agency on a day outside its validity.
+    #[serde(default)]
+    pub agencies_outside_validity: Vec<OutsideValidity>,
+    /// Agencies whose chain of successors ends before the restating date (kept as they are).
+    #[serde(default)]
+    pub restate_broken_chains: Vec<String>,
+}
+
+/// Cases of a period counted under an agency on a day outside its validity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutsideValidity {
+    pub period: String,
+    pub agency_code: String,
+    pub cases: u64,
 }
 
 /// One period of a run and what became of it.
@@ -200,6 +217,9 @@ impl RunRecord {
             identities_hold: None,
             files: vec![],
             timings_secs: BTreeMap::new(),
+            restate_to: None,
+            agencies_outside_validity: vec![],
+            restate_broken_chains: vec![],
         }
     }
 

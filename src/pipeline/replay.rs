@@ -32,7 +32,7 @@ fn read(key: &PiiKey, run: &str, path: &str, gz: &[u8]) -> Result<RawFile> {
         return Ok(RawFile::Unusable);
     };
     Ok(match endpoint {
-        Endpoint::Agencies => RawFile::Agencies(agencies(&records_of(&body)).0),
+        Endpoint::Agencies => RawFile::Agencies(agencies(&records_of(&body)).agencies),
         Endpoint::Catalog => RawFile::Catalog(procedures(&records_of(&body)).0),
         Endpoint::Cases => {
             let mut n = Normaliser::new(key.clone(), run);

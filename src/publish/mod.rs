@@ -2,6 +2,7 @@
 //! write through [`Store::publish`] (`outputs.md`: a reader sees the old file or the new one),
 //! and the rejects of a run ([`rejects`]).
 
+pub mod dim;
 pub mod rejects;
 
 use bytes::Bytes;
@@ -11,21 +12,32 @@ use crate::kpi::KpiTables;
 use crate::parquet::{blocking, write_table, ParquetEncoder};
 use crate::store::{Store, WrittenFile};
 
-/// The three KPI tables of a period: name in `kpi/` and frame.
-fn tables(t: &KpiTables) -> [(&'static str, &polars::prelude::DataFrame); 3] {
+/// The KPI tables of a period: name in `kpi/` and frame.
+fn tables(t: &KpiTables) -> [(&'static str, &polars::prelude::DataFrame); 5] {
     [
         ("cases_by_agency", &t.by_agency),
         ("cases_by_level", &t.by_level),
         ("catalog_by_level", &t.catalog),
+        ("cases_by_agency_restated", &t.restated.by_agency),
+        ("cases_by_level_restated", &t.restated.by_level),
     ]
 }
+
+/// The tables every published period has.
+pub const TABLES: [&str; 5] = [
+    "cases_by_agency",
+    "cases_by_level",
+    "catalog_by_level",
+    "cases_by_agency_restated",
+    "cases_by_level_restated",
+];
 
 /// Where a KPI table of a period lives.
 pub fn kpi_path(table: &str, period: &str) -> String {
     format!("kpi/{table}/period={period}/part-0.parquet")
 }
 
-/// The three KPI partitions of one period, then its report.
+/// The KPI partitions of one period, then its report.
 pub async fn kpi_tables(
     store: &Store,
     enc: &ParquetEncoder,

@@ -87,12 +87,15 @@ async fn merge_bucket(
         true => None,
     };
     let (merged, duplicates) = blocking(move || {
-        let old = old.map(decode).transpose().map_err(|e| {
-            e.doing(format!(
+        let old = old
+            .map(|b| decode(b).and_then(schema::conform))
+            .transpose()
+            .map_err(|e| {
+                e.doing(format!(
                 "{} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw",
                 bucket_path(bucket)
             ))
-        })?;
+            })?;
         let new = new(bucket)?;
         let duplicates = (new.height() - new.column("case_id")?.n_unique()?) as u64;
         Ok((upsert::upsert(old, new)?, duplicates))
@@ -107,6 +110,46 @@ mod tests {
     use super::*;
     use crate::normalise::{Normaliser, PiiKey};
     use serde_json::json;
+
+    /// A bucket of one case with a hand-over goes through spill, merge and Parquet whole
+    /// (polars 0.55 makes the columns of one-row frames scalars; a list of structs must survive
+    /// that).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_transferred_case_is_staged_with_its_transfers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), "t").unwrap();
+        let enc = ParquetEncoder::new().unwrap();
+        let mut n = Normaliser::new(PiiKey::new(b"k"), "r");
+        n.add_records("raw/p", &[json!({"MaHoSo":"A","MaDonVi":"X1","TrangThaiHoSo":"9",
+            "NgayTiepNhan":"20250502090000","NgayKetThucXuLy":"20250720100000","NgayCapNhat":"20251001120000",
+            "DanhSachChuyenDonVi":[{"MaDonViCu":"H1","MaDonViMoi":"X1","NgayChuyen":"30/06/2025 23:30:00"}]})]);
+        let mut spill = crate::normalise::Spill::new().unwrap();
+        spill.add(n.finish().unwrap().cases).unwrap();
+        let spill = Arc::new(spill);
+        let buckets = spill.buckets();
+        let merged = merge(
+            &store,
+            &enc,
+            buckets,
+            Arc::new(move |b| spill.read(b)),
+            false,
+        )
+        .await
+        .unwrap();
+        let df = decode(store.get(&merged.files[0].path).await.unwrap().unwrap()).unwrap();
+        let t = df
+            .column("transfers")
+            .unwrap()
+            .list()
+            .unwrap()
+            .get_as_series(0)
+            .unwrap();
+        let t = t.struct_().unwrap().fields_as_series();
+        assert_eq!(t[0].str().unwrap().get(0), Some("H1"));
+        assert_eq!(t[1].str().unwrap().get(0), Some("X1"));
+        let on = t[2].cast(&polars::prelude::DataType::Int32).unwrap();
+        assert_eq!(on.i32().unwrap().get(0), Some(20_269), "2025-06-30, local");
+    }
 
     /// Two runs merged into staging: each case once, in its bucket, the later version kept;
     /// a rebuild keeps only the buckets it was given.

@@ -8,6 +8,9 @@ use polars::prelude::*;
 use sha2::Sha256;
 
 use crate::error::Result;
+use crate::wire::local_date;
+use chrono::NaiveDate;
+use polars::chunked_array::builder::{AnonymousOwnedListBuilder, ListBuilderTrait};
 
 /// The staging table `cases/`: column name and type, in file order. See `schemas/cases.json`.
 pub fn staging_schema() -> Vec<(&'static str, DataType)> {
@@ -40,8 +43,96 @@ pub fn staging_schema() -> Vec<(&'static str, DataType)> {
         ("refused_date", DataType::Date),
         ("end_date", DataType::Date),
         ("due_date", DataType::Date),
+        ("transfers", transfers_type()),
         ("source_run_id", DataType::String),
     ]
+}
+
+/// `transfers`: a list of `{from_agency, to_agency, transferred_on}`, the date local. (A zoned
+/// timestamp inside a list of structs trips polars 0.55 when a column holds one row.)
+fn transfers_type() -> DataType {
+    DataType::List(Box::new(DataType::Struct(vec![
+        Field::new("from_agency".into(), DataType::String),
+        Field::new("to_agency".into(), DataType::String),
+        Field::new("transferred_on".into(), DataType::Date),
+    ])))
+}
+
+/// One hand-over of a case, as staged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedTransfer {
+    pub from: String,
+    pub to: Option<String>,
+    /// `NgayChuyen`, epoch microseconds.
+    pub at: i64,
+}
+
+/// The `transfers` column: for each row, the list of its hand-overs as structs
+/// `{from_agency, to_agency, transferred_at}` (an empty list for most rows).
+pub fn transfers_column(all: &[StagedTransfer], counts: &[u32]) -> Result<Column> {
+    let items = StructChunked::from_series(
+        "item".into(),
+        all.len(),
+        [
+            Series::new(
+                "from_agency".into(),
+                all.iter().map(|t| t.from.as_str()).collect::<Vec<_>>(),
+            ),
+            Series::new(
+                "to_agency".into(),
+                all.iter().map(|t| t.to.as_deref()).collect::<Vec<_>>(),
+            ),
+            Series::new(
+                "transferred_on".into(),
+                all.iter()
+                    .map(|t| (local_date(t.at) - NaiveDate::default()).num_days() as i32)
+                    .collect::<Vec<_>>(),
+            )
+            .cast(&DataType::Date)?,
+        ]
+        .iter(),
+    )?
+    .into_series();
+    let mut list = AnonymousOwnedListBuilder::new(
+        "transfers".into(),
+        counts.len(),
+        Some(items.dtype().clone()),
+    );
+    let mut at = 0i64;
+    for n in counts {
+        if *n == 0 {
+            list.append_empty();
+        } else {
+            list.append_series(&items.slice(at, *n as usize))?;
+            at += *n as i64;
+        }
+    }
+    Ok(list.finish().into_series().into_column())
+}
+
+/// A staging bucket read back, in today's columns: a column an earlier motcua did not write
+/// (`transfers`, before agency history) is added empty, so staging never needs rebuilding.
+pub fn conform(mut df: DataFrame) -> Result<DataFrame> {
+    let h = df.height();
+    for (name, dtype) in staging_schema() {
+        if df.column(name).is_err() {
+            let col = match &dtype {
+                DataType::List(_) => transfers_column(&[], &vec![0; h])?,
+                _ => Column::full_null(name.into(), h, &dtype),
+            };
+            df.with_column(col.with_name(name.into()))?;
+        }
+    }
+    let names: Vec<&str> = staging_schema().iter().map(|(n, _)| *n).collect();
+    let mut extra: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .filter(|c| !names.contains(&c.as_str()))
+        .map(|c| c.to_string())
+        .collect();
+    let mut order: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    order.append(&mut extra);
+    Ok(df.select(order)?)
 }
 
 /// An empty staging table: the columns of [`staging_schema`], no rows.
@@ -66,14 +157,18 @@ pub fn bucket_of(case_id: &str) -> u32 {
 
 /// Splits newly normalised cases by bucket.
 pub fn by_bucket(cases: &DataFrame) -> Result<BTreeMap<u32, DataFrame>> {
-    let ids = cases.column("case_id")?.str()?.clone();
-    let buckets: Vec<u32> = ids.iter().map(|id| bucket_of(id.unwrap_or(""))).collect();
-    let mut with = cases.clone();
-    with.with_column(Column::new("_bucket".into(), buckets))?;
+    let ids = cases.column("case_id")?.str()?;
+    let mut rows: BTreeMap<u32, Vec<IdxSize>> = BTreeMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        rows.entry(bucket_of(id.unwrap_or("")))
+            .or_default()
+            .push(i as IdxSize);
+    }
+    // Rows are taken, not partitioned: polars 0.55 turns the columns of a one-row partition
+    // into scalars, and cannot write a scalar list of structs with a zoned timestamp.
     let mut out = BTreeMap::new();
-    for part in with.partition_by(["_bucket"], true)? {
-        let b = part.column("_bucket")?.u32()?.get(0).unwrap_or(0);
-        out.insert(b, part.drop("_bucket")?);
+    for (bucket, idx) in rows {
+        out.insert(bucket, cases.take(&IdxCa::from_vec("rows".into(), idx))?);
     }
     Ok(out)
 }

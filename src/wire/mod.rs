@@ -8,11 +8,11 @@ pub mod scalar;
 pub mod time;
 
 pub use envelope::{classify_body, records_of, BodyVerdict, Envelope};
-pub use record::{CasePage, CaseRecord, Supplement};
+pub use record::{CasePage, CaseRecord, Supplement, TransferRecord};
 pub use scalar::{
     enum_code, flag, instant, scalar_enum, scalar_flag, scalar_instant, scalar_text, text, Scalar,
 };
-pub use time::{in_range, local_date, parse_instant, source_timestamp};
+pub use time::{in_range, local_date, parse_date, parse_instant, source_timestamp};
 
 /// The three endpoints of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -60,6 +60,22 @@ pub struct CaseRecord<'a> {
     /// where anything but an array counts as no supplement request).
     #[serde(rename = "DanhSachHoSoBoSung", borrow)]
     pub supplements: Option<Vec<Supplement<'a>>>,
+    /// `DanhSachChuyenDonVi` (`agencies.md`): the hand-overs of the case, oldest first (read
+    /// as a tree when it is not an array of objects).
+    #[serde(rename = "DanhSachChuyenDonVi", borrow)]
+    pub transfers: Option<Vec<TransferRecord<'a>>>,
+}
+
+/// One hand-over of `DanhSachChuyenDonVi`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TransferRecord<'a> {
+    #[serde(rename = "MaDonViCu", borrow)]
+    pub from: Option<Scalar<'a>>,
+    #[serde(rename = "MaDonViMoi", borrow)]
+    pub to: Option<Scalar<'a>>,
+    #[serde(rename = "NgayChuyen", borrow)]
+    pub on: Option<Scalar<'a>>,
 }
 
 /// One supplement request of `DanhSachHoSoBoSung`.
@@ -107,6 +123,19 @@ impl<'a> CaseRecord<'a> {
                             requested: Scalar::of(it.get("NgayYeuCauBoSung")),
                             supplied: Scalar::of(it.get("NgayBoSung")),
                             new_due: Scalar::of(it.get("NgayHenTraMoi")),
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            },
+            transfers: match rec.get("DanhSachChuyenDonVi") {
+                Some(Value::Array(items)) => Some(
+                    items
+                        .iter()
+                        .map(|it| TransferRecord {
+                            from: Scalar::of(it.get("MaDonViCu")),
+                            to: Scalar::of(it.get("MaDonViMoi")),
+                            on: Scalar::of(it.get("NgayChuyen")),
                         })
                         .collect(),
                 ),

@@ -36,6 +36,18 @@ pub fn parse_instant(s: &str) -> Option<i64> {
     None
 }
 
+/// A local date in any shape the source writes dates: `yyyyMMdd`, `yyyy-MM-dd`, `dd/MM/yyyy`,
+/// or any date-time shape of [`parse_instant`] (its Vietnam-local date).
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()) {
+        return NaiveDate::parse_from_str(s, "%Y%m%d").ok();
+    }
+    if s.len() == 10 && s.as_bytes()[4] == b'-' {
+        return NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+    }
+    parse_instant(s).map(local_date)
+}
+
 /// An instant (epoch microseconds) as a date-time, clamped to the range chrono represents
 /// (±262,000 years: every instant motcua reads or computes lies far inside it).
 fn utc(micros: i64) -> DateTime<Utc> {
@@ -90,6 +102,23 @@ mod tests {
             "",
         ] {
             assert_eq!(parse_instant(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates_in_every_shape() {
+        let want = NaiveDate::from_ymd_opt(2025, 7, 1);
+        for s in [
+            "20250701",
+            "2025-07-01",
+            "01/07/2025",
+            "20250701083000",
+            "2025-06-30T20:00:00Z",
+        ] {
+            assert_eq!(parse_date(s), want, "{s}");
+        }
+        for bad in ["20251301", "2025-13-01", "July", "2025070", ""] {
+            assert_eq!(parse_date(bad), None, "{bad}");
         }
     }
 

@@ -36,6 +36,7 @@ pub fn settings(url: &str, output: &Path, convention: Convention) -> Settings {
         convention,
         lookback: Duration::from_secs(3 * 86_400),
         clock_skew: Duration::from_secs(300),
+        restate_to: None,
         lock_expiry: Duration::from_secs(600),
         concurrency: 4,
         raw_retention: None,
@@ -157,6 +158,15 @@ pub fn type_name(dt: &DataType) -> String {
         DataType::Datetime(TimeUnit::Microseconds, Some(tz)) if tz.as_str() == "UTC" => {
             "timestamp[us, UTC]".into()
         }
+        DataType::List(inner) => format!("list<{}>", type_name(inner)),
+        DataType::Struct(fields) => format!(
+            "struct<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), type_name(f.dtype())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         other => format!("unexpected {other:?}"),
     }
 }
