@@ -16,6 +16,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
+
+use super::province::{self, d, Agency, Layout};
+
+mod history;
 use unicode_normalization::UnicodeNormalization;
 
 /// What the demo source serves.
@@ -105,66 +109,6 @@ pub const PROFILE: [LevelProfile; 3] = [
     },
 ];
 
-const DEPARTMENTS: [&str; 21] = [
-    "Sở Tư pháp",
-    "Sở Công Thương",
-    "Sở Kế hoạch và Đầu tư",
-    "Sở Tài chính",
-    "Sở Xây dựng",
-    "Sở Giao thông vận tải",
-    "Sở Tài nguyên và Môi trường",
-    "Sở Nông nghiệp và Phát triển nông thôn",
-    "Sở Y tế",
-    "Sở Giáo dục và Đào tạo",
-    "Sở Lao động - Thương binh và Xã hội",
-    "Sở Văn hóa và Thể thao",
-    "Sở Du lịch",
-    "Sở Thông tin và Truyền thông",
-    "Sở Khoa học và Công nghệ",
-    "Sở Nội vụ",
-    "Sở Ngoại vụ",
-    "Ban Quản lý Khu kinh tế, công nghiệp tỉnh",
-    "Ban Dân tộc",
-    "Trung tâm Phục vụ hành chính công tỉnh",
-    "Công an tỉnh",
-];
-
-/// The districts and how many communes each has (141 in all).
-const DISTRICTS: [(&str, u32); 9] = [
-    ("UBND thành phố Huế", 27),
-    ("UBND thị xã Hương Thủy", 12),
-    ("UBND thị xã Hương Trà", 14),
-    ("UBND huyện Phong Điền", 15),
-    ("UBND huyện Quảng Điền", 10),
-    ("UBND huyện Phú Vang", 17),
-    ("UBND huyện Phú Lộc", 16),
-    ("UBND huyện A Lưới", 18),
-    ("UBND huyện Nam Đông", 12),
-];
-
-const PLACE_A: [&str; 16] = [
-    "Phú",
-    "Hương",
-    "Thủy",
-    "Quảng",
-    "Phong",
-    "Vinh",
-    "Lộc",
-    "Hồng",
-    "Điền",
-    "Hải",
-    "Thượng",
-    "Xuân",
-    "Bình",
-    "Tân",
-    "Long",
-    "An",
-];
-const PLACE_B: [&str; 16] = [
-    "An", "Bình", "Hòa", "Xuân", "Lợi", "Thạnh", "Mỹ", "Sơn", "Phong", "Vân", "Thọ", "Hiền", "Lâm",
-    "Dương", "Châu", "Tiến",
-];
-
 const FIELDS: [(&str, &str); 24] = [
     ("HT", "Hộ tịch"),
     ("CT", "Chứng thực"),
@@ -237,16 +181,6 @@ const GIVEN: [&str; 32] = [
 /// An agency code that `/v1/donvi` does not list: its cases count at level `unknown`.
 pub const UNLISTED_AGENCY: &str = "000.99.99.H57";
 
-fn d(y: i32, m: u32, day: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(y, m, day).expect("date")
-}
-
-struct Agency {
-    code: String,
-    cap: u8,
-    weight: f64,
-}
-
 struct Procedure {
     code: String,
     name: String,
@@ -260,6 +194,7 @@ struct Procedure {
 pub struct Generator {
     rng: ChaCha8Rng,
     agencies: Vec<Agency>,
+    layout: Layout,
     procedures: Vec<Procedure>,
     serial: u64,
     /// How many records each case-count is multiplied by (1.0: the profiled province).
@@ -315,45 +250,19 @@ impl Dates {
 
 impl Generator {
     pub fn new(seed: u64, scale: f64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (agencies, layout) = province::agencies(&mut rng);
         let mut g = Generator {
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            agencies: vec![],
+            rng,
+            agencies,
+            layout,
             procedures: vec![],
             serial: 0,
             scale,
             unusable: true,
         };
-        g.build_agencies();
         g.build_procedures();
         g
-    }
-
-    fn build_agencies(&mut self) {
-        for (i, _) in DEPARTMENTS.iter().enumerate() {
-            // A few departments (justice, planning, construction…) take most cases.
-            let weight = 1.0 / (1.0 + i as f64 * 0.35);
-            self.agencies.push(Agency {
-                code: format!("000.00.{:02}.H57", i + 1),
-                cap: 1,
-                weight,
-            });
-        }
-        for (di, (_, communes)) in DISTRICTS.iter().enumerate() {
-            let weight = if di == 0 { 2.5 } else { 1.0 };
-            self.agencies.push(Agency {
-                code: format!("000.{:02}.00.H57", di + 1),
-                cap: 2,
-                weight,
-            });
-            for ci in 0..*communes {
-                let weight = 0.5 + self.rng.random::<f64>();
-                self.agencies.push(Agency {
-                    code: format!("{:03}.{:02}.00.H57", 101 + ci, di + 1),
-                    cap: 3,
-                    weight,
-                });
-            }
-        }
     }
 
     /// 1,953 procedures: 1,554 at province level, 367 at district and 138 at commune level
@@ -400,7 +309,12 @@ impl Generator {
 
 /// One case before it is written as records.
 struct Draft {
+    /// The agency holding it now.
     agency: usize,
+    /// The agency that accepted it (its `MaHoSo` says so).
+    first_agency: usize,
+    /// Hand-overs: when, from which agency, to which.
+    transfers: Vec<(NaiveDateTime, usize, usize)>,
     procedure: usize,
     channel: u8,
     status: u8,
@@ -410,9 +324,10 @@ struct Draft {
 }
 
 impl Generator {
-    fn weighted(&mut self, cap: u8) -> usize {
+    /// An agency of level `cap` existing on `day`, the busier ones more often.
+    fn weighted(&mut self, cap: u8, day: NaiveDate) -> usize {
         let idx: Vec<usize> = (0..self.agencies.len())
-            .filter(|i| self.agencies[*i].cap == cap)
+            .filter(|i| self.agencies[*i].cap == cap && self.agencies[*i].valid_on(day))
             .collect();
         let total: f64 = idx.iter().map(|i| self.agencies[*i].weight).sum();
         let mut x = self.rng.random::<f64>() * total;
@@ -422,7 +337,7 @@ impl Generator {
                 return *i;
             }
         }
-        *idx.last().expect("agencies at every level")
+        *idx.last().expect("agencies at every level that exists")
     }
 
     fn procedure_at(&mut self, cap: u8) -> usize {
@@ -631,11 +546,14 @@ impl Generator {
     /// Gives a drawn case an agency and a procedure of its level; an ended case sometimes
     /// gets an older, in-progress version served too.
     fn place(&mut self, cap: u8, channel: u8, status: u8, dates: Dates) -> Draft {
-        let agency = self.weighted(cap);
+        let first = dates.sub.or(dates.acc).or(dates.refused).expect("a case has a date");
+        let agency = self.weighted(cap, first.date());
         let procedure = self.procedure_at(cap);
         let with_older_version = status >= 7 && self.rng.random_bool(0.02);
         Draft {
             agency,
+            first_agency: agency,
+            transfers: vec![],
             procedure,
             channel,
             status,
@@ -712,67 +630,88 @@ impl Generator {
         self.place(cap, channel, status, dates)
     }
 
-    /// The demo province: agencies, catalog and case records, in a shuffled table order.
+    /// The cases of one level of the profiled quarter: its outcomes, waiting and refused cases,
+    /// and the cases around it in 2024.
+    fn profiled(&mut self, p: LevelProfile, f: NaiveDate, l: NaiveDate) -> Vec<Draft> {
+        let mut drafts = vec![];
+        let n = |g: &Generator, x: u32| g.scaled(x);
+        let mut outcomes: Vec<Outcome> = vec![];
+        let mut push = |o: Outcome, k: u32| outcomes.extend(std::iter::repeat_n(o, k as usize));
+        push(Outcome::Early, n(self, p.resolved_early));
+        push(Outcome::OnTime, n(self, p.resolved_on_time));
+        push(Outcome::Overdue { supplemented: true }, n(self, p.overdue_supplemented));
+        push(
+            Outcome::Overdue { supplemented: false },
+            n(self, p.resolved_overdue - p.overdue_supplemented),
+        );
+        push(Outcome::Withdrawn, n(self, p.withdrawn));
+        push(Outcome::Stopped, n(self, p.stopped()));
+        push(Outcome::InProgressWithin, n(self, p.in_progress_within));
+        push(Outcome::InProgressOverdue, n(self, p.in_progress_overdue));
+        outcomes.shuffle(&mut self.rng);
+        let carried = (n(self, p.carried_over) as usize).min(outcomes.len());
+        let new = outcomes.len() - carried;
+        let online_n = (n(self, p.received_online) as usize).min(new);
+        let mut online: Vec<bool> = (0..new).map(|i| i < online_n).collect();
+        online.shuffle(&mut self.rng);
+        for (i, o) in outcomes.into_iter().enumerate() {
+            let is_carried = i < carried;
+            let is_online = !is_carried && online[i - carried];
+            let carried_online = is_carried && self.rng.random_bool(0.5);
+            drafts.push(self.draw(p.cap, o, is_carried, is_online || carried_online, f, l));
+        }
+        for _ in 0..n(self, p.waiting) {
+            drafts.push(self.draw_waiting(p.cap, l));
+        }
+        for _ in 0..n(self, p.refused) {
+            drafts.push(self.draw_refused(p.cap, f, l));
+        }
+        drafts.extend(self.around(p, f, l));
+        drafts
+    }
+
+    /// Around the profiled quarter, in 2024: cases that ended before F, and that arrived after L.
+    fn around(&mut self, p: LevelProfile, f: NaiveDate, l: NaiveDate) -> Vec<Draft> {
+        let mut drafts = vec![];
+        let share = p.received_new as f64 / 106_071.0;
+        for _ in 0..self.scaled((24_000.0 * share) as u32) {
+            drafts.push(self.draw_background(p.cap, d(2024, 3, 1), f - Days::new(1), false));
+        }
+        for _ in 0..self.scaled((1_500.0 * share) as u32) {
+            drafts.push(self.draw_refused(p.cap, d(2024, 3, 1), f - Days::new(1)));
+        }
+        for _ in 0..self.scaled((24_000.0 * share) as u32) {
+            let from = l + Days::new(1);
+            let mut dr = self.draw_background(p.cap, from, d(2024, 12, 31), true);
+            // Submitted after L too, so it never waits at L.
+            if let (Some(acc), Some(sub)) = (dr.dates.acc, dr.dates.sub) {
+                if sub.date() <= l {
+                    dr.dates.sub = Some(acc);
+                }
+            }
+            drafts.push(dr);
+        }
+        drafts
+    }
+
+    /// The demo province: agencies, catalog and case records, in a shuffled table order. The
+    /// profiled quarter and 2024 around it come first; then its open cases settle in the
+    /// quarters after, the province lives through 2025 and 2026, and the cases an agency holds
+    /// when the 2025 restructuring ends it are handed over.
     pub fn dataset(mut self) -> Dataset {
         let (f, l) = (d(2024, 6, 15), d(2024, 9, 14));
         let mut drafts: Vec<Draft> = vec![];
         for p in PROFILE {
-            let n = |g: &Generator, x: u32| g.scaled(x);
-            let mut outcomes: Vec<Outcome> = vec![];
-            let mut push = |o: Outcome, k: u32| outcomes.extend(std::iter::repeat_n(o, k as usize));
-            push(Outcome::Early, n(&self, p.resolved_early));
-            push(Outcome::OnTime, n(&self, p.resolved_on_time));
-            push(
-                Outcome::Overdue { supplemented: true },
-                n(&self, p.overdue_supplemented),
-            );
-            push(
-                Outcome::Overdue {
-                    supplemented: false,
-                },
-                n(&self, p.resolved_overdue - p.overdue_supplemented),
-            );
-            push(Outcome::Withdrawn, n(&self, p.withdrawn));
-            push(Outcome::Stopped, n(&self, p.stopped()));
-            push(Outcome::InProgressWithin, n(&self, p.in_progress_within));
-            push(Outcome::InProgressOverdue, n(&self, p.in_progress_overdue));
-            outcomes.shuffle(&mut self.rng);
-            let carried = (n(&self, p.carried_over) as usize).min(outcomes.len());
-            let new = outcomes.len() - carried;
-            let online_n = (n(&self, p.received_online) as usize).min(new);
-            let mut online: Vec<bool> = (0..new).map(|i| i < online_n).collect();
-            online.shuffle(&mut self.rng);
-            for (i, o) in outcomes.into_iter().enumerate() {
-                let is_carried = i < carried;
-                let is_online = !is_carried && online[i - carried];
-                let carried_online = is_carried && self.rng.random_bool(0.5);
-                drafts.push(self.draw(p.cap, o, is_carried, is_online || carried_online, f, l));
-            }
-            for _ in 0..n(&self, p.waiting) {
-                drafts.push(self.draw_waiting(p.cap, l));
-            }
-            for _ in 0..n(&self, p.refused) {
-                drafts.push(self.draw_refused(p.cap, f, l));
-            }
-            // Around the quarter: ended before F, and arrived after L.
-            let share = p.received_new as f64 / 106_071.0;
-            for _ in 0..self.scaled((24_000.0 * share) as u32) {
-                drafts.push(self.draw_background(p.cap, d(2024, 3, 1), f - Days::new(1), false));
-            }
-            for _ in 0..self.scaled((1_500.0 * share) as u32) {
-                drafts.push(self.draw_refused(p.cap, d(2024, 3, 1), f - Days::new(1)));
-            }
-            for _ in 0..self.scaled((24_000.0 * share) as u32) {
-                let from = l + Days::new(1);
-                let mut dr = self.draw_background(p.cap, from, d(2024, 12, 31), true);
-                // Submitted after L too, so it never waits at L.
-                if let (Some(acc), Some(sub)) = (dr.dates.acc, dr.dates.sub) {
-                    if sub.date() <= l {
-                        dr.dates.sub = Some(acc);
-                    }
-                }
-                drafts.push(dr);
-            }
+            let mut level = self.profiled(p, f, l);
+            drafts.append(&mut level);
+        }
+        for dr in drafts.iter_mut() {
+            self.settle(dr, l);
+        }
+        let mut later = self.later_years();
+        drafts.append(&mut later);
+        for (i, dr) in drafts.iter_mut().enumerate() {
+            self.hand_over(dr, i);
         }
         let mut records: Vec<Value> = vec![];
         for (i, mut draft) in drafts.into_iter().enumerate() {
@@ -788,47 +727,10 @@ impl Generator {
         }
         records.shuffle(&mut self.rng);
         Dataset {
-            agencies: self.agencies_json(),
+            agencies: province::agencies_json(&self.agencies),
             procedures: self.procedures_json(),
             cases: records,
         }
-    }
-
-    fn agencies_json(&mut self) -> Vec<Value> {
-        let mut out = vec![];
-        let mut commune = 0usize;
-        for a in &self.agencies {
-            let (name, parent) = match a.cap {
-                1 => {
-                    let i: usize = a.code[7..9].parse().expect("department code");
-                    (DEPARTMENTS[i - 1].to_string(), String::new())
-                }
-                2 => {
-                    let i: usize = a.code[4..6].parse().expect("district code");
-                    (DISTRICTS[i - 1].0.to_string(), String::new())
-                }
-                _ => {
-                    let di: usize = a.code[4..6].parse().expect("district code");
-                    let kind = if di <= 3 { "phường" } else { "xã" };
-                    let name = format!(
-                        "UBND {kind} {} {}",
-                        PLACE_A[commune % 16],
-                        PLACE_B[(commune / 16 + commune) % 16]
-                    );
-                    commune += 1;
-                    (name, format!("000.{di:02}.00.H57"))
-                }
-            };
-            let cap: Value = if a.cap == 2 && out.len() % 2 == 0 {
-                json!(2)
-            } else {
-                json!(a.cap.to_string())
-            };
-            out.push(
-                json!({"MaDonVi": a.code, "TenDonVi": name, "Cap": cap, "MaDonViCha": parent}),
-            );
-        }
-        out
     }
 
     fn procedures_json(&self) -> Vec<Value> {
@@ -915,17 +817,17 @@ impl Generator {
 
     fn emit(&mut self, dr: &Draft, unlisted: bool, out: &mut Vec<Value>) {
         self.serial += 1;
-        let agency = if unlisted {
-            UNLISTED_AGENCY.to_string()
+        let (agency, first_agency) = if unlisted {
+            (UNLISTED_AGENCY.to_string(), UNLISTED_AGENCY.to_string())
         } else {
-            self.agencies[dr.agency].code.clone()
+            (self.agencies[dr.agency].code.clone(), self.agencies[dr.first_agency].code.clone())
         };
         let first = dr
             .dates
             .sub
             .or(dr.dates.acc)
             .expect("submitted or accepted");
-        let mut key = format!("{agency}-{}-{:06}", first.format("%y%m%d"), self.serial);
+        let mut key = format!("{first_agency}-{}-{:06}", first.format("%y%m%d"), self.serial);
         if self.rng.random_bool(0.01) {
             key = format!(" {key}  ");
         }
@@ -937,7 +839,8 @@ impl Generator {
             self.digits(8)
         );
         let handler = self.person();
-        let updated = dr.dates.latest() + chrono::Duration::minutes(self.rng.random_range(5..=180));
+        let last_change = dr.transfers.iter().map(|t| t.0).fold(dr.dates.latest(), |a, b| a.max(b));
+        let updated = last_change + chrono::Duration::minutes(self.rng.random_range(5..=180));
         let proc_ = &self.procedures[dr.procedure];
         let (proc_code, proc_name, field) = (proc_.code.clone(), proc_.name.clone(), proc_.field);
         let agency_name = if unlisted {
@@ -1012,6 +915,14 @@ impl Generator {
             sups.push(json!({"NgayYeuCauBoSung": a, "NgayBoSung": b, "NgayHenTraMoi": c}));
         }
         rec.insert("DanhSachHoSoBoSung".into(), Value::Array(sups));
+        let mut moves = vec![];
+        for (at, from, to) in dr.transfers.clone() {
+            let at = self.date_value(Some(at), true);
+            moves.push(json!({"MaDonViCu": self.agencies[from].code, "MaDonViMoi": self.agencies[to].code, "NgayChuyen": at}));
+        }
+        if !moves.is_empty() || self.rng.random_bool(0.3) {
+            rec.insert("DanhSachChuyenDonVi".into(), Value::Array(moves));
+        }
         let mut steps = vec![];
         if let Some(acc) = dr.dates.acc {
             steps.push(json!({"ThoiDiemXuLy": acc.format("%Y%m%d%H%M%S").to_string(), "TrangThai": "2", "NguoiXuLy": handler, "PhongBanXuLy": "Bộ phận một cửa", "NoiDungXuLy": "Tiếp nhận hồ sơ"}));

@@ -10,6 +10,7 @@
 //! skip one).
 
 pub mod generator;
+pub mod province;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -149,16 +149,14 @@ impl Catalog {
         }
     }
 
-    /// The administrative levels that have an agency existing on `day`.
+    /// The administrative levels of the structure of `day`: all three, but a level whose every
+    /// agency ended before it (the district level after 1 July 2025).
     pub fn levels_on(&self, day: NaiveDate) -> Vec<Level> {
         Level::ADMINISTRATIVE
             .into_iter()
             .filter(|l| {
-                self.agencies.is_empty()
-                    || self
-                        .agencies
-                        .iter()
-                        .any(|a| a.level() == *l && a.valid_on(day))
+                let mut at = self.agencies.iter().filter(|a| a.level() == *l).peekable();
+                at.peek().is_none() || at.any(|a| a.valid_to.is_none_or(|t| day < t))
             })
             .collect()
     }

@@ -95,7 +95,9 @@ pub fn period_tables(
 ) -> Result<KpiTables> {
     let known = agencies.catalog.all();
     let by_agency = stamped(by_agency(per_agency, known, catalog, period)?, stamp)?;
-    let by_level = stamped(by_level(&by_agency, period, &Level::ADMINISTRATIVE)?, stamp)?;
+    // The levels that exist at the period's start are always shown, empty or not.
+    let levels = agencies.catalog.levels_on(period.start);
+    let by_level = stamped(by_level(&by_agency, period, &levels)?, stamp)?;
     let with_cases = with_level(used, known)?
         .select([col("level"), col("procedure_code")])
         .unique(None, UniqueKeepStrategy::Any)

@@ -49,7 +49,10 @@ pub fn html(t: &KpiTables, run_id: &str, generated_at: &str) -> Result<String> {
     let per_agency = agencies(t)?;
     let mut h = String::with_capacity(64 * 1024);
     header(&mut h, t, run_id, generated_at);
-    by_level(&mut h, &t.by_level)?;
+    by_level(&mut h, &t.by_level, None)?;
+    if t.restated.differs(&t.by_level) {
+        by_level(&mut h, &t.restated.by_level, Some(t.restated.to))?;
+    }
     charts(&mut h, &t.by_level, &per_agency)?;
     catalog(&mut h, &t.catalog)?;
     by_agency(&mut h, &per_agency)?;
@@ -94,11 +97,26 @@ fn level_at(df: &DataFrame, row: usize) -> Result<Level> {
         .unwrap_or(Level::Unknown))
 }
 
-/// The official table per level.
-fn by_level(h: &mut String, df: &DataFrame) -> Result<()> {
-    h.push_str("<section><h2>Theo cấp <small>by level</small></h2><table id=\"by-level\">");
+/// The official table per level, as was, or restated to the agencies of a day.
+fn by_level(h: &mut String, df: &DataFrame, restated_to: Option<chrono::NaiveDate>) -> Result<()> {
+    match restated_to {
+        None => h.push_str("<section><h2>Theo cấp <small>by level, as the agencies were in the period</small></h2><table id=\"by-level\">"),
+        Some(to) => {
+            let _ = write!(
+                h,
+                "<section><h2>Theo cấp, quy đổi theo cơ cấu tổ chức ngày {vi} <small>by level, restated to the agencies of {en}: each agency's cases under the agency that took over from it</small></h2><table id=\"by-level-restated\">",
+                vi = to.format("%d/%m/%Y"),
+                en = to
+            );
+        }
+    }
     h.push_str(&official_header("Cấp", "level"));
     h.push_str("<tbody>");
+    // Restated cells are told apart by their row key: `restated.commune`.
+    let key = |level: Level| match restated_to {
+        None => level.as_str().to_string(),
+        Some(_) => format!("restated.{level}"),
+    };
     for row in 0..df.height() {
         let level = level_at(df, row)?;
         let class = if level == Level::All {
@@ -111,7 +129,7 @@ fn by_level(h: &mut String, df: &DataFrame) -> Result<()> {
             "<tr{class}><td class=\"name\">{}<small>{}</small></td>{}</tr>",
             level_vi(level),
             level,
-            official_cells(df, row, level.as_str())?
+            official_cells(df, row, &key(level))?
         );
     }
     h.push_str("</tbody></table></section>");

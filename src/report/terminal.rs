@@ -4,11 +4,23 @@ use super::format::{int, pct};
 use crate::error::Result;
 use crate::kpi::KpiTables;
 
-/// The period's figures per level, one line each (at most 80 columns).
+/// The period's figures per level, one line each (at most 80 columns); when the agencies of
+/// the period are not those of the restating date, the restated figures follow, labelled.
 pub fn level_table(t: &KpiTables) -> Result<String> {
-    let df = &t.by_level;
     let p = &t.period;
-    let mut out = format!("{} ({}, {} … {})\n", p.id, p.convention, p.start, p.end);
+    let title = format!("{} ({}, {} … {})", p.id, p.convention, p.start, p.end);
+    let mut out = table(&title, &t.by_level)?;
+    if t.restated.differs(&t.by_level) {
+        let title = format!("{} restated to the agencies of {}", p.id, t.restated.to);
+        out.push('\n');
+        out.push_str(&table(&title, &t.restated.by_level)?);
+    }
+    Ok(out)
+}
+
+/// One table: its title, the column heads, a line per level.
+fn table(title: &str, df: &polars::prelude::DataFrame) -> Result<String> {
+    let mut out = format!("{title}\n");
     out.push_str(&format!(
         "{:<9}{:>8}{:>7}{:>7}{:>8}{:>7}{:>8}{:>6}{:>7}{:>7}{:>6}\n",
         "level",

@@ -17,7 +17,13 @@ def test_make_run_prints_the_reference_quarter_and_leaves_parquet(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.splitlines()
     assert any(line.startswith("2024-Q3 (decree09, 2024-06-15") for line in lines), r.stdout
-    printed = {line.split()[0]: line.split()[1:] for line in lines if line.split()[:1] in (["province"], ["district"], ["commune"], ["all"])}
+    # The table as the quarter's agencies were, then the same restated to today's (two levels).
+    first = lines.index(next(line for line in lines if line.startswith("2024-Q3 (decree09")))
+    restated = lines.index(next(line for line in lines if line.startswith("2024-Q3 restated to the agencies of")))
+    table = lines[first:restated]
+    printed = {line.split()[0]: line.split()[1:] for line in table if line.split()[:1] in (["province"], ["district"], ["commune"], ["all"])}
+    today = {line.split()[0]: line.split()[1:] for line in lines[restated:] if line.split()[:1] in (["province"], ["district"], ["commune"], ["all"])}
+    assert set(today) == {"province", "commune", "all"} and today["all"] == printed["all"], today
     with open(ROOT.parent / "shared/reference/hue-2024-q3-cases.csv") as f:
         for ref in csv.DictReader(f):
             row = printed[ref["level"]]

@@ -21,9 +21,18 @@ def parquet_files(root: pathlib.Path):
 
 
 def expected_type(column: str, layer: str = "kpi"):
-    """The type outputs.md demands for a published column of a layer."""
-    if column in ("period_start", "period_end") or column.endswith("_date"):
+    """The type outputs.md (and agencies.md) demand for a published column of a layer."""
+    if column in ("period_start", "period_end", "restated_to", "valid_from", "valid_to") or column.endswith("_date"):
         return pa.date32()
+    if column == "transfers":
+        return tuple(pa.list_(pa.struct([("from_agency", t), ("to_agency", t), ("transferred_on", pa.date32())]))
+                     for t in TEXT) + tuple(
+            pa.large_list(pa.struct([("from_agency", t), ("to_agency", t), ("transferred_on", pa.date32())]))
+            for t in TEXT)
+    if column == "successor_codes":
+        return tuple(pa.list_(t) for t in TEXT) + tuple(pa.large_list(t) for t in TEXT)
+    if column == "main_successor":
+        return TEXT
     if column in ("computed_at", "updated_at") or column.endswith("_at"):
         return UTC_US
     if column.endswith("_rate") or column == "progress_rate_766":
@@ -154,7 +163,7 @@ def readme_duckdb_blocks():
 
 def test_the_readme_duckdb_statements_run_and_agencies_roll_up_to_levels_exactly(published):
     blocks = readme_duckdb_blocks()
-    assert len(blocks) == 3, "the README's DuckDB blocks"
+    assert len(blocks) == 4, "the README's DuckDB blocks"
     con = duckdb.connect()
     for b in blocks[:2]:
         con.execute(b.replace("'data/", f"'{published}/"))
@@ -174,3 +183,30 @@ def test_the_readme_duckdb_statements_run_and_agencies_roll_up_to_levels_exactly
     for row in levels:
         want = rolled.get((row[0], row[1]), tuple([0] * len(measures)))
         assert row[2:] == want, row[:2]
+
+
+def test_dim_agencies_joins_cases_by_agency_as_the_readme_shows(published):
+    blocks = readme_duckdb_blocks()
+    con = duckdb.connect()
+    con.execute(blocks[0].replace("'data/", f"'{published}/"))
+    gone = con.execute(blocks[3].replace("'data/", f"'{published}/")).fetchall()
+    # Every district and commune of 2024 ended in 2025; each row names where its cases went.
+    assert {r[0] for r in gone} == {"district", "commune", "province"}, {r[0] for r in gone}
+    assert all(r[4] for r in gone), "every retired agency has a successor"
+    direct = con.execute(f"""
+        SELECT sum(received_total) FROM read_parquet('{published}/kpi/cases_by_agency/period=2024-Q3/*.parquet') a
+        JOIN read_parquet('{published}/dim/agencies/part-0.parquet') d USING (agency_code)
+        WHERE d.valid_to IS NOT NULL""").fetchone()[0]
+    assert sum(r[5] for r in gone) == direct
+    # Restated to today, the province has two levels, and the same all row.
+    restated = con.execute(f"""
+        SELECT level, received_total FROM read_parquet('{published}/kpi/cases_by_level_restated/**/*.parquet',
+        hive_partitioning = true) WHERE period = '2024-Q3' ORDER BY level""").fetchall()
+    as_was = dict(con.execute(f"""
+        SELECT level, received_total FROM read_parquet('{published}/kpi/cases_by_level/**/*.parquet',
+        hive_partitioning = true) WHERE period = '2024-Q3'""").fetchall())
+    assert [r[0] for r in restated] == ["all", "commune", "province"]
+    assert dict(restated)["all"] == as_was["all"]
+    # Districts' cases go to the ward of their seat, merged departments' to departments.
+    assert dict(restated)["commune"] == as_was["district"] + as_was["commune"]
+    assert dict(restated)["province"] == as_was["province"]

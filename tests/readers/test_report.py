@@ -73,6 +73,15 @@ def test_the_report_renders_in_chromium_with_the_published_figures(published, tm
             assert cells.cells[(row["level"], m)] == want, (row["level"], m)
     assert shown >= 4 * 13
 
+    # The quarter's agencies are not today's: the level table restated to them is beside it.
+    restated = pq.read_table(published / "kpi/cases_by_level_restated/period=2024-Q3/part-0.parquet").to_pylist()
+    assert "by-level-restated" in dom.stdout and "restated to the agencies of" in dom.stdout
+    assert [r["level"] for r in restated] == ["province", "commune", "all"], "two levels today"
+    for row in restated:
+        for m in ("received_total", "resolved_total", "in_progress_total", "waiting_acceptance"):
+            assert int(cells.cells[("restated." + row["level"], m)]) == row[m], (row["level"], m)
+    assert restated[-1]["received_total"] == level[-1]["received_total"], "restated all = as-was all"
+
     # Per agency: the agency × field rows summed over fields.
     glob = published / "kpi/cases_by_agency/period=2024-Q3/part-0.parquet"
     agencies = duckdb.sql(f"SELECT agency_code, sum(received_total)::BIGINT t, sum(resolved_overdue)::BIGINT o, "
