@@ -281,3 +281,147 @@ async fn cases_outside_an_agencys_validity_are_counted_and_reported() {
     assert_eq!(reasons.get("incomplete_transfer"), Some(&1), "{reasons:?}");
     src.stop();
 }
+
+/// Per period, straight from the staged cases (independently of the KPI code): how many were
+/// received, resolved and in progress — each case once.
+fn counted_once(out: &std::path::Path, p: &motcua::domain::period::Period) -> [i64; 3] {
+    let mut n = [0i64; 3];
+    for f in files_under(&out.join("cases")) {
+        let df = read_parquet(&out.join("cases").join(f));
+        let status = df.column("status").unwrap().i32().unwrap().clone();
+        let day = |c: &str| df.column(c).unwrap().date().unwrap().physical().clone();
+        let (acc, end) = (day("accepted_date"), day("end_date"));
+        let (f, l) = (
+            (p.start - chrono::NaiveDate::default()).num_days() as i32,
+            (p.end - chrono::NaiveDate::default()).num_days() as i32,
+        );
+        for i in 0..df.height() {
+            let s = status.get(i).unwrap();
+            let accepted = s != 1 && s != 3;
+            let ended = (7..=10).contains(&s);
+            let (a, e) = (acc.get(i), end.get(i));
+            n[0] += i64::from(accepted && a.is_some_and(|a| a >= f && a <= l));
+            n[1] += i64::from(matches!(s, 7 | 9 | 10) && e.is_some_and(|e| e >= f && e <= l));
+            let done = ended && e.is_some_and(|e| e <= l);
+            n[2] += i64::from(accepted && a.is_some_and(|a| a <= l) && !done);
+        }
+    }
+    n
+}
+
+/// The demo province from 2024-Q1 to 2026-Q3, through the regrouping of January 2025, the
+/// mergers of March and the end of the district level in July: every identity holds, each case
+/// counts once per period, restated = as-was in all, 2024-Q3 is still the published quarter,
+/// the quarter spanning 1 July 2025 has the districts' last figures and none after, and only
+/// codes never in the catalog are unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_through_the_2025_restructuring() {
+    use motcua::pipeline::{self as run, Command, Options};
+    let src = demo_source(2024, 1.0, Chaos::off()).await;
+    let out = tempfile::tempdir().unwrap();
+    let s = settings(&src.url(), out.path(), Convention::Decree09);
+    let cmd = Command::Backfill {
+        from: "2024-Q1".parse().unwrap(),
+        to: "2026-Q3".parse().unwrap(),
+        resume: false,
+        full_refresh: false,
+    };
+    let done = run::execute(&s, &cmd, Options::default()).await.unwrap();
+    src.stop();
+    assert_eq!(done.tables.len(), 11);
+    assert_eq!(done.record.identities_hold, Some(true));
+    let checks: std::collections::BTreeSet<&str> = done
+        .record
+        .identity_checks
+        .iter()
+        .map(|c| c.table.as_str())
+        .collect();
+    assert!(
+        checks.contains("cases_by_level_restated") && checks.contains("cases_by_agency_restated")
+    );
+    let moved = files_under(&out.path().join("cases"))
+        .iter()
+        .map(|f| {
+            let df = read_parquet(&out.path().join("cases").join(f));
+            df.column("transfers")
+                .unwrap()
+                .list()
+                .unwrap()
+                .iter()
+                .filter(|t| t.as_ref().is_some_and(|t| t.len() > 0))
+                .count()
+        })
+        .sum::<usize>();
+    assert!(moved > 1000, "open cases were handed over in 2025: {moved}");
+    for t in &done.tables {
+        let id = t.period.id.to_string();
+        let levels: Vec<String> = (0..t.by_level.height())
+            .map(|i| cell(&t.by_level, "level", i))
+            .collect();
+        let all = |df: &polars::prelude::DataFrame, m: &str| {
+            let i = (0..df.height())
+                .find(|i| cell(df, "level", *i) == "all")
+                .unwrap();
+            cell(df, m, i).parse::<i64>().unwrap()
+        };
+        let once = counted_once(out.path(), &t.period);
+        let published =
+            ["received_new", "resolved_total", "in_progress_total"].map(|m| all(&t.by_level, m));
+        assert_eq!(published, once, "{id}: each case once");
+        assert_eq!(
+            all_row(&t.restated.by_level),
+            all_row(&t.by_level),
+            "{id}: restated all = as-was all"
+        );
+        let unknown: std::collections::BTreeSet<String> = (0..t.by_agency.height())
+            .filter(|i| cell(&t.by_agency, "level", *i) == "unknown")
+            .map(|i| cell(&t.by_agency, "agency_code", i))
+            .collect();
+        assert!(
+            unknown
+                .iter()
+                .all(|c| c == motcua::demo::generator::UNLISTED_AGENCY),
+            "{id}: {unknown:?}"
+        );
+        let district = levels.iter().position(|l| l == "district");
+        match id.as_str() {
+            "2025-Q3" => {
+                let i = district.expect("the districts' last quarter");
+                assert!(
+                    cell(&t.by_level, "resolved_total", i)
+                        .parse::<i64>()
+                        .unwrap()
+                        > 0,
+                    "{id}: what districts finished"
+                );
+                assert_eq!(
+                    cell(&t.by_level, "in_progress_total", i),
+                    "0",
+                    "{id}: nothing left at districts at its end"
+                );
+            }
+            "2025-Q4" | "2026-Q1" | "2026-Q2" | "2026-Q3" => {
+                assert_eq!(
+                    district, None,
+                    "{id}: two levels after the switch: {levels:?}"
+                );
+            }
+            _ => assert!(district.is_some(), "{id}"),
+        }
+        let restated: Vec<String> = (0..t.restated.by_level.height())
+            .map(|i| cell(&t.restated.by_level, "level", i))
+            .collect();
+        assert!(
+            !restated.contains(&"district".to_string()),
+            "{id} restated: {restated:?}"
+        );
+        if id == "2024-Q3" {
+            assert_reference_counts(&t.by_level, 1);
+        }
+    }
+    let o = &done.record.agencies_outside_validity;
+    assert!(
+        o.iter().any(|x| x.period == "2025-Q3" && x.cases >= 1),
+        "the late cases at old communes: {o:?}"
+    );
+}

@@ -11,17 +11,6 @@ use common::*;
 use std::process::Command;
 
 /// The count columns of `hue-2024-q3-cases.csv` and the published columns they are.
-const REFERENCE_COUNTS: [(&str, &str); 9] = [
-    ("received_new", "received_new"),
-    ("received_online", "received_online"),
-    ("resolved_total", "resolved_total"),
-    ("resolved_early", "resolved_early"),
-    ("resolved_on_time", "resolved_on_time"),
-    ("resolved_overdue_total", "resolved_overdue"),
-    ("resolved_overdue_excused", "resolved_overdue_excused"),
-    ("in_progress_total", "in_progress_total"),
-    ("waiting_acceptance", "waiting_acceptance"),
-];
 
 /// Every measure of every row of a KPI table, as text.
 fn figures(df: &polars::prelude::DataFrame) -> Vec<Vec<String>> {
@@ -260,21 +249,7 @@ fn a_province_written_in_parts_to_raw_replays_to_exactly_twice_the_reference() {
     );
 
     let level = read_parquet(&out.join("kpi/cases_by_level/period=2024-Q3/part-0.parquet"));
-    let rows = rows_by(&level, &["level"]);
-    let (header, reference) = read_csv(&shared().join("reference/hue-2024-q3-cases.csv"));
-    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
-    for r in &reference {
-        let at = rows[&vec![r[col("level")].clone()]];
-        for (theirs, mine) in REFERENCE_COUNTS {
-            let published: i64 = r[col(theirs)].parse().unwrap();
-            assert_eq!(
-                cell(&level, mine, at),
-                (2 * published).to_string(),
-                "{} {mine}",
-                r[col("level")]
-            );
-        }
-    }
+    assert_reference_counts(&level, 2);
 
     let runs = files_under(&out.join("_runs"));
     assert_eq!(runs.len(), 2, "the refused replay and the replay");

@@ -307,6 +307,15 @@ impl Generator {
     }
 }
 
+/// What a drawn case's outcome is decided from: its acceptance, the first day it may end, the
+/// quarter's last day.
+struct Drawn {
+    acc: NaiveDateTime,
+    acc_day: NaiveDate,
+    first_end: NaiveDate,
+    l: NaiveDate,
+}
+
 /// One case before it is written as records.
 struct Draft {
     /// The agency holding it now.
@@ -440,97 +449,19 @@ impl Generator {
         };
         let acc = self.accept(&mut dates, acc_day);
         let first_end = acc_day.max(f);
+        let c = Drawn {
+            acc,
+            acc_day,
+            first_end,
+            l,
+        };
         let status = match outcome {
-            Outcome::Early => {
-                let end = self.day(first_end, l);
-                self.finish(&mut dates, end);
-                let due = end + Days::new(self.rng.random_range(1..=15));
-                if self.rng.random_bool(0.05) {
-                    // Early against a deadline extended after a supplement request.
-                    dates.due = Some(self.deadline(end.max(acc_day)));
-                    let ext = self.deadline(due);
-                    self.supplement(
-                        &mut dates,
-                        acc + chrono::Duration::hours(3),
-                        Some(ext),
-                        true,
-                    );
-                } else {
-                    dates.due = Some(self.deadline(due));
-                }
-                self.resolved_status(&mut dates)
-            }
-            Outcome::OnTime => {
-                let end = self.day(first_end, l);
-                self.finish(&mut dates, end);
-                let r = self.rng.random::<f64>();
-                if r < 0.08 {
-                    dates.due = None; // no deadline: on time
-                } else if r < 0.14 && end > acc_day {
-                    // late against NgayHenTra, on time against the extension
-                    dates.due = Some(self.deadline(acc_day));
-                    let ext = self.deadline(end);
-                    self.supplement(
-                        &mut dates,
-                        acc + chrono::Duration::hours(2),
-                        Some(ext),
-                        true,
-                    );
-                } else {
-                    dates.due = Some(self.deadline(end));
-                }
-                self.resolved_status(&mut dates)
-            }
-            Outcome::Overdue { supplemented } => {
-                let end = self.day((acc_day + Days::new(1)).max(f), l);
-                self.finish(&mut dates, end);
-                let due = self.day(acc_day, end - Days::new(1));
-                dates.due = Some(self.deadline(due));
-                if supplemented {
-                    self.supplement(&mut dates, acc + chrono::Duration::hours(4), None, true);
-                }
-                self.resolved_status(&mut dates)
-            }
-            Outcome::Withdrawn | Outcome::Stopped => {
-                let end = self.day(first_end, l);
-                self.finish(&mut dates, end);
-                let due = acc_day + Days::new(self.rng.random_range(5..=20));
-                dates.due = Some(self.deadline(due));
-                if outcome == Outcome::Withdrawn {
-                    7
-                } else {
-                    8
-                }
-            }
+            Outcome::Early => self.early(&mut dates, &c),
+            Outcome::OnTime => self.on_time(&mut dates, &c),
+            Outcome::Overdue { supplemented } => self.overdue(&mut dates, &c, supplemented),
+            Outcome::Withdrawn | Outcome::Stopped => self.ended_otherwise(&mut dates, &c, outcome),
             Outcome::InProgressWithin | Outcome::InProgressOverdue => {
-                let due = if outcome == Outcome::InProgressOverdue {
-                    Some(self.day(acc_day, l - Days::new(1)))
-                } else if self.rng.random_bool(0.1) {
-                    None
-                } else {
-                    Some(self.day(l, l + Days::new(30)))
-                };
-                dates.due = due.map(|d| self.deadline(d));
-                let r = self.rng.random::<f64>();
-                if r < 0.15 {
-                    // ended, but only after L
-                    let end = self.day(l + Days::new(1), l + Days::new(20));
-                    self.finish(&mut dates, end);
-                    self.resolved_status(&mut dates)
-                } else if r < 0.3 {
-                    let asked_day = self.day(acc_day, l);
-                    let asked = self
-                        .at(asked_day, 8, 16)
-                        .max(acc + chrono::Duration::hours(1));
-                    self.supplement(&mut dates, asked, None, false);
-                    5
-                } else if r < 0.35 {
-                    6
-                } else if r < 0.55 {
-                    2
-                } else {
-                    4
-                }
+                self.in_progress(&mut dates, &c, outcome)
             }
         };
         let channel = if online {
@@ -543,10 +474,105 @@ impl Generator {
         self.place(cap, channel, status, dates)
     }
 
+    /// Resolved before its deadline, in the quarter.
+    fn early(&mut self, dates: &mut Dates, c: &Drawn) -> u8 {
+        let end = self.day(c.first_end, c.l);
+        self.finish(dates, end);
+        let due = end + Days::new(self.rng.random_range(1..=15));
+        if self.rng.random_bool(0.05) {
+            // Early against a deadline extended after a supplement request.
+            dates.due = Some(self.deadline(end.max(c.acc_day)));
+            let ext = self.deadline(due);
+            self.supplement(dates, c.acc + chrono::Duration::hours(3), Some(ext), true);
+        } else {
+            dates.due = Some(self.deadline(due));
+        }
+        self.resolved_status(dates)
+    }
+
+    /// Resolved on its deadline (or with none), in the quarter.
+    fn on_time(&mut self, dates: &mut Dates, c: &Drawn) -> u8 {
+        let end = self.day(c.first_end, c.l);
+        self.finish(dates, end);
+        let r = self.rng.random::<f64>();
+        if r < 0.08 {
+            dates.due = None; // no deadline: on time
+        } else if r < 0.14 && end > c.acc_day {
+            // late against NgayHenTra, on time against the extension
+            dates.due = Some(self.deadline(c.acc_day));
+            let ext = self.deadline(end);
+            self.supplement(dates, c.acc + chrono::Duration::hours(2), Some(ext), true);
+        } else {
+            dates.due = Some(self.deadline(end));
+        }
+        self.resolved_status(dates)
+    }
+
+    /// Resolved after its deadline, in the quarter.
+    fn overdue(&mut self, dates: &mut Dates, c: &Drawn, supplemented: bool) -> u8 {
+        let end = self.day((c.acc_day + Days::new(1)).max(c.first_end), c.l);
+        self.finish(dates, end);
+        let due = self.day(c.acc_day, end - Days::new(1));
+        dates.due = Some(self.deadline(due));
+        if supplemented {
+            self.supplement(dates, c.acc + chrono::Duration::hours(4), None, true);
+        }
+        self.resolved_status(dates)
+    }
+
+    /// Withdrawn or stopped in the quarter.
+    fn ended_otherwise(&mut self, dates: &mut Dates, c: &Drawn, outcome: Outcome) -> u8 {
+        let end = self.day(c.first_end, c.l);
+        self.finish(dates, end);
+        let due = c.acc_day + Days::new(self.rng.random_range(5..=20));
+        dates.due = Some(self.deadline(due));
+        if outcome == Outcome::Withdrawn {
+            7
+        } else {
+            8
+        }
+    }
+
+    /// Still in progress at the quarter's end (some ended just after it).
+    fn in_progress(&mut self, dates: &mut Dates, c: &Drawn, outcome: Outcome) -> u8 {
+        let due = if outcome == Outcome::InProgressOverdue {
+            Some(self.day(c.acc_day, c.l - Days::new(1)))
+        } else if self.rng.random_bool(0.1) {
+            None
+        } else {
+            Some(self.day(c.l, c.l + Days::new(30)))
+        };
+        dates.due = due.map(|d| self.deadline(d));
+        let r = self.rng.random::<f64>();
+        if r < 0.15 {
+            // ended, but only after L
+            let end = self.day(c.l + Days::new(1), c.l + Days::new(20));
+            self.finish(dates, end);
+            self.resolved_status(dates)
+        } else if r < 0.3 {
+            let asked_day = self.day(c.acc_day, c.l);
+            let asked = self
+                .at(asked_day, 8, 16)
+                .max(c.acc + chrono::Duration::hours(1));
+            self.supplement(dates, asked, None, false);
+            5
+        } else if r < 0.35 {
+            6
+        } else if r < 0.55 {
+            2
+        } else {
+            4
+        }
+    }
+
     /// Gives a drawn case an agency and a procedure of its level; an ended case sometimes
     /// gets an older, in-progress version served too.
     fn place(&mut self, cap: u8, channel: u8, status: u8, dates: Dates) -> Draft {
-        let first = dates.sub.or(dates.acc).or(dates.refused).expect("a case has a date");
+        let first = dates
+            .sub
+            .or(dates.acc)
+            .or(dates.refused)
+            .expect("a case has a date");
         let agency = self.weighted(cap, first.date());
         let procedure = self.procedure_at(cap);
         let with_older_version = status >= 7 && self.rng.random_bool(0.02);
@@ -639,9 +665,14 @@ impl Generator {
         let mut push = |o: Outcome, k: u32| outcomes.extend(std::iter::repeat_n(o, k as usize));
         push(Outcome::Early, n(self, p.resolved_early));
         push(Outcome::OnTime, n(self, p.resolved_on_time));
-        push(Outcome::Overdue { supplemented: true }, n(self, p.overdue_supplemented));
         push(
-            Outcome::Overdue { supplemented: false },
+            Outcome::Overdue { supplemented: true },
+            n(self, p.overdue_supplemented),
+        );
+        push(
+            Outcome::Overdue {
+                supplemented: false,
+            },
             n(self, p.resolved_overdue - p.overdue_supplemented),
         );
         push(Outcome::Withdrawn, n(self, p.withdrawn));
@@ -815,43 +846,56 @@ impl Generator {
             .collect()
     }
 
+    /// Writes a drafted case as its record (and, now and then, an older version, a duplicate or
+    /// an unusable newer version), with every odd shape a real server sends.
     fn emit(&mut self, dr: &Draft, unlisted: bool, out: &mut Vec<Value>) {
         self.serial += 1;
-        let (agency, first_agency) = if unlisted {
-            (UNLISTED_AGENCY.to_string(), UNLISTED_AGENCY.to_string())
-        } else {
-            (self.agencies[dr.agency].code.clone(), self.agencies[dr.first_agency].code.clone())
+        let last_change = dr
+            .transfers
+            .iter()
+            .map(|t| t.0)
+            .fold(dr.dates.latest(), |a, b| a.max(b));
+        let updated = last_change + chrono::Duration::minutes(self.rng.random_range(5..=180));
+        let mut rec = Map::new();
+        self.what(&mut rec, dr, unlisted);
+        self.who(&mut rec, dr);
+        self.when(&mut rec, dr, updated);
+        self.lists(&mut rec, dr);
+        self.versions(Value::Object(rec), dr, updated, out);
+    }
+
+    /// The case, its agency, procedure, field, channel and applicant kind.
+    fn what(&mut self, rec: &mut Map<String, Value>, dr: &Draft, unlisted: bool) {
+        let (agency, first_agency) = match unlisted {
+            true => (UNLISTED_AGENCY.to_string(), UNLISTED_AGENCY.to_string()),
+            false => (
+                self.agencies[dr.agency].code.clone(),
+                self.agencies[dr.first_agency].code.clone(),
+            ),
         };
         let first = dr
             .dates
             .sub
             .or(dr.dates.acc)
             .expect("submitted or accepted");
-        let mut key = format!("{first_agency}-{}-{:06}", first.format("%y%m%d"), self.serial);
+        let mut key = format!(
+            "{first_agency}-{}-{:06}",
+            first.format("%y%m%d"),
+            self.serial
+        );
         if self.rng.random_bool(0.01) {
             key = format!(" {key}  ");
         }
-        let applicant = self.person();
-        let id_number = format!("046{}{}", self.rng.random_range(0..4), self.digits(8));
-        let phone = format!(
-            "0{}{}",
-            [3, 5, 7, 8, 9][self.rng.random_range(0..5)],
-            self.digits(8)
-        );
-        let handler = self.person();
-        let last_change = dr.transfers.iter().map(|t| t.0).fold(dr.dates.latest(), |a, b| a.max(b));
-        let updated = last_change + chrono::Duration::minutes(self.rng.random_range(5..=180));
         let proc_ = &self.procedures[dr.procedure];
         let (proc_code, proc_name, field) = (proc_.code.clone(), proc_.name.clone(), proc_.field);
         let agency_name = if unlisted {
-            "Chi cục (đã giải thể)".to_string()
+            "Chi cục (đã giải thể)"
         } else {
-            String::new()
+            ""
         };
-        let mut rec = Map::new();
         rec.insert("MaHoSo".into(), json!(key));
         rec.insert("MaDonVi".into(), json!(agency));
-        rec.insert("DonViXuLy".into(), self.text_value(&agency_name));
+        rec.insert("DonViXuLy".into(), self.text_value(agency_name));
         rec.insert("MaTTHC".into(), json!(proc_code));
         rec.insert("TenTTHC".into(), self.text_value(&proc_name));
         rec.insert("MaLinhVuc".into(), json!(FIELDS[field].0));
@@ -861,6 +905,17 @@ impl Generator {
         let kind = self.rng.random_range(1..=4);
         let kind = self.enum_value(kind);
         rec.insert("LoaiDoiTuong".into(), kind);
+    }
+
+    /// The applicant: personal data, which motcua must never let out of `raw/`.
+    fn who(&mut self, rec: &mut Map<String, Value>, dr: &Draft) {
+        let applicant = self.person();
+        let id_number = format!("046{}{}", self.rng.random_range(0..4), self.digits(8));
+        let phone = format!(
+            "0{}{}",
+            [3, 5, 7, 8, 9][self.rng.random_range(0..5)],
+            self.digits(8)
+        );
         rec.insert("ChuHoSo".into(), json!(applicant));
         rec.insert("SoGiayToChuHoSo".into(), json!(id_number));
         rec.insert("SoDienThoai".into(), json!(phone));
@@ -870,18 +925,20 @@ impl Generator {
             self.absent()
         };
         rec.insert("Email".into(), email);
+        let village = self.rng.random_range(1..=12);
         rec.insert(
             "DiaChi".into(),
-            json!(format!(
-                "Thôn {}, {}",
-                self.rng.random_range(1..=12),
-                "Thừa Thiên Huế"
-            )),
+            json!(format!("Thôn {village}, Thừa Thiên Huế")),
         );
+        let proc_name = &self.procedures[dr.procedure].name;
         rec.insert(
             "TrichYeuHoSo".into(),
             json!(format!("{proc_name} cho ông/bà {applicant}")),
         );
+    }
+
+    /// The dates, the status, the last modification and the two flags.
+    fn when(&mut self, rec: &mut Map<String, Value>, dr: &Draft, updated: NaiveDateTime) {
         for (k, v) in [
             ("NgayNopHoSo", dr.dates.sub),
             ("NgayTiepNhan", dr.dates.acc),
@@ -897,16 +954,21 @@ impl Generator {
         rec.insert("TrangThaiHoSo".into(), st);
         let upd = self.date_value(Some(updated), true);
         rec.insert("NgayCapNhat".into(), upd);
-        let paid = if dr.channel == 2 && self.rng.random_bool(0.35) {
-            "1"
-        } else {
-            "0"
-        };
-        rec.insert("DuocThanhToanTrucTuyen".into(), json!(paid));
+        let paid = dr.channel == 2 && self.rng.random_bool(0.35);
+        rec.insert(
+            "DuocThanhToanTrucTuyen".into(),
+            json!(if paid { "1" } else { "0" }),
+        );
+        let digitized = self.rng.random_bool(0.5);
         rec.insert(
             "HoSoCoThanhPhanSoHoa".into(),
-            json!(if self.rng.random_bool(0.5) { "1" } else { "0" }),
+            json!(if digitized { "1" } else { "0" }),
         );
+    }
+
+    /// Supplement requests, hand-overs (often an empty list, sometimes absent) and the
+    /// processing steps (with the handler's name: personal data).
+    fn lists(&mut self, rec: &mut Map<String, Value>, dr: &Draft) {
         let mut sups = vec![];
         for (asked, got, new_due) in dr.dates.supplements.clone() {
             let a = self.date_value(Some(asked), false);
@@ -923,34 +985,33 @@ impl Generator {
         if !moves.is_empty() || self.rng.random_bool(0.3) {
             rec.insert("DanhSachChuyenDonVi".into(), Value::Array(moves));
         }
+        let handler = self.person();
         let mut steps = vec![];
         if let Some(acc) = dr.dates.acc {
             steps.push(json!({"ThoiDiemXuLy": acc.format("%Y%m%d%H%M%S").to_string(), "TrangThai": "2", "NguoiXuLy": handler, "PhongBanXuLy": "Bộ phận một cửa", "NoiDungXuLy": "Tiếp nhận hồ sơ"}));
         }
         rec.insert("QuaTrinhXuLy".into(), Value::Array(steps));
-        let rec = Value::Object(rec);
+    }
 
-        if dr.with_older_version {
-            // An older version: still being processed, updated an hour after acceptance.
+    /// The record, and now and then an older version before it, a duplicate, or a newer
+    /// version that is unusable (rejected; this one still counts).
+    fn versions(&mut self, rec: Value, dr: &Draft, updated: NaiveDateTime, out: &mut Vec<Value>) {
+        let stamp = |t: NaiveDateTime| json!(t.format("%Y%m%d%H%M%S").to_string());
+        if let (true, Some(acc)) = (dr.with_older_version, dr.dates.acc) {
+            // An older version: still being processed, updated a minute after acceptance.
             let mut old = rec.clone();
-            let acc = dr.dates.acc.expect("ended cases are accepted");
             old["TrangThaiHoSo"] = json!("4");
             old["NgayKetThucXuLy"] = json!("");
             old["NgayTra"] = json!("");
-            old["NgayCapNhat"] = json!((acc + chrono::Duration::minutes(1))
-                .format("%Y%m%d%H%M%S")
-                .to_string());
+            old["NgayCapNhat"] = stamp(acc + chrono::Duration::minutes(1));
             out.push(old);
         }
         let r = self.rng.random::<f64>();
         if r < 0.003 {
             out.push(rec.clone()); // served twice
         } else if r < 0.0035 {
-            // A newer version with an unreadable date: rejected; this version still counts.
             let mut broken = rec.clone();
-            broken["NgayCapNhat"] = json!((updated + chrono::Duration::days(1))
-                .format("%Y%m%d%H%M%S")
-                .to_string());
+            broken["NgayCapNhat"] = stamp(updated + chrono::Duration::days(1));
             broken["NgayTra"] = json!("32/13/2024 10:00:00");
             out.push(broken);
         }

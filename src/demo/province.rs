@@ -98,8 +98,22 @@ pub const DISTRICTS: [(&str, u32); 9] = [
 ];
 
 const PLACE_A: [&str; 16] = [
-    "Phú", "Hương", "Thủy", "Quảng", "Phong", "Vinh", "Lộc", "Hồng", "Điền", "Hải", "Thượng",
-    "Xuân", "Bình", "Tân", "Long", "An",
+    "Phú",
+    "Hương",
+    "Thủy",
+    "Quảng",
+    "Phong",
+    "Vinh",
+    "Lộc",
+    "Hồng",
+    "Điền",
+    "Hải",
+    "Thượng",
+    "Xuân",
+    "Bình",
+    "Tân",
+    "Long",
+    "An",
 ];
 const PLACE_B: [&str; 16] = [
     "An", "Bình", "Hòa", "Xuân", "Lợi", "Thạnh", "Mỹ", "Sơn", "Phong", "Vân", "Thọ", "Hiền", "Lâm",
@@ -143,7 +157,13 @@ pub fn agencies(rng: &mut ChaCha8Rng) -> (Vec<Agency>, Layout) {
         // A few departments (justice, planning, construction…) take most cases.
         let weight = 1.0 / (1.0 + i as f64 * 0.35);
         layout.departments.push(out.len());
-        out.push(agency(format!("000.00.{:02}.H57", i + 1), name.to_string(), 1, "", weight));
+        out.push(agency(
+            format!("000.00.{:02}.H57", i + 1),
+            name.to_string(),
+            1,
+            "",
+            weight,
+        ));
     }
     let mut commune = 0usize;
     for (di, (name, communes)) in DISTRICTS.iter().enumerate() {
@@ -154,11 +174,21 @@ pub fn agencies(rng: &mut ChaCha8Rng) -> (Vec<Agency>, Layout) {
         let mut mine = vec![];
         for ci in 0..*communes {
             let kind = if di <= 2 { "phường" } else { "xã" };
-            let name = format!("UBND {kind} {} {}", PLACE_A[commune % 16], PLACE_B[(commune / 16 + commune) % 16]);
+            let name = format!(
+                "UBND {kind} {} {}",
+                PLACE_A[commune % 16],
+                PLACE_B[(commune / 16 + commune) % 16]
+            );
             commune += 1;
             mine.push(out.len());
             let weight = 0.5 + rng.random::<f64>();
-            out.push(agency(format!("{:03}.{:02}.00.H57", 101 + ci, di + 1), name, 3, &code, weight));
+            out.push(agency(
+                format!("{:03}.{:02}.00.H57", 101 + ci, di + 1),
+                name,
+                3,
+                &code,
+                weight,
+            ));
         }
         layout.communes.push(mine);
     }
@@ -166,9 +196,16 @@ pub fn agencies(rng: &mut ChaCha8Rng) -> (Vec<Agency>, Layout) {
     (out, layout)
 }
 
-/// Adds the agencies of 2025 and gives every agency its validity and successors.
-fn restructure(out: &mut Vec<Agency>, layout: &mut Layout, rng: &mut ChaCha8Rng) {
-    let new = |code: &str, name: &str, cap: u8, from: NaiveDate, to: Option<NaiveDate>, weight: f64| Agency {
+/// An agency of 2025 that exists from `from` (until `to`).
+fn new(
+    code: &str,
+    name: &str,
+    cap: u8,
+    from: NaiveDate,
+    to: Option<NaiveDate>,
+    weight: f64,
+) -> Agency {
+    Agency {
         code: code.into(),
         name: name.into(),
         cap,
@@ -177,22 +214,65 @@ fn restructure(out: &mut Vec<Agency>, layout: &mut Layout, rng: &mut ChaCha8Rng)
         valid_from: Some(from),
         valid_to: to,
         successors: vec![],
-    };
-    // 1 March 2025: the department mergers.
+    }
+}
+
+/// Adds the agencies of 2025 and gives every agency its validity and successors.
+fn restructure(out: &mut Vec<Agency>, layout: &mut Layout, rng: &mut ChaCha8Rng) {
+    merge_departments(out, layout);
+    two_level_communes(out, layout, rng);
+    let centre = layout.departments[SERVICE_CENTRE];
+    for (di, district) in layout.districts.clone().into_iter().enumerate() {
+        let seat = out[layout.communes[di][0]].successors[0];
+        let a = &mut out[district];
+        a.valid_to = Some(two_levels());
+        a.successors = vec![seat, centre];
+    }
+    split_city(out, layout, centre);
+}
+
+/// 1 March 2025: the department mergers.
+fn merge_departments(out: &mut Vec<Agency>, layout: &Layout) {
     let farming = out.len();
-    out.push(new("000.00.22.H57", "Sở Nông nghiệp và Môi trường", 1, mergers(), None, 0.5));
+    out.push(new(
+        "000.00.22.H57",
+        "Sở Nông nghiệp và Môi trường",
+        1,
+        mergers(),
+        None,
+        0.5,
+    ));
     for (gone, into) in MERGED {
-        let into = if into == 22 { farming } else { layout.departments[into - 1] };
+        let into = if into == 22 {
+            farming
+        } else {
+            layout.departments[into - 1]
+        };
         let a = &mut out[layout.departments[gone - 1]];
         a.valid_to = Some(mergers());
         a.successors = vec![into];
     }
-    // 1 July 2025: 40 communes and wards.
+}
+
+/// 1 July 2025: 40 communes and wards take over the 141 communes (some split across two).
+fn two_level_communes(out: &mut Vec<Agency>, layout: &mut Layout, rng: &mut ChaCha8Rng) {
     for k in 0..NEW_COMMUNES {
         let kind = if k < NEW_WARDS { "phường" } else { "xã" };
-        let name = format!("UBND {kind} {} {}", PLACE_B[k % 16], PLACE_A[(k * 7 + 3) % 16]);
+        let name = format!(
+            "UBND {kind} {} {}",
+            PLACE_B[k % 16],
+            PLACE_A[(k * 7 + 3) % 16]
+        );
+        let code = format!("{:03}.00.00.H57", 301 + k);
         layout.new_communes.push(out.len());
-        out.push(new(&format!("{:03}.00.00.H57", 301 + k), &name, 3, two_levels(), None, 1.0 + rng.random::<f64>()));
+        out.push(new(
+            &code,
+            &name,
+            3,
+            two_levels(),
+            None,
+            1.0 + rng.random::<f64>(),
+        ));
     }
     let old: Vec<usize> = layout.communes.iter().flatten().copied().collect();
     for (k, c) in old.iter().enumerate() {
@@ -202,24 +282,25 @@ fn restructure(out: &mut Vec<Agency>, layout: &mut Layout, rng: &mut ChaCha8Rng)
         a.successors = vec![layout.new_communes[main]];
         if k % 10 == 5 {
             // Split across two new communes: the first takes the cases.
-            a.successors.push(layout.new_communes[(main + 1) % NEW_COMMUNES]);
+            a.successors
+                .push(layout.new_communes[(main + 1) % NEW_COMMUNES]);
         }
     }
-    let centre = layout.departments[SERVICE_CENTRE];
-    for (di, district) in layout.districts.clone().into_iter().enumerate() {
-        let seat = out[layout.communes[di][0]].successors[0];
-        let a = &mut out[district];
-        a.valid_to = Some(two_levels());
-        a.successors = vec![seat, centre];
-    }
-    // 1 January 2025: the city district is split in two, which end on 1 July too.
+}
+
+/// 1 January 2025: the city district is split in two, which end on 1 July too.
+fn split_city(out: &mut Vec<Agency>, layout: &mut Layout, centre: usize) {
     let city = layout.districts[0];
     let halves = layout.communes[0].len() / 2;
     let mut split = vec![];
-    for (half, name) in ["UBND quận Thuận Hóa", "UBND quận Phú Xuân"].iter().enumerate() {
+    for (half, name) in ["UBND quận Thuận Hóa", "UBND quận Phú Xuân"]
+        .iter()
+        .enumerate()
+    {
         let seat = out[layout.communes[0][half * halves]].successors[0];
         split.push(out.len());
-        let mut a = new(&format!("000.{:02}.00.H57", 10 + half), name, 2, regrouping(), Some(two_levels()), 1.25);
+        let code = format!("000.{:02}.00.H57", 10 + half);
+        let mut a = new(&code, name, 2, regrouping(), Some(two_levels()), 1.25);
         a.successors = vec![seat, centre];
         out.push(a);
     }
@@ -259,13 +340,23 @@ mod tests {
     #[test]
     fn the_province_before_and_after_2025() {
         let (a, layout) = agencies(&mut ChaCha8Rng::seed_from_u64(1));
-        let valid = |day: NaiveDate, cap: u8| a.iter().filter(|x| x.cap == cap && x.valid_on(day)).count();
+        let valid =
+            |day: NaiveDate, cap: u8| a.iter().filter(|x| x.cap == cap && x.valid_on(day)).count();
         let before = d(2024, 9, 1);
-        assert_eq!((valid(before, 1), valid(before, 2), valid(before, 3)), (21, 9, 141));
+        assert_eq!(
+            (valid(before, 1), valid(before, 2), valid(before, 3)),
+            (21, 9, 141)
+        );
         let between = d(2025, 5, 1);
-        assert_eq!((valid(between, 1), valid(between, 2), valid(between, 3)), (16, 10, 141));
+        assert_eq!(
+            (valid(between, 1), valid(between, 2), valid(between, 3)),
+            (16, 10, 141)
+        );
         let after = d(2026, 1, 1);
-        assert_eq!((valid(after, 1), valid(after, 2), valid(after, 3)), (16, 0, 40));
+        assert_eq!(
+            (valid(after, 1), valid(after, 2), valid(after, 3)),
+            (16, 0, 40)
+        );
         // Every agency that ends hands over to agencies that exist the day it ends.
         for x in &a {
             if let Some(t) = x.valid_to {
@@ -274,10 +365,15 @@ mod tests {
             }
         }
         assert_eq!(layout.new_communes.len(), 40);
-        let split = a.iter().filter(|x| x.cap == 3 && x.successors.len() == 2).count();
+        let split = a
+            .iter()
+            .filter(|x| x.cap == 3 && x.successors.len() == 2)
+            .count();
         assert!(split >= 10, "some old communes are split: {split}");
         let json = agencies_json(&a);
         assert_eq!(json.len(), a.len());
-        assert!(json.iter().any(|j| j["HieuLucDen"].as_str().is_some_and(|s| s.contains('/'))));
+        assert!(json
+            .iter()
+            .any(|j| j["HieuLucDen"].as_str().is_some_and(|s| s.contains('/'))));
     }
 }

@@ -120,19 +120,21 @@ pub fn restate(
         .doing("restating cases_by_agency")?;
     let levels = agencies.catalog.levels_on(to);
     let by_level = by_level(&restated, period, &levels)?;
-    let with_date = |df: DataFrame| -> Result<DataFrame> {
-        let mut df = stamped(df, stamp)?;
-        let h = df.height();
-        let days = (to - NaiveDate::default()).num_days() as i32;
-        df.with_column(Column::new("restated_to".into(), vec![days; h]).cast(&DataType::Date)?)?;
-        Ok(df)
-    };
     Ok(Restated {
         to,
-        by_agency: with_date(restated)?,
-        by_level: with_date(by_level)?,
+        by_agency: dated(restated, stamp)?,
+        by_level: dated(by_level, stamp)?,
         broken_chains,
     })
+}
+
+/// A restated table stamped, and its `restated_to`.
+fn dated(df: DataFrame, stamp: &Stamp) -> Result<DataFrame> {
+    let mut df = stamped(df, stamp)?;
+    let h = df.height();
+    let days = (stamp.restate_to - NaiveDate::default()).num_days() as i32;
+    df.with_column(Column::new("restated_to".into(), vec![days; h]).cast(&DataType::Date)?)?;
+    Ok(df)
 }
 
 /// The restated `all` row equals the as-was one, measure by measure.

@@ -51,17 +51,7 @@ pub async fn compute_and_publish(
         "steps",
         "computing and publishing periods",
     );
-    let totals = kpi::scan::count(
-        out.store,
-        periods,
-        catalogs.agencies.clone(),
-        out.concurrency,
-        &bar,
-    )
-    .await?;
-    record.counts.cases_in_staging = totals.cases()?;
-    note_unknown_agencies(record, totals.cases_per_agency()?, &catalogs.agencies);
-    note_outside_validity(record, &totals, periods)?;
+    let totals = count(out, record, catalogs, periods, &bar).await?;
     let stamp = Stamp {
         run_id: record.run_id.clone(),
         computed_at: Utc::now().timestamp_micros(),
@@ -83,9 +73,6 @@ pub async fn compute_and_publish(
     record
         .timings_secs
         .insert("publish".into(), publishing.elapsed().as_secs_f64());
-    for (id, e) in &failed {
-        record.failed(id, e.clone());
-    }
     if !failed.is_empty() {
         return Err(PeriodsFailed {
             failed: failed.into_keys().collect(),
@@ -101,6 +88,22 @@ pub async fn compute_and_publish(
         .collect();
     tables.sort_by_key(|t| order.get(&t.period.id.to_string()).copied());
     Ok(tables)
+}
+
+/// The staging table counted for every period, and what the counts say of the agencies.
+async fn count(
+    out: &Publishing<'_>,
+    record: &mut RunRecord,
+    catalogs: &Catalogs,
+    periods: &[Period],
+    bar: &indicatif::ProgressBar,
+) -> Result<Totals> {
+    let agencies = catalogs.agencies.clone();
+    let totals = kpi::scan::count(out.store, periods, agencies, out.concurrency, bar).await?;
+    record.counts.cases_in_staging = totals.cases()?;
+    note_unknown_agencies(record, totals.cases_per_agency()?, &catalogs.agencies);
+    note_outside_validity(record, &totals, periods)?;
+    Ok(totals)
 }
 
 /// Every period's tables from the summed counts (on the blocking pool); a period whose tables

@@ -317,3 +317,36 @@ pub fn in_person_q3_cases(records: &[serde_json::Value], n: usize) -> Vec<String
     assert_eq!(keys.len(), n, "the demo province has {n} such cases");
     keys
 }
+
+/// The columns of `../shared/reference/hue-2024-q3-cases.csv` and the measures they are.
+pub const REFERENCE_COUNTS: [(&str, &str); 9] = [
+    ("received_new", "received_new"),
+    ("received_online", "received_online"),
+    ("resolved_total", "resolved_total"),
+    ("resolved_early", "resolved_early"),
+    ("resolved_on_time", "resolved_on_time"),
+    ("resolved_overdue_total", "resolved_overdue"),
+    ("resolved_overdue_excused", "resolved_overdue_excused"),
+    ("in_progress_total", "in_progress_total"),
+    ("waiting_acceptance", "waiting_acceptance"),
+];
+
+/// Asserts that a `cases_by_level` of 2024-Q3 has every count of the published reference,
+/// `times` over (a province drawn in parts holds it several times).
+pub fn assert_reference_counts(level: &DataFrame, times: i64) {
+    let rows = rows_by(level, &["level"]);
+    let (header, reference) = read_csv(&shared().join("reference/hue-2024-q3-cases.csv"));
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    for r in &reference {
+        let at = rows[&vec![r[col("level")].clone()]];
+        for (theirs, mine) in REFERENCE_COUNTS {
+            let published: i64 = r[col(theirs)].parse().unwrap();
+            assert_eq!(
+                cell(level, mine, at),
+                (times * published).to_string(),
+                "{} {mine}",
+                r[col("level")]
+            );
+        }
+    }
+}

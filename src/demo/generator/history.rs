@@ -27,7 +27,9 @@ impl Generator {
         if dr.status == 1 {
             let Some(sub) = dr.dates.sub else { return };
             let acc_day = self.day(l + Days::new(1), l + Days::new(10));
-            let acc = self.at(acc_day, 7, 17).max(sub + chrono::Duration::minutes(10));
+            let acc = self
+                .at(acc_day, 7, 17)
+                .max(sub + chrono::Duration::minutes(10));
             dr.dates.acc = Some(acc);
             dr.dates.due = Some(self.deadline(acc_day + Days::new(15)));
         }
@@ -138,7 +140,11 @@ impl Generator {
                 continue;
             }
             let started = dr.dates.sub.or(dr.dates.acc).or(dr.dates.refused);
-            let ended = dr.dates.processed.or(dr.dates.returned).or(dr.dates.refused);
+            let ended = dr
+                .dates
+                .processed
+                .or(dr.dates.returned)
+                .or(dr.dates.refused);
             if started.is_none_or(|s| s.date() >= t) || ended.is_some_and(|e| e.date() < t) {
                 continue;
             }
