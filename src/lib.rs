@@ -35,4 +35,5 @@ pub mod source;
 pub mod stage;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod wire;

@@ -6,11 +6,10 @@
 //! DuckDB then miscounts `count(col)`.
 
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use polars::prelude::*;
+use polars_io::prelude::{ParquetReader, SerReader};
 
 use crate::error::{Doing, Error, Result};
 use crate::store::{Store, WrittenFile};
@@ -20,16 +19,14 @@ pub const ROW_GROUP_ROWS: usize = 262_144;
 /// Far above any column chunk we write, so each chunk is one page (see the module notes).
 const DATA_PAGE_BYTES: usize = 1 << 30;
 
-/// Encodes frames as Parquet through a scratch folder outside the output root. Cheap to clone.
+/// How frames are encoded as Parquet. Cheap to clone.
 ///
 /// polars runs its own executors and may block on them, so every polars call of the async
 /// stages goes through [`blocking`], on tokio's blocking pool, never on an async worker.
-#[derive(Clone)]
-pub struct ParquetEncoder(Arc<EncoderInner>);
-
-struct EncoderInner {
-    dir: tempfile::TempDir,
-    seq: AtomicU64,
+#[derive(Clone, Debug)]
+pub struct ParquetEncoder {
+    /// Rows per row group.
+    pub row_group_rows: usize,
 }
 
 /// Runs polars (or other CPU-bound) work on tokio's blocking pool.
@@ -43,47 +40,65 @@ pub async fn blocking<T: Send + 'static>(
 
 impl ParquetEncoder {
     pub fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("motcua-").tempdir().doing(
-            "creating a scratch folder in the system temp dir (set TMPDIR to a writable folder)",
-        )?;
-        Ok(ParquetEncoder(Arc::new(EncoderInner {
-            dir,
-            seq: AtomicU64::new(0),
-        })))
+        Ok(ParquetEncoder {
+            row_group_rows: ROW_GROUP_ROWS,
+        })
     }
 
-    /// The Parquet bytes of `df`.
+    /// The Parquet bytes of `df`: zstd, statistics, row groups of [`ROW_GROUP_ROWS`], one
+    /// page per column chunk, strings as `large_string` (the oldest compat level).
     pub fn encode(&self, df: DataFrame) -> Result<Vec<u8>> {
-        let n = self.0.seq.fetch_add(1, Ordering::Relaxed);
-        let path = self.0.dir.path().join(format!("{n:06}.parquet"));
-        let opts = ParquetWriteOptions {
-            compression: ParquetCompression::Zstd(None),
-            statistics: StatisticsOptions::default(),
-            row_group_size: Some(ROW_GROUP_ROWS),
-            data_page_size: Some(DATA_PAGE_BYTES),
-            key_value_metadata: None,
-            arrow_schema: None,
-            compat_level: None,
-        };
-        let Some(target) = path.to_str() else {
-            return Err(Error::Usage(format!(
-                "the temp dir {} is not a UTF-8 path: set TMPDIR to one that is",
-                path.display()
-            )));
-        };
-        let target = SinkTarget::Path(PlRefPath::from(target));
-        df.lazy()
-            .sink(
-                SinkDestination::File { target },
-                FileWriteFormat::Parquet(Arc::new(opts)),
-                UnifiedSinkArgs::default(),
-            )?
-            .collect()
-            .doing("encoding Parquet")?;
-        let bytes = std::fs::read(&path).doing("reading back encoded Parquet")?;
-        std::fs::remove_file(&path).doing("removing encoded Parquet")?;
-        Ok(bytes)
+        encode(df, self.row_group_rows).doing("encoding Parquet")
     }
+}
+
+/// polars-parquet's writer, driven a row group at a time (polars' own eager writer declares
+/// `string_view`, which common readers cannot filter; its lazy sink needs the streaming engine).
+fn encode(mut df: DataFrame, row_group_rows: usize) -> PolarsResult<Vec<u8>> {
+    use polars_parquet::write::{
+        array_to_columns, get_dtype_encoding, CompressionOptions, Compressor, DynIter,
+        DynStreamingIterator, FallibleStreamingIterator, FileWriter, StatisticsOptions, Version,
+        WriteOptions,
+    };
+    df.rechunk_mut();
+    let schema = df.schema().to_arrow(CompatLevel::oldest());
+    let options = WriteOptions {
+        statistics: StatisticsOptions::default(),
+        version: Version::V1,
+        compression: CompressionOptions::Zstd(None),
+        data_page_size: Some(DATA_PAGE_BYTES),
+    };
+    let encodings: Vec<_> = schema
+        .iter_values()
+        .map(|f| get_dtype_encoding(&f.dtype))
+        .collect();
+    let mut writer = FileWriter::try_new(Vec::new(), schema, options)?;
+    let fields = writer.parquet_schema().fields().to_vec();
+    let mut offset = 0;
+    while offset < df.height() {
+        let mut part = df.slice(offset as i64, row_group_rows.max(1));
+        offset += part.height();
+        part.rechunk_mut();
+        for batch in part.iter_chunks(CompatLevel::oldest(), false) {
+            let rows = batch.len() as u64;
+            let mut columns = Vec::with_capacity(fields.len());
+            for ((array, field), encoding) in
+                batch.into_arrays().into_iter().zip(&fields).zip(&encodings)
+            {
+                for pages in array_to_columns(array, field.clone(), options, encoding)? {
+                    let pages = DynIter::new(pages.into_iter().map(|p| {
+                        p.map_err(|e| polars_parquet::read::ParquetError::OutOfSpec(e.to_string()))
+                    }));
+                    let compressed = Compressor::new(pages, options.compression, vec![])
+                        .map_err(|e| PolarsError::ComputeError(e.to_string().into()));
+                    columns.push(Ok(DynStreamingIterator::new(compressed)));
+                }
+            }
+            writer.write(rows, DynIter::new(columns.into_iter()))?;
+        }
+    }
+    writer.end(None)?;
+    Ok(writer.into_inner())
 }
 
 /// Reads Parquet bytes into a frame.

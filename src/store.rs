@@ -79,6 +79,7 @@ impl Store {
 
     /// The object store an `s3://` (or, built in, `gs://`, `az://`) root names.
     fn object_store(url: &str) -> Result<Option<Arc<dyn ObjectStore>>> {
+        crate::tls::install();
         let cannot = |check: &str, e: object_store::Error| {
             Error::Usage(format!("cannot open {url}: check {check} ({e})"))
         };

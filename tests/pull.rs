@@ -220,6 +220,7 @@ async fn page_number_paging_would_lose_records() {
         ..Chaos::off()
     })
     .await;
+    motcua::tls::install();
     let http = reqwest::Client::new();
     let mut seen = BTreeSet::new();
     for page in 1.. {

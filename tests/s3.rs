@@ -54,6 +54,7 @@ async fn large_objects_go_up_in_parts_and_the_lock_is_a_conditional_create() {
     ] {
         std::env::set_var(k, v);
     }
+    motcua::tls::install();
     let http = reqwest::Client::new();
     let r = http.put(format!("{endpoint}/motcua")).send().await.unwrap();
     assert!(r.status().is_success(), "bucket created: {}", r.status());

@@ -139,6 +139,7 @@ impl Source {
         auth.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
+        crate::tls::install();
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(cfg.timeout)
