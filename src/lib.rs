@@ -6,8 +6,8 @@
 //! |---|---|---|
 //! | source | [`source`] | pulls agencies, the procedure catalog and case files over HTTP |
 //! | raw | [`raw`] | lands every response body, compressed, before it is parsed; reads it back |
-//! | normalise | [`normalise`] | types, cleans, rejects and spills the records by bucket |
-//! | stage | [`stage`] | upserts the staging buckets `cases/`, the latest version per case |
+//! | normalise | [`normalise`] | types, cleans, rejects and spills the records by partition |
+//! | stage | [`stage`] | upserts the staging partitions `cases/` (by the date in the case id), the latest version per case |
 //! | KPI | [`kpi`] | counts every measure of every period with polars, checks the identities |
 //! | publish | [`publish`] | writes the KPI partitions, the rejects and the report atomically |
 //!

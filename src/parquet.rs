@@ -9,13 +9,13 @@ use std::io::Cursor;
 
 use bytes::Bytes;
 use polars::prelude::*;
-use polars_io::prelude::{ParquetReader, SerReader};
+use polars_io::prelude::{FileMetadataRef, ParquetReader, SerReader};
 
 use crate::error::{Doing, Error, Result};
 use crate::store::{Store, WrittenFile};
 
 /// Rows per row group: large enough for scans, small enough for readers' memory.
-pub const ROW_GROUP_ROWS: usize = 262_144;
+pub const ROW_GROUP_ROWS: usize = 65_536;
 /// Far above any column chunk we write, so each chunk is one page (see the module notes).
 const DATA_PAGE_BYTES: usize = 1 << 30;
 
@@ -48,57 +48,252 @@ impl ParquetEncoder {
     /// The Parquet bytes of `df`: zstd, statistics, row groups of [`ROW_GROUP_ROWS`], one
     /// page per column chunk, strings as `large_string` (the oldest compat level).
     pub fn encode(&self, df: DataFrame) -> Result<Vec<u8>> {
-        encode(df, self.row_group_rows).doing("encoding Parquet")
+        let mut w = self.writer(df.schema())?;
+        w.push(df)?;
+        w.finish()
+    }
+
+    /// A writer of one file of `schema` in memory, fed a frame at a time.
+    pub fn writer(&self, schema: &Schema) -> Result<RowGroupWriter<Vec<u8>>> {
+        RowGroupWriter::new(Vec::new(), schema, self.row_group_rows, Compression::Zstd)
     }
 }
 
-/// polars-parquet's writer, driven a row group at a time (polars' own eager writer declares
-/// `string_view`, which common readers cannot filter; its lazy sink needs the streaming engine).
-fn encode(mut df: DataFrame, row_group_rows: usize) -> PolarsResult<Vec<u8>> {
-    use polars_parquet::write::{
-        array_to_columns, get_dtype_encoding, CompressionOptions, Compressor, DynIter,
-        DynStreamingIterator, FallibleStreamingIterator, FileWriter, StatisticsOptions, Version,
-        WriteOptions,
-    };
-    df.rechunk_mut();
-    let schema = df.schema().to_arrow(CompatLevel::oldest());
-    let options = WriteOptions {
-        statistics: StatisticsOptions::default(),
-        version: Version::V1,
-        compression: CompressionOptions::Zstd(None),
-        data_page_size: Some(DATA_PAGE_BYTES),
-    };
-    let encodings: Vec<_> = schema
-        .iter_values()
-        .map(|f| get_dtype_encoding(&f.dtype))
-        .collect();
-    let mut writer = FileWriter::try_new(Vec::new(), schema, options)?;
-    let fields = writer.parquet_schema().fields().to_vec();
-    let mut offset = 0;
-    while offset < df.height() {
-        let mut part = df.slice(offset as i64, row_group_rows.max(1));
-        offset += part.height();
-        part.rechunk_mut();
-        for batch in part.iter_chunks(CompatLevel::oldest(), false) {
+/// One Parquet file written a row group at a time, in memory: frames pushed are buffered until
+/// a row group is full, so a file of any size is written holding one row group of rows.
+///
+/// It drives polars-parquet's writer itself: polars' eager writer declares `string_view`,
+/// which common readers cannot filter, and its lazy sink needs the streaming engine.
+pub struct RowGroupWriter<W: std::io::Write> {
+    writer: polars_parquet::write::FileWriter<W>,
+    options: polars_parquet::write::WriteOptions,
+    schema: Schema,
+    encodings: Vec<Vec<polars_parquet::write::Encoding>>,
+    row_group_rows: usize,
+    pending: Option<DataFrame>,
+    rows: u64,
+}
+
+/// How the pages of a file are compressed: zstd for what readers get, LZ4 for scratch files.
+#[derive(Debug, Clone, Copy)]
+pub enum Compression {
+    Zstd,
+    Lz4,
+}
+
+impl<W: std::io::Write> RowGroupWriter<W> {
+    /// A file of `schema` written to `sink`, in row groups of `row_group_rows`.
+    pub fn new(
+        sink: W,
+        schema: &Schema,
+        row_group_rows: usize,
+        compression: Compression,
+    ) -> Result<Self> {
+        use polars_parquet::write::{get_dtype_encoding, FileWriter};
+        let arrow = schema.to_arrow(CompatLevel::oldest());
+        let encodings = arrow
+            .iter_values()
+            .map(|f| get_dtype_encoding(&f.dtype))
+            .collect();
+        let options = write_options(compression);
+        Ok(RowGroupWriter {
+            writer: FileWriter::try_new(sink, arrow, options).doing("starting a Parquet file")?,
+            options,
+            schema: schema.clone(),
+            encodings,
+            row_group_rows: row_group_rows.max(1),
+            pending: None,
+            rows: 0,
+        })
+    }
+
+    /// Appends the rows of `df`, whose columns must be the file's, in order.
+    pub fn push(&mut self, df: DataFrame) -> Result<()> {
+        if df.schema().as_ref() != &self.schema {
+            return Err(Error::Internal(format!(
+                "a frame of another schema pushed to a Parquet file: {:?} against {:?}",
+                df.schema(),
+                self.schema
+            )));
+        }
+        self.rows += df.height() as u64;
+        let mut all = match self.pending.take() {
+            Some(mut p) => {
+                p.vstack_mut_owned(df)?;
+                p
+            }
+            None => df,
+        };
+        while all.height() >= self.row_group_rows {
+            let rest = all.slice(self.row_group_rows as i64, usize::MAX);
+            self.write_group(all.slice(0, self.row_group_rows))?;
+            all = rest;
+        }
+        self.pending = (all.height() > 0).then_some(all);
+        Ok(())
+    }
+
+    /// Writes the rows pushed and not yet written as a row group of their own, now.
+    pub fn flush(&mut self) -> Result<()> {
+        match self.pending.take() {
+            Some(rest) => self.write_group(rest),
+            None => Ok(()),
+        }
+    }
+
+    /// Rows pushed so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Ends the file; the sink.
+    pub fn finish(mut self) -> Result<W> {
+        self.flush()?;
+        self.writer.end(None).doing("ending a Parquet file")?;
+        Ok(self.writer.into_inner())
+    }
+
+    fn write_group(&mut self, mut df: DataFrame) -> Result<()> {
+        use polars_parquet::read::ParquetError;
+        use polars_parquet::write::{
+            array_to_columns, Compressor, DynIter, DynStreamingIterator, FallibleStreamingIterator,
+        };
+        df.rechunk_mut();
+        let options = self.options;
+        let fields = self.writer.parquet_schema().fields().to_vec();
+        for batch in df.iter_chunks(CompatLevel::oldest(), false) {
             let rows = batch.len() as u64;
             let mut columns = Vec::with_capacity(fields.len());
-            for ((array, field), encoding) in
-                batch.into_arrays().into_iter().zip(&fields).zip(&encodings)
+            for ((array, field), encoding) in batch
+                .into_arrays()
+                .into_iter()
+                .zip(&fields)
+                .zip(&self.encodings)
             {
                 for pages in array_to_columns(array, field.clone(), options, encoding)? {
-                    let pages = DynIter::new(pages.into_iter().map(|p| {
-                        p.map_err(|e| polars_parquet::read::ParquetError::OutOfSpec(e.to_string()))
-                    }));
+                    let pages = DynIter::new(
+                        pages
+                            .into_iter()
+                            .map(|p| p.map_err(|e| ParquetError::OutOfSpec(e.to_string()))),
+                    );
                     let compressed = Compressor::new(pages, options.compression, vec![])
                         .map_err(|e| PolarsError::ComputeError(e.to_string().into()));
                     columns.push(Ok(DynStreamingIterator::new(compressed)));
                 }
             }
-            writer.write(rows, DynIter::new(columns.into_iter()))?;
+            self.writer
+                .write(rows, DynIter::new(columns.into_iter()))
+                .doing("encoding a Parquet row group")?;
         }
+        Ok(())
     }
-    writer.end(None)?;
-    Ok(writer.into_inner())
+}
+
+/// Statistics, and pages as large as a column chunk (one page each: see the notes).
+fn write_options(compression: Compression) -> polars_parquet::write::WriteOptions {
+    use polars_parquet::write::{CompressionOptions, StatisticsOptions, Version, WriteOptions};
+    WriteOptions {
+        statistics: StatisticsOptions::default(),
+        version: Version::V1,
+        compression: match compression {
+            Compression::Zstd => CompressionOptions::Zstd(None),
+            Compression::Lz4 => CompressionOptions::Lz4Raw,
+        },
+        data_page_size: Some(DATA_PAGE_BYTES),
+    }
+}
+
+/// A Parquet file (in memory, or a local scratch file), read a few row groups at a time.
+pub struct ParquetFile {
+    source: Source,
+    metadata: FileMetadataRef,
+}
+
+enum Source {
+    Bytes(Bytes),
+    Path(std::path::PathBuf),
+}
+
+impl ParquetFile {
+    /// Reads the footer of `bytes`.
+    pub fn open(bytes: Bytes) -> Result<Self> {
+        Self::with_footer(Source::Bytes(bytes))
+    }
+
+    /// Reads the footer of the local file `path`.
+    pub fn open_path(path: &std::path::Path) -> Result<Self> {
+        Self::with_footer(Source::Path(path.to_path_buf()))
+    }
+
+    fn with_footer(source: Source) -> Result<Self> {
+        let metadata = match &source {
+            Source::Bytes(b) => ParquetReader::new(Cursor::new(b.clone()))
+                .get_metadata()
+                .cloned(),
+            Source::Path(p) => {
+                let f = std::fs::File::open(p).doing_with(|| format!("opening {}", p.display()))?;
+                ParquetReader::new(f).get_metadata().cloned()
+            }
+        }
+        .doing("reading a Parquet footer")?;
+        Ok(ParquetFile { source, metadata })
+    }
+
+    /// Rows in the file.
+    pub fn rows(&self) -> usize {
+        self.metadata.num_rows
+    }
+
+    /// The column names, from the footer.
+    pub fn columns(&self) -> Vec<String> {
+        self.metadata
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect()
+    }
+
+    /// Row ranges `(offset, len)` of whole row groups, each up to `rows` rows (a row group
+    /// larger than that is a range of its own).
+    pub fn ranges(&self, rows: usize) -> Vec<(usize, usize)> {
+        let mut out: Vec<(usize, usize)> = vec![];
+        let mut at = 0;
+        for rg in &self.metadata.row_groups {
+            let n = rg.num_rows();
+            match out.last_mut() {
+                Some((_, len)) if *len + n <= rows => *len += n,
+                _ => out.push((at, n)),
+            }
+            at += n;
+        }
+        out
+    }
+
+    /// Rows `offset .. offset + len` of `columns` (every column when `None`).
+    pub fn read(&self, columns: Option<&[&str]>, slice: (usize, usize)) -> Result<DataFrame> {
+        let columns = columns.map(|c| c.iter().map(|c| c.to_string()).collect());
+        let df = match &self.source {
+            Source::Bytes(b) => {
+                self.reader(ParquetReader::new(Cursor::new(b.clone())), columns, slice)
+            }
+            Source::Path(p) => {
+                let f = std::fs::File::open(p).doing_with(|| format!("opening {}", p.display()))?;
+                self.reader(ParquetReader::new(f), columns, slice)
+            }
+        };
+        df.doing("reading Parquet")
+    }
+
+    fn reader<R: polars_io::mmap::MmapBytesReader>(
+        &self,
+        mut r: ParquetReader<R>,
+        columns: Option<Vec<String>>,
+        slice: (usize, usize),
+    ) -> PolarsResult<DataFrame> {
+        r.set_metadata(self.metadata.clone());
+        r.with_columns(columns).with_slice(Some(slice)).finish()
+    }
 }
 
 /// Reads Parquet bytes into a frame.

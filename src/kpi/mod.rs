@@ -1,8 +1,8 @@
 //! Stage 5: the KPIs, as typed polars plans over the staging table.
 //!
 //! Every measure is a count of cases, so a period's counts over the staging table are the sums
-//! of its counts over each bucket: [`scan`] reads each bucket once (only [`INPUT_COLUMNS`]) for
-//! every period of a run, [`partial`] counts and sums, and [`tables`] builds each period's
+//! of its counts over each slice of it: [`scan`] reads each partition once, a few row groups
+//! at a time and only [`INPUT_COLUMNS`], for every period of a run; [`partial`] counts and sums; and [`tables`] builds each period's
 //! `cases_by_agency` (every measure of [`crate::domain::rules`] per agency × field),
 //! `cases_by_level` (those rows summed per level and for `all`, so the two tables always roll
 //! up exactly) and `catalog_by_level`. The identities of `kpi.md` are checked on every row of
@@ -46,7 +46,7 @@ impl KpiTables {
     }
 }
 
-/// The staging columns the KPIs read; a bucket is decoded with these alone.
+/// The staging columns the KPIs read; a slice is decoded with these alone.
 pub const INPUT_COLUMNS: [&str; 16] = [
     "agency_code",
     "agency_name_text",

@@ -1,6 +1,6 @@
-//! Partial counts. A bucket (or a batch of small ones) is counted for every period of a run in
+//! Partial counts. A slice of staging (a batch of row groups) is counted for every period of a run in
 //! one plan: the terms of `kpi.md` evaluated once per case, each measure a boolean per case,
-//! summed per agency × field. The partial counts of all buckets are then summed ([`Totals`]),
+//! summed per agency × field. The partial counts of all slices are then summed ([`Totals`]),
 //! and every period's tables come from there.
 //!
 //! A case counts under its agency on its attribution date (`agencies.md`). For a case never
@@ -45,7 +45,7 @@ fn period_counts(i: usize) -> Vec<String> {
     names
 }
 
-/// What one slice of the staging table (a bucket) adds to every period of a run.
+/// What one slice of the staging table (a batch of row groups) adds to every period of a run.
 pub struct Partial {
     /// Per agency × field: the counts of every period ([`period_counts`]), the least
     /// `agency_name_text` and `field_name` seen, and `_cases`, the cases held now.
@@ -55,7 +55,7 @@ pub struct Partial {
 }
 
 /// The sums of every period's counts (per agency × field) and uses (per agency × procedure),
-/// with `cases` for the number of cases: the same whether a bucket's flags or the buckets'
+/// with `cases` for the number of cases: the same whether a slice's flags or the slices'
 /// partial counts are summed.
 fn sums(periods: usize, cases: Expr) -> (Vec<Expr>, Vec<Expr>) {
     let sum = |c: String| col(c.as_str()).cast(DataType::Int64).sum().alias(c);
@@ -88,7 +88,7 @@ fn flags(which: &[(usize, Period)]) -> (Vec<Expr>, Vec<Expr>) {
             .fold(lit(false), |a, (_, c)| a.or(c.clone()));
         for (name, cond) in measures {
             // Booleans (a bit a case), counted by `sum`: twelve periods of flags for a
-            // bucket of ten million records stay in tens of megabytes.
+            // slice of two hundred thousand cases stay in megabytes.
             flags.push(cond.alias(format!("{name}{sfx}")));
         }
         let on = when(
@@ -237,14 +237,14 @@ fn per(lf: LazyFrame, key: &str, aggs: Vec<Expr>, what: &'static str) -> Result<
         .doing(what)
 }
 
-/// Gathers the partial counts of every bucket.
+/// Gathers the partial counts of every slice.
 pub struct Accumulator {
     periods: Vec<Period>,
     counts: Vec<LazyFrame>,
     used: Vec<LazyFrame>,
 }
 
-/// The partial counts of all buckets, summed.
+/// The partial counts of all slices, summed.
 pub struct Totals {
     periods: Vec<Period>,
     counts: DataFrame,
@@ -273,13 +273,13 @@ impl Accumulator {
         }
         let (counts, used) = sums(self.periods.len(), col("_cases").sum());
         let all = concat(self.counts, UnionArgs::default())?;
-        let counts = per(all, "field_code", counts, "summing the buckets' counts")?;
+        let counts = per(all, "field_code", counts, "summing the slices' counts")?;
         let all = concat(self.used, UnionArgs::default())?;
         let used = per(
             all,
             "procedure_code",
             used,
-            "summing the buckets' procedures",
+            "summing the slices' procedures",
         )?;
         Ok(Totals {
             periods: self.periods,

@@ -4,7 +4,7 @@
 //! of `source-api.md` in Vietnam time, text trimmed and NFC-normalised, enums from strings or
 //! numbers, personal data dropped or keyed ([`pii`]). The reject rules of
 //! [`crate::domain::reject`] split off the unusable records with their reason. The records go
-//! on in batches, by staging bucket, to a scratch folder ([`spill`]); the stage that merges
+//! on in batches, by staging partition, to a scratch folder ([`spill`]); the stage that merges
 //! them into `cases/` is [`crate::stage`]. Agencies and the procedure catalog are read by
 //! [`catalog`].
 

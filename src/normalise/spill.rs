@@ -1,10 +1,12 @@
 //! Spilling: normalised records on their way to staging are handed over in batches of
-//! [`BATCH_RECORDS`], split by staging bucket, and written as LZ4 Parquet files to a scratch
-//! folder in the system temp dir (never under the output root), by a thread of their own while
-//! normalising goes on. Staging then reads one bucket at a time, so memory holds a batch or a
-//! bucket, not the pull.
+//! [`BATCH_RECORDS`], split by staging partition, and appended as a row group to that
+//! partition's LZ4 Parquet file in a scratch folder in the system temp dir (never under the
+//! output root), by a thread of their own while normalising goes on. Staging then reads one
+//! partition at a time — its key columns whole, its rows a row group at a time — so memory
+//! holds a batch or a row group, never the pull.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufWriter;
 use std::path::PathBuf;
 use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
@@ -13,16 +15,32 @@ use polars::prelude::*;
 
 use super::{Normaliser, PiiKey, Reject, Stats};
 use crate::error::{Doing, Error, Result};
-use crate::stage::schema::{by_bucket, empty_staging};
+use crate::parquet::{Compression, ParquetFile, RowGroupWriter};
+use crate::stage::layout::Partition;
+use crate::stage::schema::{by_partition, spill_schema};
 
 /// Records per batch.
 pub const BATCH_RECORDS: usize = 100_000;
 
-/// The spilled records, by bucket.
+/// Partition files open for appending at once, at most; past it, the least recently appended
+/// is ended and the partition's next rows start a file of their own.
+const OPEN_FILES: usize = 128;
+
+/// The spilled records, by partition.
 pub struct Spill {
     dir: tempfile::TempDir,
-    files: BTreeMap<u32, Vec<PathBuf>>,
+    /// Ended files, per partition, in the order written.
+    files: BTreeMap<Partition, Vec<PathBuf>>,
+    open: HashMap<Partition, Open>,
+    schema: Schema,
     batches: usize,
+    files_made: usize,
+}
+
+struct Open {
+    writer: RowGroupWriter<BufWriter<std::fs::File>>,
+    path: PathBuf,
+    last_batch: usize,
 }
 
 const ROOM: &str = "is the temp dir full? set TMPDIR to a folder with room for a pull";
@@ -38,49 +56,128 @@ impl Spill {
         Ok(Spill {
             dir,
             files: BTreeMap::new(),
+            open: HashMap::new(),
+            schema: spill_schema(),
             batches: 0,
+            files_made: 0,
         })
     }
 
-    /// Splits a batch by bucket and writes each part.
+    /// Splits a batch (staging columns and `_order`) by partition and appends each part.
     pub fn add(&mut self, cases: DataFrame) -> Result<()> {
         if cases.height() == 0 {
             return Ok(());
         }
-        let n = self.batches;
         self.batches += 1;
-        for (bucket, mut part) in by_bucket(&cases)? {
-            let path = self.dir.path().join(format!("{bucket:02}-{n:06}.parquet"));
-            let what = || format!("writing {} ({ROOM})", path.display());
-            let file = std::fs::File::create(&path).doing_with(what)?;
-            ParquetWriter::new(file)
-                .with_compression(ParquetCompression::Lz4Raw)
-                .finish(&mut part)
-                .doing_with(what)?;
-            self.files.entry(bucket).or_default().push(path);
+        for (partition, part) in by_partition(&cases)? {
+            self.append(partition, part)?;
         }
         Ok(())
     }
 
-    /// The buckets that received records.
-    pub fn buckets(&self) -> Vec<u32> {
-        self.files.keys().copied().collect()
+    fn append(&mut self, partition: Partition, part: DataFrame) -> Result<()> {
+        if !self.open.contains_key(&partition) {
+            if self.open.len() >= OPEN_FILES {
+                self.end_least_recent()?;
+            }
+            let path = self
+                .dir
+                .path()
+                .join(format!("{:06}.parquet", self.files_made));
+            self.files_made += 1;
+            let file = std::fs::File::create(&path)
+                .doing_with(|| format!("creating {} ({ROOM})", path.display()))?;
+            let writer = RowGroupWriter::new(
+                BufWriter::new(file),
+                &self.schema,
+                usize::MAX,
+                Compression::Lz4,
+            )?;
+            let batch = self.batches;
+            self.open.insert(
+                partition,
+                Open {
+                    writer,
+                    path,
+                    last_batch: batch,
+                },
+            );
+        }
+        let batch = self.batches;
+        let names: Vec<PlSmallStr> = self.schema.iter_names().cloned().collect();
+        let part = part.select(names)?;
+        let Some(open) = self.open.get_mut(&partition) else {
+            return Err(Error::Internal("a spill file vanished".into()));
+        };
+        open.last_batch = batch;
+        open.writer.push(part)?;
+        open.writer
+            .flush()
+            .map_err(|e| e.doing(format!("writing {} ({ROOM})", open.path.display())))
     }
 
-    /// Every record spilled to `bucket`, with `_order`.
-    pub fn read(&self, bucket: u32) -> Result<DataFrame> {
-        let mut frames = vec![];
-        for path in self.files.get(&bucket).into_iter().flatten() {
-            let what = || format!("reading back {}", path.display());
-            let file = std::fs::File::open(path).doing_with(what)?;
-            frames.push(ParquetReader::new(file).finish().doing_with(what)?.lazy());
+    fn end_least_recent(&mut self) -> Result<()> {
+        let oldest = self
+            .open
+            .iter()
+            .min_by_key(|(p, o)| (o.last_batch, **p))
+            .map(|(p, _)| *p);
+        match oldest {
+            Some(p) => self.end(p),
+            None => Ok(()),
         }
-        if frames.is_empty() {
-            let mut df = empty_staging()?;
-            df.with_column(Column::new_empty("_order".into(), &DataType::Int64))?;
-            return Ok(df);
+    }
+
+    fn end(&mut self, partition: Partition) -> Result<()> {
+        let Some(open) = self.open.remove(&partition) else {
+            return Ok(());
+        };
+        let what = || format!("writing {} ({ROOM})", open.path.display());
+        let sink = open.writer.finish().map_err(|e| e.doing(what()))?;
+        sink.into_inner()
+            .map_err(|e| e.into_error())
+            .doing_with(what)?;
+        self.files.entry(partition).or_default().push(open.path);
+        Ok(())
+    }
+
+    /// Ends every file: the spill can be read.
+    pub fn seal(&mut self) -> Result<()> {
+        let open: Vec<Partition> = self.open.keys().copied().collect();
+        for p in open {
+            self.end(p)?;
         }
-        Ok(concat(frames, UnionArgs::default())?.collect()?)
+        Ok(())
+    }
+
+    /// The partitions that received records, in order.
+    pub fn partitions(&self) -> Vec<Partition> {
+        let mut all: Vec<Partition> = self.files.keys().chain(self.open.keys()).copied().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// The files of `partition` (after [`Spill::seal`]), oldest first.
+    pub fn files(&self, partition: &Partition) -> Result<Vec<ParquetFile>> {
+        if self.open.contains_key(partition) {
+            return Err(Error::Internal("a spill read before it was sealed".into()));
+        }
+        self.files
+            .get(partition)
+            .into_iter()
+            .flatten()
+            .map(|p| ParquetFile::open_path(p))
+            .collect()
+    }
+
+    /// Every record spilled to `partition`, whole, with `_order` (for tests and small spills).
+    pub fn read(&self, partition: &Partition) -> Result<DataFrame> {
+        let mut out = DataFrame::empty_with_schema(&self.schema);
+        for f in self.files(partition)? {
+            out.vstack_mut_owned(f.read(None, (0, f.rows()))?)?;
+        }
+        Ok(out)
     }
 }
 
@@ -154,10 +251,11 @@ impl Batches {
     pub fn finish(mut self) -> Result<Spilled> {
         self.flush()?;
         drop(self.tx.take());
-        let spill = match self.writer.take().map(|w| w.join()) {
+        let mut spill = match self.writer.take().map(|w| w.join()) {
             Some(Ok(r)) => r?,
             _ => return Err(Error::Internal("the spill thread panicked".into())),
         };
+        spill.seal()?;
         let (rejects, stats) = self.normaliser.into_rejects();
         Ok(Spilled {
             spill,
@@ -171,10 +269,10 @@ impl Batches {
 mod tests {
     use super::*;
 
-    /// Records spilled in several batches come back per bucket, each exactly once, with their
+    /// Records spilled in several batches come back per partition, each exactly once, with their
     /// arrival order; the scratch folder goes with the spill.
     #[test]
-    fn batches_spill_by_bucket_and_read_back_whole() {
+    fn batches_spill_by_partition_and_read_back_whole() {
         let mut b = Batches::new(PiiKey::new(b"k"), "r").unwrap();
         let page = 30_000;
         let pages = BATCH_RECORDS / page + 2;
@@ -201,15 +299,16 @@ mod tests {
         );
         let mut seen = 0;
         let mut orders = vec![];
-        for bucket in spilled.spill.buckets() {
-            let df = spilled.spill.read(bucket).unwrap();
+        for p in spilled.spill.partitions() {
+            let df = spilled.spill.read(&p).unwrap();
             seen += df.height();
             orders.extend(df.column("_order").unwrap().i64().unwrap().iter().flatten());
         }
         assert_eq!(seen, n);
         orders.sort();
         assert_eq!(orders, (1..=n as i64).collect::<Vec<_>>());
-        assert_eq!(spilled.spill.read(99).unwrap().height(), 0);
+        let none = Partition::Undated { bucket: 99 };
+        assert_eq!(spilled.spill.read(&none).unwrap().height(), 0);
         drop(spilled);
         assert!(!dir.exists(), "the scratch folder is removed");
     }

@@ -99,7 +99,7 @@ async fn count(
     bar: &indicatif::ProgressBar,
 ) -> Result<Totals> {
     let agencies = catalogs.agencies.clone();
-    let totals = kpi::scan::count(out.store, periods, agencies, out.concurrency, bar).await?;
+    let totals = kpi::scan::count(out.store, periods, agencies, bar).await?;
     record.counts.cases_in_staging = totals.cases()?;
     note_unknown_agencies(record, totals.cases_per_agency()?, &catalogs.agencies);
     note_outside_validity(record, &totals, periods)?;

@@ -5,7 +5,7 @@
 //! 2. read the cursor; pull agencies, catalog and the cases changed since the cursor minus the
 //!    lookback ([`pull`]), landing every body in `raw/` — or, for `replay`, read those bodies
 //!    back ([`replay`]);
-//! 3. reject (`quality/rejects/run_id=…`) and upsert the staging buckets `cases/`;
+//! 3. reject (`quality/rejects/run_id=…`) and upsert the staging partitions `cases/` (only those the records fall in);
 //! 4. move the cursor — only now that the data is safely staged;
 //! 5. compute every period and check the identities of `kpi.md` on every row; if one breaks,
 //!    the run fails and publishes no KPI at all ([`compute`]);
@@ -230,6 +230,10 @@ async fn pipeline(
     // Which periods to publish is known before any work: a replay with nothing to publish
     // says so before it reads raw/.
     let periods: Vec<Period> = periods::of(settings, store, command).await?;
+    if command.full_refresh().is_some() {
+        // A replay rebuilds staging anyway; any other run first brings an older layout up.
+        migrate(store, &enc, record).await?;
+    }
     let (agencies, procedures) = match (command.full_refresh(), from_staging) {
         (Some(_), true) => as_staged(settings, store, record).await?,
         _ => pull_and_stage(settings, store, &enc, record, command, lock).await?,
@@ -254,6 +258,18 @@ async fn pipeline(
             crate::raw::prune::prune(store, keep, &record.run_id).await?;
     }
     Ok(tables)
+}
+
+/// Staging of an older layout rebuilt in today's, once (see [`crate::stage::migrate`]).
+async fn migrate(store: &Store, enc: &ParquetEncoder, record: &mut RunRecord) -> Result<()> {
+    let started = Instant::now();
+    if let Some(m) = crate::stage::migrate::migrate(store, enc).await? {
+        note_staged(store, record, m).await?;
+        record
+            .timings_secs
+            .insert("migrate".into(), started.elapsed().as_secs_f64());
+    }
+    Ok(())
 }
 
 /// Today in Vietnam.
@@ -320,7 +336,7 @@ async fn pull_and_stage(
     Ok((agencies, procedures))
 }
 
-/// Step 3: the rejects, then the staging buckets merged from the spilled records. A replay
+/// Step 3: the rejects, then the staging partitions merged from the spilled records. A replay
 /// rebuilds them from nothing.
 async fn stage(
     store: &Store,
@@ -338,18 +354,24 @@ async fn stage(
     }
     let file = crate::publish::rejects::publish(store, enc, &cases.rejects, &record.run_id).await?;
     record.files.push(file);
-    let spill = Arc::new(cases.spill);
-    let buckets = spill.buckets();
-    let merged = crate::stage::merge(
-        store,
-        enc,
-        buckets,
-        Arc::new(move |b| spill.read(b)),
-        rebuild,
-    )
-    .await?;
+    let merged = crate::stage::merge(store, enc, Arc::new(cases.spill), rebuild).await?;
     record.counts.duplicates_dropped += merged.duplicates;
-    record.counts.staging_buckets_written += merged.files.len() as u64;
+    note_staged(store, record, merged).await
+}
+
+/// What a merge (or a migration) wrote, and the size of staging after it.
+async fn note_staged(
+    store: &Store,
+    record: &mut RunRecord,
+    merged: crate::stage::Merged,
+) -> Result<()> {
+    let c = &mut record.counts;
+    c.staging_partitions_written += merged.files.len() as u64;
+    c.staging_bytes_written += merged.files.iter().map(|f| f.bytes).sum::<u64>();
+    c.staging_files_removed += merged.removed;
     record.files.extend(merged.files);
+    let all = store.list("cases").await?;
+    record.counts.staging_partitions = all.len() as u64;
+    record.counts.staging_bytes = all.iter().map(|(_, n)| n).sum();
     Ok(())
 }

@@ -78,7 +78,20 @@ pub struct Counts {
     pub records_rejected: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
     pub cases_in_staging: u64,
-    pub staging_buckets_written: u64,
+    /// Staging partitions written (replaced) by the run.
+    #[serde(alias = "staging_buckets_written")]
+    pub staging_partitions_written: u64,
+    /// Bytes of those partitions: what the run rewrote of staging.
+    #[serde(default)]
+    pub staging_bytes_written: u64,
+    /// Partitions and bytes of the whole staging table once the run had staged.
+    #[serde(default)]
+    pub staging_partitions: u64,
+    #[serde(default)]
+    pub staging_bytes: u64,
+    /// Files a rebuild (replay, or the one-off migration of an older layout) removed.
+    #[serde(default)]
+    pub staging_files_removed: u64,
     pub agencies: u64,
     pub procedures: u64,
     pub unknown_agencies: Vec<String>,

@@ -1,12 +1,11 @@
-//! The staging table `cases/` (see `schemas/cases.json`): its columns, and how its cases are
-//! split into buckets — `cases/bucket=NN/part-0.parquet`, one file per bucket, each case in
-//! the bucket of its id for life, so an upsert rewrites only the buckets its records fall in.
+//! The staging table `cases/` (see `schemas/cases.json`): its columns, and its cases split by
+//! the partition of their id ([`super::layout`]).
 
 use std::collections::BTreeMap;
 
 use polars::prelude::*;
-use sha2::Sha256;
 
+use super::layout::Partition;
 use crate::error::Result;
 use crate::wire::local_date;
 use chrono::NaiveDate;
@@ -135,6 +134,31 @@ pub fn conform(mut df: DataFrame) -> Result<DataFrame> {
     Ok(df.select(order)?)
 }
 
+/// The staging columns as a polars schema.
+pub fn staging_polars_schema() -> Schema {
+    staging_schema()
+        .into_iter()
+        .map(|(n, dt)| Field::new(n.into(), dt))
+        .collect()
+}
+
+/// A frame of staged (or spilled) rows in exactly today's staging columns: missing ones added
+/// ([`conform`]), others dropped, each of its type.
+pub fn to_staging(df: DataFrame) -> Result<DataFrame> {
+    let df = conform(df)?;
+    let cols: Vec<Column> = staging_schema()
+        .into_iter()
+        .map(|(n, dt)| {
+            let c = df.column(n)?;
+            match c.dtype() == &dt {
+                true => Ok(c.clone()),
+                false => c.cast(&dt),
+            }
+        })
+        .collect::<PolarsResult<_>>()?;
+    Ok(DataFrame::new(df.height(), cols)?)
+}
+
 /// An empty staging table: the columns of [`staging_schema`], no rows.
 pub fn empty_staging() -> Result<DataFrame> {
     let cols: Vec<Column> = staging_schema()
@@ -144,38 +168,36 @@ pub fn empty_staging() -> Result<DataFrame> {
     Ok(DataFrame::new(0, cols)?)
 }
 
-/// Number of staging buckets (`cases/bucket=NN/part-0.parquet`). A case stays in its bucket for
-/// life, so an upsert rewrites only the buckets its new records fall in.
-pub const BUCKETS: u32 = 16;
-
-/// The bucket of a case id: stable across runs, platforms and versions.
-pub fn bucket_of(case_id: &str) -> u32 {
-    use sha2::Digest;
-    let h = Sha256::digest(case_id.as_bytes());
-    u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % BUCKETS
+/// The staging columns and `_order`, the arrival sequence of a record in its run: what the
+/// spill holds.
+pub fn spill_schema() -> Schema {
+    let mut schema: Schema = staging_schema()
+        .into_iter()
+        .map(|(n, dt)| Field::new(n.into(), dt))
+        .collect();
+    schema.insert(ORDER.into(), DataType::Int64);
+    schema
 }
 
-/// Splits newly normalised cases by bucket.
-pub fn by_bucket(cases: &DataFrame) -> Result<BTreeMap<u32, DataFrame>> {
+/// The arrival order column of new records.
+pub const ORDER: &str = "_order";
+
+/// Splits newly normalised cases by staging partition.
+pub fn by_partition(cases: &DataFrame) -> Result<BTreeMap<Partition, DataFrame>> {
     let ids = cases.column("case_id")?.str()?;
-    let mut rows: BTreeMap<u32, Vec<IdxSize>> = BTreeMap::new();
+    let mut rows: BTreeMap<Partition, Vec<IdxSize>> = BTreeMap::new();
     for (i, id) in ids.iter().enumerate() {
-        rows.entry(bucket_of(id.unwrap_or("")))
+        rows.entry(Partition::of(id.unwrap_or("")))
             .or_default()
             .push(i as IdxSize);
     }
     // Rows are taken, not partitioned: polars 0.55 turns the columns of a one-row partition
     // into scalars, and cannot write a scalar list of structs with a zoned timestamp.
     let mut out = BTreeMap::new();
-    for (bucket, idx) in rows {
-        out.insert(bucket, cases.take(&IdxCa::from_vec("rows".into(), idx))?);
+    for (p, idx) in rows {
+        out.insert(p, cases.take(&IdxCa::from_vec("rows".into(), idx))?);
     }
     Ok(out)
-}
-
-/// Where bucket `bucket` lives.
-pub fn bucket_path(bucket: u32) -> String {
-    format!("cases/bucket={bucket:02}/part-0.parquet")
 }
 
 #[cfg(test)]
@@ -183,29 +205,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_stable_and_cover_every_case() {
-        // Pinned: a case never moves bucket across versions, platforms or runs.
-        assert_eq!(
-            bucket_of("000.00.15.H57-240615-0001"),
-            bucket_of("000.00.15.H57-240615-0001")
-        );
-        let ids: Vec<String> = (0..2000).map(|i| format!("H{i}")).collect();
-        let mut seen = std::collections::BTreeSet::new();
-        for id in &ids {
-            let b = bucket_of(id);
-            assert!(b < BUCKETS);
-            seen.insert(b);
-        }
-        assert_eq!(seen.len(), BUCKETS as usize, "2,000 ids reach every bucket");
+    fn cases_split_by_partition_cover_every_case() {
+        let ids: Vec<String> = (0..2000)
+            .map(|i| match i % 3 {
+                0 => format!("H{i}"),
+                _ => format!("X-2407{:02}-{i:06}", 1 + i % 28),
+            })
+            .collect();
         let df = df!("case_id" => &ids, "x" => (0..2000).collect::<Vec<i32>>()).unwrap();
-        let parts = by_bucket(&df).unwrap();
+        let parts = by_partition(&df).unwrap();
         assert_eq!(parts.values().map(|p| p.height()).sum::<usize>(), 2000);
-        for (b, p) in &parts {
-            let ids = p.column("case_id").unwrap().str().unwrap();
-            assert!(ids.iter().flatten().all(|id| bucket_of(id) == *b));
-            assert_eq!(p.get_column_names(), ["case_id", "x"]);
+        for (p, df) in &parts {
+            let ids = df.column("case_id").unwrap().str().unwrap();
+            assert!(ids.iter().flatten().all(|id| Partition::of(id) == *p));
+            assert_eq!(df.get_column_names(), ["case_id", "x"]);
         }
-        assert_eq!(bucket_path(3), "cases/bucket=03/part-0.parquet");
+        assert_eq!(parts.len(), 16 + 4, "16 hash buckets and July's four");
         assert_eq!(empty_staging().unwrap().width(), staging_schema().len());
+        assert_eq!(spill_schema().len(), staging_schema().len() + 1);
     }
 }
