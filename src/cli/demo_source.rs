@@ -23,7 +23,10 @@ pub struct Args {
     /// Seed of the synthetic province.
     #[arg(long, default_value_t = 2024)]
     pub seed: u64,
-    /// Multiplies the number of cases (1.0: about 160 thousand records).
+    /// Multiplies the number of cases (1.0: about 240 thousand records). The province is drawn
+    /// to a scratch folder in the temp dir (about 1.4 GB a million records) and served from
+    /// there, so memory stays a few hundred megabytes at ten million records; `POST
+    /// /demo/night?changes=20000&corrections=0` moves it on by one night.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
     /// Serve donvi.json, tthc.json and hoso.json from this folder instead.
@@ -52,9 +55,10 @@ pub async fn run(a: Args) -> Result<()> {
         Switch::On => demo::Chaos::all(),
         Switch::Off => demo::Chaos::off(),
     };
-    let data = match a.dataset {
-        Some(dir) => demo::load_dataset(&dir)?,
-        None => demo::generate(a.seed, a.scale),
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], a.port));
+    let src = match a.dataset {
+        Some(dir) => demo::start(demo::load_dataset(&dir)?, &token, chaos, addr).await?,
+        None => demo::start_province(a.seed, a.scale, &token, chaos, addr).await?,
     };
-    demo::run(data, &token, chaos, a.port, a.ready_file.as_deref()).await
+    demo::run(src, a.ready_file.as_deref()).await
 }

@@ -730,6 +730,19 @@ impl Generator {
     /// quarters after, the province lives through 2025 and 2026, and the cases an agency holds
     /// when the 2025 restructuring ends it are handed over.
     pub fn dataset(mut self) -> Dataset {
+        let mut records: Vec<Value> = vec![];
+        self.emit_all(&mut |v| records.push(v));
+        records.shuffle(&mut self.rng);
+        Dataset {
+            agencies: province::agencies_json(&self.agencies),
+            procedures: self.procedures_json(),
+            cases: records,
+        }
+    }
+
+    /// Every record of the province, in the order drawn, to `sink` one at a time (nothing is
+    /// held but the drafts).
+    pub fn emit_all(&mut self, sink: &mut dyn FnMut(Value)) {
         let (f, l) = (d(2024, 6, 15), d(2024, 9, 14));
         let mut drafts: Vec<Draft> = vec![];
         for p in PROFILE {
@@ -744,23 +757,39 @@ impl Generator {
         for (i, dr) in drafts.iter_mut().enumerate() {
             self.hand_over(dr, i);
         }
-        let mut records: Vec<Value> = vec![];
+        let mut out: Vec<Value> = vec![];
         for (i, mut draft) in drafts.into_iter().enumerate() {
             // A handful of old, ended cases from an agency the catalog no longer lists.
             let unlisted = i % 9973 == 17 && draft.dates.processed.is_some_and(|p| p.date() < f);
             if unlisted {
                 draft.with_older_version = false;
             }
-            self.emit(&draft, unlisted, &mut records);
+            self.emit(&draft, unlisted, &mut out);
+            out.drain(..).for_each(&mut *sink);
         }
         if self.unusable {
-            self.emit_unusable(&mut records);
+            self.emit_unusable(&mut out);
+            out.drain(..).for_each(&mut *sink);
         }
-        records.shuffle(&mut self.rng);
-        Dataset {
-            agencies: province::agencies_json(&self.agencies),
-            procedures: self.procedures_json(),
-            cases: records,
+    }
+
+    /// `n` cases received on `day` (after the province's horizon: they are open), for a night
+    /// of the demo source, with serial numbers from `serial`.
+    pub fn new_cases(
+        &mut self,
+        day: NaiveDate,
+        n: usize,
+        serial: u64,
+        sink: &mut dyn FnMut(Value),
+    ) {
+        self.serial = serial;
+        let mut out = vec![];
+        for i in 0..n {
+            let cap = if i % 20 < 7 { 1 } else { 3 };
+            let mut dr = self.draw_flowing(cap, day, day);
+            dr.with_older_version = false;
+            self.emit(&dr, false, &mut out);
+            out.drain(..).for_each(&mut *sink);
         }
     }
 
@@ -1081,20 +1110,42 @@ impl Generator {
     }
 }
 
-/// Part `chunk` of a province drawn in parts (too large to hold at once): the agencies and
-/// catalog of `seed`, cases of their own (serial numbers from `chunk` × 10⁸, so no case id
-/// repeats across parts), the unusable records in part 0 only.
-pub fn generate_chunk(seed: u64, scale: f64, chunk: u64) -> Dataset {
+/// A generator for the new cases of night `night` of the province of `seed` at `scale`: the same
+/// agencies and catalog, draws of its own.
+pub fn for_night(seed: u64, scale: f64, night: u64) -> Generator {
     let mut g = Generator::new(seed, scale);
-    if chunk > 0 {
-        g.rng = ChaCha8Rng::seed_from_u64(seed ^ chunk.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        g.serial = chunk * 100_000_000;
-        g.unusable = false;
-    }
-    g.dataset()
+    g.rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4E49_4748_5400_0000 ^ night);
+    g.unusable = false;
+    g
 }
 
-/// The demo province for `seed` at `scale` (1.0 ≈ 160 thousand records).
+/// How a province of `scale` is drawn: in how many parts, each of which scale — parts of at
+/// most 1 (up to 1, one part: the province of [`generate`] exactly; a whole scale, that many
+/// copies of the profiled quarter, so its figures are exact multiples).
+pub fn parts(scale: f64) -> (usize, f64) {
+    let parts = scale.ceil().max(1.0) as usize;
+    (parts, scale / parts as f64)
+}
+
+/// Part `part` of a province drawn in parts: the agencies and catalog of `seed` (returned, no
+/// cases), and its case records to `sink` in the order drawn: cases of their own (serial numbers
+/// from `part` × 10⁸, so no case id repeats across parts), the unusable records in part 0 only.
+pub fn generate_part(seed: u64, scale: f64, part: u64, sink: &mut dyn FnMut(Value)) -> Dataset {
+    let mut g = Generator::new(seed, scale);
+    if part > 0 {
+        g.rng = ChaCha8Rng::seed_from_u64(seed ^ part.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        g.serial = part * 100_000_000;
+        g.unusable = false;
+    }
+    g.emit_all(sink);
+    Dataset {
+        agencies: province::agencies_json(&g.agencies),
+        procedures: g.procedures_json(),
+        cases: vec![],
+    }
+}
+
+/// The demo province for `seed` at `scale` (1.0 ≈ 240 thousand records), in a shuffled order.
 pub fn generate(seed: u64, scale: f64) -> Dataset {
     Generator::new(seed, scale).dataset()
 }

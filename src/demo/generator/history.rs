@@ -72,7 +72,7 @@ impl Generator {
 
     /// A case accepted between `from` and `to` that takes its time: it ends within the period
     /// or after it, or is still in progress at the horizon.
-    fn draw_flowing(&mut self, cap: u8, from: NaiveDate, to: NaiveDate) -> Draft {
+    pub(super) fn draw_flowing(&mut self, cap: u8, from: NaiveDate, to: NaiveDate) -> Draft {
         let mut dates = Dates::default();
         let acc_day = self.day(from, to);
         self.accept(&mut dates, acc_day);
