@@ -45,12 +45,15 @@ test-deps:
 	@command -v s3s-fs >/dev/null || { echo "installing s3s-fs 0.14.1 (cargo install, about 3 minutes)"; \
 	  CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/s3s-fs $(CARGO) install s3s-fs --version 0.14.1 --features binary --locked --quiet; }
 
-## make bench: release build, then each stage on demo provinces of SIZES (×163 thousand records: 1, 6 and 61 ≈ 160 k, 1 M, 10 M), beside DuckDB.
-SIZES ?= 1,6,61
+## make bench: release build, then pull, nightly run, KPI step (beside the DuckDB command line)
+## and replay on demo provinces of SIZES records (default one and ten million: about 30 minutes,
+## 25 GB of temp disk). BENCH_OUT=file also writes the table there.
+SIZES ?= 1000000,10000000
+BENCH_OUT ?=
 bench:
 	$(CARGO) build --release --bin motcua
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-	$(PYTHON) tests/bench/bench.py --bin $(CARGO_TARGET_DIR)/release/motcua --sizes $(SIZES)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/bench/requirements.txt
+	$(PYTHON) tests/bench/bench.py --bin $(CARGO_TARGET_DIR)/release/motcua --sizes $(SIZES) $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 fmt:
 	$(CARGO) fmt --all

@@ -3,8 +3,9 @@
 //! this file side by side with `../shared/spec/kpi.md`; its reject rules are in
 //! [`super::reject`], its periods in [`super::period`], its levels in [`super::level`].
 //!
-//! Measures, rates and identities are polars expressions over the staging table, so the KPI
-//! stage is one typed lazy plan.
+//! The measures are plain functions of one case ([`counted`]), which the KPI stage applies to
+//! every staged case as it reads them; the rates and identities are polars expressions over
+//! the counted rows of a table.
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -38,26 +39,89 @@ pub fn is_ended(status: i32) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Terms over the staging table (column names of `cases/`).
+// One case, as the measures read it (the staging columns of `cases/`).
 // ---------------------------------------------------------------------------------------------
 
-fn status() -> Expr {
-    col("status")
+/// A case's status, channel, dates (days since 1970-01-01, local), supplement requests and
+/// flags. `None` is absent; a comparison with an absent value is false.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Case {
+    pub status: Option<i32>,
+    pub channel: Option<i32>,
+    /// sub: `submitted_date`.
+    pub sub: Option<i32>,
+    /// acc: `accepted_date`.
+    pub acc: Option<i32>,
+    /// ref: `refused_date`.
+    pub refd: Option<i32>,
+    /// end: `end_date`.
+    pub end: Option<i32>,
+    /// due: `due_date`.
+    pub due: Option<i32>,
+    pub supplement_requests: Option<i64>,
+    pub paid_online: Option<bool>,
+    pub digitized: Option<bool>,
 }
-fn acc() -> Expr {
-    col("accepted_date")
+
+/// A period F … L, as days since 1970-01-01.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub f: i32,
+    pub l: i32,
 }
-fn sub() -> Expr {
-    col("submitted_date")
+
+impl Bounds {
+    pub fn of(p: &crate::domain::period::Period) -> Bounds {
+        Bounds {
+            f: days(p.start),
+            l: days(p.end),
+        }
+    }
+
+    /// F ≤ d ≤ L.
+    fn within(&self, d: Option<i32>) -> bool {
+        d.is_some_and(|d| self.f <= d && d <= self.l)
+    }
 }
-fn refd() -> Expr {
-    col("refused_date")
+
+/// Days since 1970-01-01 (a polars `Date`).
+pub fn days(d: NaiveDate) -> i32 {
+    (d - NaiveDate::default()).num_days() as i32
 }
-fn end() -> Expr {
-    col("end_date")
+
+/// a < b, both present.
+fn lt(a: Option<i32>, b: Option<i32>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if a < b)
 }
-fn due() -> Expr {
-    col("due_date")
+
+/// a ≤ b, both present.
+fn le(a: Option<i32>, b: Option<i32>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if a <= b)
+}
+
+impl Case {
+    /// accepted: status is not 1 and not 3.
+    pub fn accepted(&self) -> bool {
+        self.status.is_some_and(is_accepted)
+    }
+
+    /// ended: status is 7, 8, 9 or 10.
+    pub fn ended(&self) -> bool {
+        self.status.is_some_and(is_ended)
+    }
+
+    fn status_in(&self, codes: &[i32]) -> bool {
+        self.status.is_some_and(|s| codes.contains(&s))
+    }
+
+    /// The day the case counts on in period F … L (`agencies.md`): its end when it ended on or
+    /// before L, else L.
+    pub fn attribution_day(&self, p: Bounds) -> i32 {
+        match self.end {
+            Some(e) if self.ended() && e <= p.l => e,
+            _ => p.l,
+        }
+    }
 }
 
 /// A `Date` literal (`lit(NaiveDate)` alone is a nanosecond timestamp in polars 0.55).
@@ -65,254 +129,105 @@ pub fn date(d: NaiveDate) -> Expr {
     lit(d).cast(DataType::Date)
 }
 
-/// A null-safe boolean: a comparison with an absent date is false.
-fn t(e: Expr) -> Expr {
-    e.fill_null(lit(false))
-}
-
-fn status_is(codes: &[i32]) -> Expr {
-    codes
-        .iter()
-        .fold(lit(false), |any, c| any.or(status().eq(lit(*c))))
-}
-
-/// accepted: status is not 1 and not 3.
-pub fn accepted() -> Expr {
-    t(status().neq(lit(WAITING)).and(status().neq(lit(REFUSED))))
-}
-
-/// ended: status is 7, 8, 9 or 10.
-pub fn ended() -> Expr {
-    t(status_is(&[WITHDRAWN, STOPPED, PROCESSED, RETURNED]))
-}
-
-fn within(e: Expr, f: NaiveDate, l: NaiveDate) -> Expr {
-    t(e.clone().gt_eq(date(f)).and(e.lt_eq(date(l))))
-}
-
-/// The terms of kpi.md that several measures share, for one period F … L: each a boolean per
-/// case. [`Terms::defined`] holds their definitions over the staging columns; the KPI stage
-/// evaluates those once per case into columns ([`Terms::named`]) and the measures then read
-/// the columns ([`Terms::columns`]), so no condition is computed twice.
-#[derive(Clone)]
-pub struct Terms {
-    /// accepted: status is not 1 and not 3.
-    pub accepted: Expr,
-    /// ended: status is 7, 8, 9 or 10.
-    pub ended: Expr,
-    /// accepted, F ≤ acc ≤ L (received_new).
-    pub received_new: Expr,
-    /// status 9 or 10, F ≤ end ≤ L (resolved in the period, withdrawals aside).
-    pub resolved: Expr,
-    /// accepted, acc ≤ L, and not (ended with end ≤ L).
-    pub in_progress: Expr,
-    /// F ≤ end ≤ L.
-    pub end_in_period: Expr,
-    /// channel 2; absent counts as in person.
-    pub online: Expr,
-}
-
-const TERM_NAMES: [&str; 7] = [
-    "accepted",
-    "ended",
+/// The measures of kpi.md, in output (and kpi.md's table) order.
+pub const MEASURES: [&str; 19] = [
+    "received_online",
+    "received_offline",
     "received_new",
-    "resolved",
-    "in_progress",
-    "end_in_period",
-    "online",
+    "carried_over",
+    "received_total",
+    "resolved_total",
+    "resolved_early",
+    "resolved_on_time",
+    "resolved_overdue",
+    "resolved_overdue_excused",
+    "resolved_withdrawn",
+    "stopped",
+    "in_progress_total",
+    "in_progress_within",
+    "in_progress_overdue",
+    "waiting_acceptance",
+    "refused",
+    "paid_online",
+    "digitized",
 ];
 
-impl Terms {
-    /// The terms over the staging columns for the period F … L.
-    pub fn defined(f: NaiveDate, l: NaiveDate) -> Terms {
-        let end_in_period = within(end(), f, l);
-        Terms {
-            accepted: accepted(),
-            ended: ended(),
-            received_new: accepted().and(within(acc(), f, l)),
-            resolved: t(status_is(&[PROCESSED, RETURNED])).and(end_in_period.clone()),
-            in_progress: accepted()
-                .and(t(acc().lt_eq(date(l))))
-                .and(ended().and(t(end().lt_eq(date(l)))).not()),
-            end_in_period,
-            online: t(col("channel").eq(lit(ONLINE))),
-        }
-    }
-
-    fn all(self) -> [Expr; 7] {
-        [
-            self.accepted,
-            self.ended,
-            self.received_new,
-            self.resolved,
-            self.in_progress,
-            self.end_in_period,
-            self.online,
-        ]
-    }
-
-    /// The definitions as columns named `_<term><suffix>`.
-    pub fn named(self, suffix: &str) -> Vec<Expr> {
-        self.all()
-            .into_iter()
-            .zip(TERM_NAMES)
-            .map(|(e, n)| e.alias(format!("_{n}{suffix}")))
-            .collect()
-    }
-
-    /// The terms read from the columns [`Terms::named`] wrote.
-    pub fn columns(suffix: &str) -> Terms {
-        let c = |n: &str| col(format!("_{n}{suffix}"));
-        Terms {
-            accepted: c("accepted"),
-            ended: c("ended"),
-            received_new: c("received_new"),
-            resolved: c("resolved"),
-            in_progress: c("in_progress"),
-            end_in_period: c("end_in_period"),
-            online: c("online"),
-        }
-    }
-}
-
-/// A measure: its column name and the condition a case meets to be counted.
-pub type Measure = (&'static str, Expr);
-
-/// The measures of kpi.md for the period F … L: `(name, condition on one case)`, written over
-/// the shared terms `t` of that period. Each measure counts the cases whose condition is true.
-/// The order is the output column order, which is kpi.md's table order.
-pub fn measures(f: NaiveDate, l: NaiveDate, t: &Terms) -> Vec<Measure> {
-    let mut all = received(f, t);
-    all.extend(resolved(t));
-    all.extend(in_progress_and_other(f, l, t));
-    all
-}
-
-/// Columns 3–6: what was received.
-fn received(f: NaiveDate, t_: &Terms) -> Vec<Measure> {
-    let Terms {
-        accepted,
-        ended,
-        received_new,
-        online,
-        ..
-    } = t_.clone();
-    vec![
-        // 4: accepted, F ≤ acc ≤ L, channel 2
-        ("received_online", received_new.clone().and(online.clone())),
-        // 5: accepted, F ≤ acc ≤ L, channel not 2 (absent counts as in person)
-        ("received_offline", received_new.clone().and(online.not())),
-        // 4+5
-        ("received_new", received_new),
-        // 6: accepted, acc < F, and not (ended with end < F)
-        (
-            "carried_over",
-            accepted
-                .and(t(acc().lt(date(f))))
-                .and(ended.and(t(end().lt(date(f)))).not()),
-        ),
-        // 3: received_new + carried_over (summed after counting, listed here for column order)
-        ("received_total", lit(false)),
-    ]
-}
-
-/// Columns 7–10 and the other endings of a case in the period.
-fn resolved(t_: &Terms) -> Vec<Measure> {
-    let Terms {
-        resolved,
-        end_in_period,
-        ..
-    } = t_.clone();
-    vec![
-        // 7: status 7, 9 or 10, F ≤ end ≤ L
-        (
-            "resolved_total",
-            t(status_is(&[WITHDRAWN, PROCESSED, RETURNED])).and(end_in_period.clone()),
-        ),
-        // 8: status 9 or 10, F ≤ end ≤ L, due present, end < due
-        ("resolved_early", resolved.clone().and(t(end().lt(due())))),
-        // 9: status 9 or 10, F ≤ end ≤ L, due absent or end = due
-        (
-            "resolved_on_time",
-            resolved.clone().and(due().is_null().or(t(end().eq(due())))),
-        ),
-        // 10: status 9 or 10, F ≤ end ≤ L, due present, end > due
-        ("resolved_overdue", resolved.clone().and(t(end().gt(due())))),
-        // resolved_overdue and supplemented
-        (
-            "resolved_overdue_excused",
-            resolved
-                .and(t(end().gt(due())))
-                .and(t(col("supplement_requests").gt(lit(0i64)))),
-        ),
-        // status 7, F ≤ end ≤ L
-        (
-            "resolved_withdrawn",
-            t(status().eq(lit(WITHDRAWN))).and(end_in_period.clone()),
-        ),
-        // status 8, F ≤ end ≤ L
-        ("stopped", t(status().eq(lit(STOPPED))).and(end_in_period)),
-    ]
-}
-
-/// Columns 11–13, then waiting, refused, paid online and digitized.
-fn in_progress_and_other(f: NaiveDate, l: NaiveDate, t_: &Terms) -> Vec<Measure> {
-    let Terms {
-        received_new,
-        in_progress,
-        ..
-    } = t_.clone();
-    vec![
-        // 11: accepted, acc ≤ L, and not (ended with end ≤ L)
-        ("in_progress_total", in_progress.clone()),
-        // 12: in progress, due absent or due ≥ L
-        (
-            "in_progress_within",
-            in_progress
-                .clone()
-                .and(due().is_null().or(t(due().gt_eq(date(l))))),
-        ),
-        // 13: in progress, due present, due < L
-        ("in_progress_overdue", in_progress.and(t(due().lt(date(l))))),
-        // sub ≤ L, not (acc present and acc ≤ L), not (ref present and ref ≤ L)
-        (
-            "waiting_acceptance",
-            t(sub().lt_eq(date(l)))
-                .and(t(acc().lt_eq(date(l))).not())
-                .and(t(refd().lt_eq(date(l))).not()),
-        ),
-        // status 3, F ≤ ref ≤ L
-        (
-            "refused",
-            t(status().eq(lit(REFUSED))).and(within(refd(), f, l)),
-        ),
-        // counted in received_new and DuocThanhToanTrucTuyen = 1
-        (
-            "paid_online",
-            received_new.clone().and(t(col("paid_online"))),
-        ),
-        // counted in received_new and HoSoCoThanhPhanSoHoa = 1
-        ("digitized", received_new.and(t(col("digitized")))),
-    ]
-}
+/// The measures counted case by case: all but received_total, the sum of two others.
+pub const COUNTED: usize = 18;
 
 /// Names of the count columns, in output order.
 pub fn measure_names() -> Vec<&'static str> {
-    let d = NaiveDate::default();
-    measures(d, d, &Terms::defined(d, d))
-        .into_iter()
-        .map(|(n, _)| n)
+    MEASURES.to_vec()
+}
+
+/// Names of the counted measures, in the order of [`counted`].
+pub fn counted_names() -> Vec<&'static str> {
+    MEASURES
+        .iter()
+        .copied()
+        .filter(|n| *n != "received_total")
         .collect()
 }
 
-/// The measures counted per case (received_total aside: it is the sum of two others, added
-/// after aggregation by [`received_total`]).
-pub fn counted(f: NaiveDate, l: NaiveDate, terms: &Terms) -> Vec<(&'static str, Expr)> {
-    measures(f, l, terms)
-        .into_iter()
-        .filter(|(n, _)| *n != "received_total")
-        .collect()
+/// Which of the counted measures ([`counted_names`]) case `c` meets in the period `p`.
+pub fn counted(c: &Case, p: Bounds) -> [bool; COUNTED] {
+    let l = Some(p.l);
+    // The terms of kpi.md that several measures share.
+    let accepted = c.accepted();
+    let ended = c.ended();
+    // received_new: accepted, F ≤ acc ≤ L
+    let received_new = accepted && p.within(c.acc);
+    // F ≤ end ≤ L
+    let end_in_period = p.within(c.end);
+    // resolved: status 9 or 10, F ≤ end ≤ L (withdrawals aside)
+    let resolved = c.status_in(&[PROCESSED, RETURNED]) && end_in_period;
+    // in progress: accepted, acc ≤ L, and not (ended with end ≤ L)
+    let in_progress = accepted && le(c.acc, l) && !(ended && le(c.end, l));
+    // online: channel 2; absent counts as in person
+    let online = c.channel == Some(ONLINE);
+    let overdue = resolved && lt(c.due, c.end);
+    [
+        // 4 received_online: accepted, F ≤ acc ≤ L, channel 2
+        received_new && online,
+        // 5 received_offline: accepted, F ≤ acc ≤ L, channel not 2
+        received_new && !online,
+        // 4+5 received_new
+        received_new,
+        // 6 carried_over: accepted, acc < F, and not (ended with end < F)
+        accepted && lt(c.acc, Some(p.f)) && !(ended && lt(c.end, Some(p.f))),
+        // 7 resolved_total: status 7, 9 or 10, F ≤ end ≤ L
+        c.status_in(&[WITHDRAWN, PROCESSED, RETURNED]) && end_in_period,
+        // 8 resolved_early: resolved, due present, end < due
+        resolved && lt(c.end, c.due),
+        // 9 resolved_on_time: resolved, due absent or end = due
+        resolved && (c.due.is_none() || (c.end.is_some() && c.end == c.due)),
+        // 10 resolved_overdue: resolved, due present, end > due
+        overdue,
+        // resolved_overdue_excused: overdue, and the applicant was asked to supplement
+        overdue && c.supplement_requests.is_some_and(|n| n > 0),
+        // resolved_withdrawn: status 7, F ≤ end ≤ L
+        c.status == Some(WITHDRAWN) && end_in_period,
+        // stopped: status 8, F ≤ end ≤ L
+        c.status == Some(STOPPED) && end_in_period,
+        // 11 in_progress_total
+        in_progress,
+        // 12 in_progress_within: in progress, due absent or due ≥ L
+        in_progress && (c.due.is_none() || le(l, c.due)),
+        // 13 in_progress_overdue: in progress, due present, due < L
+        in_progress && lt(c.due, l),
+        // waiting_acceptance: sub ≤ L, not (acc ≤ L), not (ref ≤ L)
+        le(c.sub, l) && !le(c.acc, l) && !le(c.refd, l),
+        // refused: status 3, F ≤ ref ≤ L
+        c.status == Some(REFUSED) && p.within(c.refd),
+        // paid_online: in received_new, DuocThanhToanTrucTuyen = 1
+        received_new && c.paid_online == Some(true),
+        // digitized: in received_new, HoSoCoThanhPhanSoHoa = 1
+        received_new && c.digitized == Some(true),
+    ]
 }
+
+/// Index of received_new in [`counted`] (catalog measures count procedures used by it).
+pub const RECEIVED_NEW: usize = 2;
 
 /// received_total = received_new + carried_over, applied after aggregation.
 pub fn received_total() -> Expr {
@@ -391,65 +306,41 @@ mod tests {
     /// Each measure over a handful of cases, against the counts `kpi.md` gives by hand.
     #[test]
     fn measures_count_what_kpi_md_says() {
-        let d = |s: &str| s.parse::<NaiveDate>().ok();
-        let dates =
-            |v: Vec<Option<NaiveDate>>| Series::new("x".into(), v).cast(&DataType::Date).unwrap();
+        let d = |s: &str| s.parse::<NaiveDate>().ok().map(days);
+        let case = |status, channel, acc, sub, refd, end, due| Case {
+            status: Some(status),
+            channel,
+            acc,
+            sub,
+            refd,
+            end,
+            due,
+            supplement_requests: Some(0),
+            ..Default::default()
+        };
         // A: received online in the period, resolved early. B: carried over, in progress and
         // overdue. C: waiting. D: refused in the period. E: withdrawn.
-        let df = DataFrame::new(
-            5,
-            vec![
-                Column::new("status".into(), [9, 4, 1, 3, 7]),
-                Column::new("channel".into(), [Some(2), Some(1), Some(2), None, Some(1)]),
-                dates(vec![
-                    d("2024-07-01"),
-                    d("2024-05-01"),
-                    None,
-                    None,
-                    d("2024-07-03"),
-                ])
-                .with_name("accepted_date".into())
-                .into(),
-                dates(vec![
-                    d("2024-07-01"),
-                    d("2024-05-01"),
-                    d("2024-09-01"),
-                    d("2024-07-02"),
-                    d("2024-07-03"),
-                ])
-                .with_name("submitted_date".into())
-                .into(),
-                dates(vec![None, None, None, d("2024-07-02"), None])
-                    .with_name("refused_date".into())
-                    .into(),
-                dates(vec![d("2024-07-02"), None, None, None, d("2024-07-05")])
-                    .with_name("end_date".into())
-                    .into(),
-                dates(vec![d("2024-07-05"), d("2024-06-01"), None, None, None])
-                    .with_name("due_date".into())
-                    .into(),
-                Column::new("supplement_requests".into(), [0i64, 0, 0, 0, 0]),
-                Column::new("paid_online".into(), [Some(true), None, None, None, None]),
-                Column::new(
-                    "digitized".into(),
-                    [Some(true), Some(true), None, None, None],
-                ),
-            ],
-        )
-        .unwrap();
-        let (f, l) = (d("2024-06-15").unwrap(), d("2024-09-14").unwrap());
-        let terms = Terms::defined(f, l);
-        let sums: Vec<Expr> = counted(f, l, &terms)
-            .into_iter()
-            .map(|(n, e)| e.cast(DataType::Int64).sum().alias(n))
-            .collect();
-        let out = df
-            .lazy()
-            .select(sums)
-            .with_column(received_total())
-            .collect()
-            .unwrap();
-        let got = |n: &str| out.column(n).unwrap().i64().unwrap().get(0).unwrap();
+        let mut a = case(9, Some(2), d("2024-07-01"), d("2024-07-01"), None, d("2024-07-02"), d("2024-07-05"));
+        a.paid_online = Some(true);
+        a.digitized = Some(true);
+        let mut b = case(4, Some(1), d("2024-05-01"), d("2024-05-01"), None, None, d("2024-06-01"));
+        b.digitized = Some(true);
+        let c = case(1, Some(2), None, d("2024-09-01"), None, None, None);
+        let dd = case(3, None, None, d("2024-07-02"), d("2024-07-02"), None, None);
+        let e = case(7, Some(1), d("2024-07-03"), d("2024-07-03"), None, d("2024-07-05"), None);
+        let p = Bounds { f: d("2024-06-15").unwrap(), l: d("2024-09-14").unwrap() };
+        let mut sums = [0; COUNTED];
+        for c in [a, b, c, dd, e] {
+            for (s, hit) in sums.iter_mut().zip(counted(&c, p)) {
+                *s += hit as i64;
+            }
+        }
+        let got = |n: &str| {
+            if n == "received_total" {
+                return sums[2] + sums[3];
+            }
+            sums[counted_names().iter().position(|m| *m == n).unwrap()]
+        };
         for (n, want) in [
             ("received_online", 1),
             ("received_offline", 1),
@@ -458,6 +349,7 @@ mod tests {
             ("received_total", 3),
             ("resolved_total", 2),
             ("resolved_early", 1),
+            ("resolved_on_time", 0),
             ("resolved_withdrawn", 1),
             ("in_progress_total", 1),
             ("in_progress_overdue", 1),
@@ -469,6 +361,12 @@ mod tests {
         ] {
             assert_eq!(got(n), want, "{n}");
         }
-        assert_eq!(measure_names().len(), counted(f, l, &terms).len() + 1);
+        assert_eq!(counted_names().len(), COUNTED);
+        assert_eq!(counted_names()[RECEIVED_NEW], "received_new");
+        // Absent values: a comparison with them is false.
+        let none = Case::default();
+        assert!(counted(&none, p).iter().all(|h| !h));
+        assert_eq!(a.attribution_day(p), d("2024-07-02").unwrap());
+        assert_eq!(b.attribution_day(p), p.l);
     }
 }

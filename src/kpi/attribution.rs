@@ -5,69 +5,51 @@
 use chrono::NaiveDate;
 use polars::prelude::*;
 
-use crate::domain::agency::{agency_on, attribution_date, Catalog, Transfer};
-use crate::domain::period::Period;
-use crate::domain::rules::is_ended;
+use crate::domain::agency::{agency_on, Catalog, Transfer};
+use crate::domain::rules::days;
 use crate::error::Result;
 
-/// The agency catalog of a run, with each agency's validity as a frame to join.
+/// The agency catalog of a run, as the KPIs need it.
 #[derive(Default)]
 pub struct Agencies {
     pub catalog: Catalog,
-    /// `agency_code`, `_valid_from`, `_valid_to`; `None` when no agency has validity dates.
-    validity: Option<DataFrame>,
 }
 
 impl Agencies {
     pub fn new(catalog: Catalog) -> Result<Agencies> {
-        let dated = catalog
-            .all()
-            .iter()
-            .any(|a| a.valid_from.is_some() || a.valid_to.is_some());
-        let validity = match dated {
-            false => None,
-            true => {
-                let a = catalog.all();
-                let days =
-                    |d: Option<NaiveDate>| d.map(|d| (d - NaiveDate::default()).num_days() as i32);
-                Some(DataFrame::new(
-                    a.len(),
-                    vec![
-                        Column::new(
-                            "agency_code".into(),
-                            a.iter().map(|a| a.code.as_str()).collect::<Vec<_>>(),
-                        ),
-                        Column::new(
-                            "_valid_from".into(),
-                            a.iter().map(|a| days(a.valid_from)).collect::<Vec<_>>(),
-                        )
-                        .cast(&DataType::Date)?,
-                        Column::new(
-                            "_valid_to".into(),
-                            a.iter().map(|a| days(a.valid_to)).collect::<Vec<_>>(),
-                        )
-                        .cast(&DataType::Date)?,
-                    ],
-                )?)
-            }
-        };
-        Ok(Agencies { catalog, validity })
+        Ok(Agencies { catalog })
+    }
+}
+
+/// Each agency's validity as days since 1970, looked up once per code.
+pub struct ValidityCache<'c> {
+    catalog: &'c Catalog,
+    seen: PlHashMap<String, (Option<i32>, Option<i32>)>,
+}
+
+impl<'c> ValidityCache<'c> {
+    pub fn new(agencies: &'c Agencies) -> Self {
+        ValidityCache {
+            catalog: &agencies.catalog,
+            seen: PlHashMap::new(),
+        }
     }
 
-    /// `cases` with the validity of the agency in `agency_code` (null: always valid).
-    pub fn with_validity(&self, cases: LazyFrame) -> LazyFrame {
-        match &self.validity {
-            Some(v) => cases.join(
-                v.clone().lazy(),
-                [col("agency_code")],
-                [col("agency_code")],
-                JoinArgs::new(JoinType::Left),
-            ),
-            None => cases.with_columns([
-                lit(NULL).cast(DataType::Date).alias("_valid_from"),
-                lit(NULL).cast(DataType::Date).alias("_valid_to"),
-            ]),
-        }
+    /// Whether `agency` exists on `day` (an agency the catalog does not know, or knows without
+    /// dates, always does).
+    pub fn valid(&mut self, agency: &str, day: i32) -> bool {
+        let (from, to) = match self.seen.get(agency) {
+            Some(v) => *v,
+            None => {
+                let v = self
+                    .catalog
+                    .get(agency)
+                    .map_or((None, None), |a| (a.valid_from.map(days), a.valid_to.map(days)));
+                self.seen.insert(agency.to_string(), v);
+                v
+            }
+        };
+        from.is_none_or(|f| f <= day) && to.is_none_or(|t| day < t)
     }
 }
 
@@ -76,18 +58,28 @@ fn day(days: i32) -> Option<NaiveDate> {
     NaiveDate::default().checked_add_signed(chrono::Duration::days(days as i64))
 }
 
-/// The rows of `cases` never handed over, and those handed over at least once.
-pub fn split(cases: &DataFrame) -> Result<(DataFrame, DataFrame)> {
+/// The rows of `cases` handed over at least once, in row order, with their hand-overs.
+pub fn moved_rows(cases: &DataFrame) -> Result<Vec<(usize, Vec<Transfer>)>> {
     let lists = cases.column("transfers")?.list()?;
-    let mut moved: Vec<bool> = Vec::with_capacity(cases.height());
+    let mut out = vec![];
+    let mut row = 0;
     for arr in lists.downcast_iter() {
-        moved.extend(arr.offsets().lengths().map(|n| n > 0));
+        for n in arr.offsets().lengths() {
+            if n > 0 {
+                out.push((row, transfers_of(lists, row)?));
+            }
+            row += 1;
+        }
     }
-    if !moved.iter().any(|m| *m) {
-        return Ok((cases.clone(), cases.clear()));
+    Ok(out)
+}
+
+/// The agency of a case held by `now` with `transfers`, on `on` (days since 1970).
+pub fn agency_on_day<'a>(now: &'a str, transfers: &'a [Transfer], on: i32) -> &'a str {
+    match day(on) {
+        Some(d) => agency_on(now, transfers, d),
+        None => now,
     }
-    let mask = BooleanChunked::from_slice("moved".into(), &moved);
-    Ok((cases.filter(&!&mask)?, cases.filter(&mask)?))
 }
 
 /// The hand-overs of one staged case.
@@ -115,27 +107,4 @@ fn transfers_of(list: &ListChunked, row: usize) -> Result<Vec<Transfer>> {
             })
         })
         .collect())
-}
-
-/// `moved` with `agency_code` set to each case's agency on its attribution date in `period`.
-pub fn as_of(moved: &DataFrame, period: &Period) -> Result<DataFrame> {
-    let current = moved.column("agency_code")?.str()?;
-    let status = moved.column("status")?.i32()?;
-    let end = moved.column("end_date")?.date()?.physical().clone();
-    let lists = moved.column("transfers")?.list()?;
-    let mut agencies: Vec<Option<String>> = Vec::with_capacity(moved.height());
-    for row in 0..moved.height() {
-        let Some(now) = current.get(row) else {
-            agencies.push(None);
-            continue;
-        };
-        let ended = status.get(row).is_some_and(is_ended);
-        let end = end.get(row).and_then(day);
-        let on = attribution_date(period, ended, end);
-        let transfers = transfers_of(lists, row)?;
-        agencies.push(Some(agency_on(now, &transfers, on).to_string()));
-    }
-    let mut then = moved.clone();
-    then.with_column(Column::new("agency_code".into(), agencies))?;
-    Ok(then)
 }

@@ -1,12 +1,12 @@
-//! Partial counts. A slice of staging (a batch of row groups) is counted for every period of a run in
-//! one plan: the terms of `kpi.md` evaluated once per case, each measure a boolean per case,
-//! summed per agency × field. The partial counts of all slices are then summed ([`Totals`]),
-//! and every period's tables come from there.
+//! Partial counts. A slice of staging (a batch of row groups) is counted for every period of a
+//! run in one pass over its rows: each case is read once into a [`Case`], the measures of
+//! [`rules::counted`] are evaluated for every period and added to its agency × field, and the
+//! partial counts of all slices are then summed ([`Totals`]), from which every period's tables
+//! come.
 //!
 //! A case counts under its agency on its attribution date (`agencies.md`). For a case never
-//! handed over that is the agency holding it now, whatever the period, so such cases — nearly
-//! all — are counted for every period in one plan; the few handed over are counted period by
-//! period under the agency [`attribution`](super::attribution) finds for each.
+//! handed over that is the agency holding it now, whatever the period; for the few handed
+//! over, [`attribution`](super::attribution) finds the agency of each period.
 
 use std::collections::BTreeMap;
 
@@ -16,235 +16,268 @@ use super::attribution::{self, Agencies};
 use super::tables::period_tables;
 use super::{KpiTables, Stamp};
 use crate::domain::period::Period;
-use crate::domain::rules::{self, measure_names, Terms};
-use crate::error::{Doing, Result};
+use crate::domain::rules::{self, counted_names, Bounds, Case, COUNTED, RECEIVED_NEW};
+use crate::error::Result;
 use crate::normalise::Procedure;
-use crate::stage::schema::empty_staging;
 
 fn suffix(i: usize) -> String {
     format!("#{i}")
 }
 
-/// The counted measures (all but received_total, a sum of two others), in output order.
-pub fn counted_names() -> Vec<&'static str> {
-    measure_names()
-        .into_iter()
-        .filter(|n| *n != "received_total")
-        .collect()
+/// Counts kept per period and group: the counted measures, then `_outside`, the cases counted
+/// under an agency on a day outside its validity.
+const PER_PERIOD: usize = COUNTED + 1;
+
+/// One agency × field: its counts for every period, the least `agency_name_text` and
+/// `field_name` of its cases, and the cases it holds now.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    counts: Vec<i64>,
+    agency_name: Option<String>,
+    field_name: Option<String>,
+    cases: i64,
 }
 
-/// The count columns of period `i`: its measures, then `_outside`, the cases counted under an
-/// agency outside its validity.
-fn period_counts(i: usize) -> Vec<String> {
-    let sfx = suffix(i);
-    let mut names: Vec<String> = counted_names()
-        .iter()
-        .map(|n| format!("{n}{sfx}"))
-        .collect();
-    names.push(format!("_outside{sfx}"));
-    names
-}
-
-/// What one slice of the staging table (a batch of row groups) adds to every period of a run.
-pub struct Partial {
-    /// Per agency × field: the counts of every period ([`period_counts`]), the least
-    /// `agency_name_text` and `field_name` seen, and `_cases`, the cases held now.
-    counts: DataFrame,
-    /// Per agency × procedure: `_used#<i>`, the cases in received_new of period `i`.
-    used: DataFrame,
-}
-
-/// The sums of every period's counts (per agency × field) and uses (per agency × procedure),
-/// with `cases` for the number of cases: the same whether a slice's flags or the slices'
-/// partial counts are summed.
-fn sums(periods: usize, cases: Expr) -> (Vec<Expr>, Vec<Expr>) {
-    let sum = |c: String| col(c.as_str()).cast(DataType::Int64).sum().alias(c);
-    let mut counts = vec![];
-    let mut used = vec![];
-    for i in 0..periods {
-        counts.extend(period_counts(i).into_iter().map(sum));
-        used.push(sum(format!("_used{}", suffix(i))));
-    }
-    counts.extend([
-        col("agency_name_text").min(),
-        col("field_name").min(),
-        cases,
-    ]);
-    (counts, used)
-}
-
-/// The flags of the periods `which` (index, period) over cases counted under `agency_code`,
-/// whose validity is in `_valid_from` and `_valid_to`: every measure, `_outside` and `_used`.
-fn flags(which: &[(usize, Period)]) -> (Vec<Expr>, Vec<Expr>) {
-    let mut terms: Vec<Expr> = vec![];
-    let mut flags: Vec<Expr> = vec![];
-    for (i, p) in which {
-        let sfx = suffix(*i);
-        terms.extend(Terms::defined(p.start, p.end).named(&sfx));
-        let t = Terms::columns(&sfx);
-        let measures = rules::counted(p.start, p.end, &t);
-        let any = measures
-            .iter()
-            .fold(lit(false), |a, (_, c)| a.or(c.clone()));
-        for (name, cond) in measures {
-            // Booleans (a bit a case), counted by `sum`: twelve periods of flags for a
-            // slice of two hundred thousand cases stay in megabytes.
-            flags.push(cond.alias(format!("{name}{sfx}")));
+/// The lesser of two names, absent ones aside (as polars' `min`).
+fn least(kept: &mut Option<String>, seen: Option<&str>) {
+    if let Some(s) = seen {
+        if kept.as_deref().is_none_or(|k| s < k) {
+            *kept = Some(s.to_string());
         }
-        let on = when(
-            t.ended
-                .clone()
-                .and(col("end_date").lt_eq(rules::date(p.end))),
-        )
-        .then(col("end_date"))
-        .otherwise(rules::date(p.end));
-        let invalid = col("_valid_from")
-            .gt(on.clone())
-            .or(col("_valid_to").lt_eq(on));
-        flags.push(
-            any.and(invalid.fill_null(lit(false)))
-                .alias(format!("_outside{sfx}")),
-        );
-        flags.push(t.received_new.alias(format!("_used{sfx}")));
     }
-    (terms, flags)
 }
 
-/// The counts of `cases` for the periods `which`, grouped, in the columns of all `n` periods.
-fn count(
-    cases: LazyFrame,
-    agencies: &Agencies,
-    which: &[(usize, Period)],
-    n: usize,
-    with_cases: bool,
-) -> Result<Partial> {
-    let (terms, flags) = flags(which);
-    let mut select = vec![
-        col("agency_code"),
-        col("field_code"),
-        col("procedure_code"),
-        col("agency_name_text"),
-        col("field_name"),
-    ];
-    select.extend(flags);
-    let flagged = agencies
-        .with_validity(cases)
-        .with_columns(terms)
-        .select(select)
-        .collect()
-        .doing("evaluating the measures of each case")?
-        .lazy();
-    let zero = |c: &str| lit(0i64).cast(DataType::Int64).alias(c);
-    let mut counts: Vec<Expr> = vec![];
-    let mut used: Vec<Expr> = vec![];
-    for i in 0..n {
-        let mine = which.iter().any(|(j, _)| *j == i);
-        let sum = |c: String| match mine {
-            true => col(c.as_str()).cast(DataType::Int64).sum().alias(c),
-            false => zero(&c),
-        };
-        counts.extend(period_counts(i).into_iter().map(sum));
-        used.push(sum(format!("_used{}", suffix(i))));
+/// What one slice of the staging table adds to every period of a run.
+#[derive(Debug, Default)]
+pub struct Partial {
+    /// Per (agency_code, field_code).
+    groups: BTreeMap<(String, Option<String>), Group>,
+    /// Per (agency_code, procedure_code), for each period: the cases in received_new.
+    used: BTreeMap<(String, Option<String>), Vec<i64>>,
+}
+
+impl Partial {
+    fn new() -> Partial {
+        Partial::default()
     }
-    let cases = match with_cases {
-        true => len().cast(DataType::Int64).alias("_cases"),
-        false => zero("_cases"),
-    };
-    counts.extend([
-        col("agency_name_text").min(),
-        col("field_name").min(),
-        cases,
-    ]);
-    Ok(Partial {
-        counts: per(
-            flagged.clone(),
-            "field_code",
-            counts,
-            "counting cases per agency and field",
-        )?,
-        used: per(
-            flagged,
-            "procedure_code",
-            used,
-            "counting cases per agency and procedure",
-        )?,
-    })
+
+    /// Adds `other` to this one.
+    fn add(&mut self, other: Partial) {
+        for (k, g) in other.groups {
+            let mine = self.groups.entry(k).or_insert_with(|| Group {
+                counts: vec![0; g.counts.len()],
+                ..Default::default()
+            });
+            for (a, b) in mine.counts.iter_mut().zip(&g.counts) {
+                *a += b;
+            }
+            least(&mut mine.agency_name, g.agency_name.as_deref());
+            least(&mut mine.field_name, g.field_name.as_deref());
+            mine.cases += g.cases;
+        }
+        for (k, u) in other.used {
+            let mine = self.used.entry(k).or_insert_with(|| vec![0; u.len()]);
+            for (a, b) in mine.iter_mut().zip(&u) {
+                *a += b;
+            }
+        }
+    }
+}
+
+/// The columns of a slice the counting reads, borrowed.
+struct Columns<'a> {
+    agency: Vec<Option<&'a str>>,
+    field: Vec<Option<&'a str>>,
+    procedure: Vec<Option<&'a str>>,
+    agency_name: Vec<Option<&'a str>>,
+    field_name: Vec<Option<&'a str>>,
+    cases: Vec<Case>,
+}
+
+fn strings<'a>(df: &'a DataFrame, name: &str) -> Result<Vec<Option<&'a str>>> {
+    Ok(df.column(name)?.str()?.iter().collect())
+}
+
+fn dates(df: &DataFrame, name: &str) -> Result<Vec<Option<i32>>> {
+    Ok(df.column(name)?.date()?.physical().iter().collect())
+}
+
+impl<'a> Columns<'a> {
+    fn of(df: &'a DataFrame) -> Result<Columns<'a>> {
+        let status: Vec<Option<i32>> = df.column("status")?.i32()?.iter().collect();
+        let channel: Vec<Option<i32>> = df.column("channel")?.i32()?.iter().collect();
+        let supplements: Vec<Option<i64>> =
+            df.column("supplement_requests")?.i64()?.iter().collect();
+        let paid: Vec<Option<bool>> = df.column("paid_online")?.bool()?.iter().collect();
+        let digitized: Vec<Option<bool>> = df.column("digitized")?.bool()?.iter().collect();
+        let (sub, acc, refd) = (
+            dates(df, "submitted_date")?,
+            dates(df, "accepted_date")?,
+            dates(df, "refused_date")?,
+        );
+        let (end, due) = (dates(df, "end_date")?, dates(df, "due_date")?);
+        let cases = (0..df.height())
+            .map(|i| Case {
+                status: status[i],
+                channel: channel[i],
+                sub: sub[i],
+                acc: acc[i],
+                refd: refd[i],
+                end: end[i],
+                due: due[i],
+                supplement_requests: supplements[i],
+                paid_online: paid[i],
+                digitized: digitized[i],
+            })
+            .collect();
+        Ok(Columns {
+            agency: strings(df, "agency_code")?,
+            field: strings(df, "field_code")?,
+            procedure: strings(df, "procedure_code")?,
+            agency_name: strings(df, "agency_name_text")?,
+            field_name: strings(df, "field_name")?,
+            cases,
+        })
+    }
+}
+
+/// The counts of one slice while it is counted: codes interned, groups by number, names
+/// borrowed from the slice (a row allocates nothing once its group exists).
+struct Counting<'a> {
+    periods: usize,
+    ids: PlHashMap<&'a str, u32>,
+    codes: Vec<&'a str>,
+    groups: PlHashMap<(u32, u32), usize>,
+    list: Vec<(u32, u32, Group)>,
+    used: PlHashMap<(u32, u32), Vec<i64>>,
+}
+
+/// The id of an absent code.
+const ABSENT: u32 = u32::MAX;
+
+impl<'a> Counting<'a> {
+    fn new(periods: usize) -> Self {
+        Counting {
+            periods,
+            ids: PlHashMap::new(),
+            codes: vec![],
+            groups: PlHashMap::new(),
+            list: vec![],
+            used: PlHashMap::new(),
+        }
+    }
+
+    fn id(&mut self, code: Option<&'a str>) -> u32 {
+        let Some(code) = code else { return ABSENT };
+        if let Some(id) = self.ids.get(code) {
+            return *id;
+        }
+        let id = self.codes.len() as u32;
+        self.codes.push(code);
+        self.ids.insert(code, id);
+        id
+    }
+
+    fn group(&mut self, agency: u32, field: u32) -> &mut Group {
+        let n = self.periods * PER_PERIOD;
+        let at = match self.groups.get(&(agency, field)) {
+            Some(at) => *at,
+            None => {
+                self.list.push((
+                    agency,
+                    field,
+                    Group {
+                        counts: vec![0; n],
+                        ..Default::default()
+                    },
+                ));
+                self.groups.insert((agency, field), self.list.len() - 1);
+                self.list.len() - 1
+            }
+        };
+        &mut self.list[at].2
+    }
+
+    fn code(&self, id: u32) -> Option<String> {
+        (id != ABSENT).then(|| self.codes[id as usize].to_string())
+    }
+
+    fn finish(self) -> Partial {
+        let mut out = Partial::new();
+        for (a, f, g) in &self.list {
+            let key = (self.code(*a).unwrap_or_default(), self.code(*f));
+            out.groups.insert(key, g.clone());
+        }
+        for ((a, p), u) in &self.used {
+            out.used.insert((self.code(*a).unwrap_or_default(), self.code(*p)), u.clone());
+        }
+        out
+    }
 }
 
 /// Counts `cases` (staging rows, at least [`super::INPUT_COLUMNS`]) for every one of
 /// `periods`.
 pub fn partial(cases: &DataFrame, periods: &[Period], agencies: &Agencies) -> Result<Partial> {
-    let all: Vec<(usize, Period)> = periods.iter().copied().enumerate().collect();
-    let (still, moved) = attribution::split(cases)?;
-    let mut parts = vec![count(still.lazy(), agencies, &all, periods.len(), true)?];
-    if moved.height() > 0 {
-        // Held now: counted once, under the agency holding them.
-        parts.push(count(
-            moved.clone().lazy(),
-            agencies,
-            &[],
-            periods.len(),
-            true,
-        )?);
-        for (i, p) in &all {
-            let then = attribution::as_of(&moved, p)?;
-            parts.push(count(
-                then.lazy(),
-                agencies,
-                &[(*i, *p)],
-                periods.len(),
-                false,
-            )?);
+    let bounds: Vec<Bounds> = periods.iter().map(Bounds::of).collect();
+    let cols = Columns::of(cases)?;
+    let moved = attribution::moved_rows(cases)?;
+    let mut validity = attribution::ValidityCache::new(agencies);
+    let mut c = Counting::new(periods.len());
+    let mut moved_at = 0;
+    for (row, case) in cols.cases.iter().enumerate() {
+        let Some(now) = cols.agency[row] else { continue };
+        let (now_id, field) = (c.id(Some(now)), c.id(cols.field[row]));
+        let (agency_name, field_name) = (cols.agency_name[row], cols.field_name[row]);
+        // Held now, under the agency holding it.
+        let g = c.group(now_id, field);
+        g.cases += 1;
+        least(&mut g.agency_name, agency_name);
+        least(&mut g.field_name, field_name);
+        let transfers = match moved.get(moved_at) {
+            Some((r, t)) if *r == row => {
+                moved_at += 1;
+                Some(t)
+            }
+            _ => None,
+        };
+        for (i, p) in bounds.iter().enumerate() {
+            let hits = rules::counted(case, *p);
+            let on = case.attribution_day(*p);
+            let agency = match transfers {
+                Some(t) => attribution::agency_on_day(now, t, on),
+                None => now,
+            };
+            let outside = hits.iter().any(|h| *h) && !validity.valid(agency, on);
+            let agency_id = c.id(Some(agency));
+            let g = c.group(agency_id, field);
+            if agency_id != now_id {
+                least(&mut g.agency_name, agency_name);
+                least(&mut g.field_name, field_name);
+            }
+            let counts = &mut g.counts[i * PER_PERIOD..(i + 1) * PER_PERIOD];
+            for (n, h) in counts.iter_mut().zip(hits) {
+                *n += h as i64;
+            }
+            counts[COUNTED] += outside as i64;
+            if hits[RECEIVED_NEW] {
+                let procedure = c.id(cols.procedure[row]);
+                let n = periods.len();
+                c.used.entry((agency_id, procedure)).or_insert_with(|| vec![0; n])[i] += 1;
+            }
         }
     }
-    merged(parts, periods.len())
-}
-
-/// Several partial counts as one.
-fn merged(parts: Vec<Partial>, n: usize) -> Result<Partial> {
-    let mut parts = parts;
-    if parts.len() == 1 {
-        if let Some(only) = parts.pop() {
-            return Ok(only);
-        }
-    }
-    let (counts, used) = sums(n, col("_cases").sum());
-    let (c, u): (Vec<LazyFrame>, Vec<LazyFrame>) = parts
-        .into_iter()
-        .map(|p| (p.counts.lazy(), p.used.lazy()))
-        .unzip();
-    Ok(Partial {
-        counts: per(
-            concat(c, UnionArgs::default())?,
-            "field_code",
-            counts,
-            "summing partial counts",
-        )?,
-        used: per(
-            concat(u, UnionArgs::default())?,
-            "procedure_code",
-            used,
-            "summing partial uses",
-        )?,
-    })
-}
-
-/// `aggs` per agency × `key`.
-fn per(lf: LazyFrame, key: &str, aggs: Vec<Expr>, what: &'static str) -> Result<DataFrame> {
-    lf.group_by([col("agency_code"), col(key)])
-        .agg(aggs)
-        .collect()
-        .doing(what)
+    Ok(c.finish())
 }
 
 /// Gathers the partial counts of every slice.
 pub struct Accumulator {
     periods: Vec<Period>,
-    counts: Vec<LazyFrame>,
-    used: Vec<LazyFrame>,
+    sum: Partial,
 }
 
-/// The partial counts of all slices, summed.
+/// The partial counts of all slices, summed, as frames: `counts` per agency × field
+/// (`<measure>#<i>` and `_outside#<i>` for each period `i`, `agency_name_text`, `field_name`,
+/// `_cases`) and `used` per agency × procedure (`_used#<i>`).
 pub struct Totals {
     periods: Vec<Period>,
     counts: DataFrame,
@@ -255,32 +288,66 @@ impl Accumulator {
     pub fn new(periods: &[Period]) -> Self {
         Accumulator {
             periods: periods.to_vec(),
-            counts: vec![],
-            used: vec![],
+            sum: Partial::new(),
         }
     }
 
     pub fn add(&mut self, p: Partial) {
-        self.counts.push(p.counts.lazy());
-        self.used.push(p.used.lazy());
+        self.sum.add(p);
     }
 
-    /// Sums what was added (an empty staging table when nothing was).
-    pub fn total(mut self) -> Result<Totals> {
-        if self.counts.is_empty() {
-            let p = partial(&empty_staging()?, &self.periods, &Agencies::default())?;
-            self.add(p);
+    /// Sums what was added.
+    pub fn total(self) -> Result<Totals> {
+        let n = self.periods.len();
+        let groups = &self.sum.groups;
+        let mut cols = vec![
+            Column::new(
+                "agency_code".into(),
+                groups.keys().map(|k| k.0.as_str()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "field_code".into(),
+                groups.keys().map(|k| k.1.as_deref()).collect::<Vec<_>>(),
+            ),
+        ];
+        for i in 0..n {
+            let names = counted_names().into_iter().chain(["_outside"]);
+            for (m, name) in names.enumerate() {
+                let v: Vec<i64> = groups.values().map(|g| g.counts[i * PER_PERIOD + m]).collect();
+                cols.push(Column::new(format!("{name}{}", suffix(i)).into(), v));
+            }
         }
-        let (counts, used) = sums(self.periods.len(), col("_cases").sum());
-        let all = concat(self.counts, UnionArgs::default())?;
-        let counts = per(all, "field_code", counts, "summing the slices' counts")?;
-        let all = concat(self.used, UnionArgs::default())?;
-        let used = per(
-            all,
-            "procedure_code",
-            used,
-            "summing the slices' procedures",
-        )?;
+        cols.extend([
+            Column::new(
+                "agency_name_text".into(),
+                groups.values().map(|g| g.agency_name.as_deref()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "field_name".into(),
+                groups.values().map(|g| g.field_name.as_deref()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "_cases".into(),
+                groups.values().map(|g| g.cases).collect::<Vec<_>>(),
+            ),
+        ]);
+        let counts = DataFrame::new(groups.len(), cols)?;
+        let used = &self.sum.used;
+        let mut cols = vec![
+            Column::new(
+                "agency_code".into(),
+                used.keys().map(|k| k.0.as_str()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "procedure_code".into(),
+                used.keys().map(|k| k.1.as_deref()).collect::<Vec<_>>(),
+            ),
+        ];
+        for i in 0..n {
+            let v: Vec<i64> = used.values().map(|u| u[i]).collect();
+            cols.push(Column::new(format!("_used{}", suffix(i)).into(), v));
+        }
+        let used = DataFrame::new(used.len(), cols)?;
         Ok(Totals {
             periods: self.periods,
             counts,
@@ -292,21 +359,17 @@ impl Accumulator {
 impl Totals {
     /// `column` summed per agency, where it is not zero.
     fn per_agency(&self, column: &str) -> Result<BTreeMap<String, u64>> {
-        let df = self
-            .counts
-            .clone()
-            .lazy()
-            .group_by([col("agency_code")])
-            .agg([col(column).sum()])
-            .filter(col(column).gt(lit(0i64)))
-            .collect()?;
-        let codes = df.column("agency_code")?.str()?;
-        let n = df.column(column)?.i64()?;
-        Ok(codes
-            .iter()
-            .zip(n.iter())
-            .filter_map(|(c, n)| Some((c?.to_string(), n? as u64)))
-            .collect())
+        let codes = self.counts.column("agency_code")?.str()?;
+        let n = self.counts.column(column)?.i64()?;
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for (c, n) in codes.iter().zip(n.iter()) {
+            if let (Some(c), Some(n)) = (c, n) {
+                if n > 0 {
+                    *out.entry(c.to_string()).or_default() += n as u64;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Cases in staging per agency code (the agency holding them now).

@@ -2,14 +2,19 @@
 
 import gzip
 import json
+import os
 import pathlib
 import re
+import subprocess
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
+
+from conftest import PII_KEY, ROOT, TOKEN, binary
 
 KPI_TABLES = ["cases_by_agency", "cases_by_level", "catalog_by_level"]
 UTC_US = pa.timestamp("us", tz="UTC")
@@ -103,6 +108,7 @@ def test_duckdb_count_equals_the_real_non_null_count_in_every_column(published):
             assert got == real, f"{f}: count({name}) = {got}, real {real}"
             nn = con.execute(f'SELECT count(*) FROM read_parquet(\'{f}\') WHERE "{name}" IS NOT NULL').fetchone()[0]
             assert nn == real, f"{f}: {name} IS NOT NULL gives {nn}, real {real}"
+        assert_null_count_statistics(f)
 
 
 def test_pyarrow_reads_with_hive_partitioning_and_filters_strings(published):
@@ -210,3 +216,81 @@ def test_dim_agencies_joins_cases_by_agency_as_the_readme_shows(published):
     # Districts' cases go to the ward of their seat, merged departments' to departments.
     assert dict(restated)["commune"] == as_was["district"] + as_was["commune"]
     assert dict(restated)["province"] == as_was["province"]
+
+
+@pytest.fixture(scope="module")
+def one_big_partition(tmp_path_factory):
+    """A staging partition of 150,000 cases (three row groups, column chunks of megabytes, nulls
+    in many columns), written by motcua from a raw layer of one run: large enough that a page
+    size left at the default would split chunks into several pages."""
+    root = tmp_path_factory.mktemp("big")
+    run = root / "raw" / "run_id=20240915T000000000Z-b1b1"
+    for d in ("v1-donvi", "v1-tthc", "v1-hoso"):
+        (run / d).mkdir(parents=True)
+    env_of = lambda data: gzip.compress(json.dumps({"error_code": "0", "message": "", "data": data}).encode())
+    (run / "v1-donvi" / "000000.json.gz").write_bytes(env_of(
+        [{"MaDonVi": f"000.00.{i:02}.H57", "TenDonVi": f"Sở {i}", "Cap": "1"} for i in range(1, 9)]))
+    (run / "v1-tthc" / "000001.json.gz").write_bytes(env_of(
+        [{"MaTTHC": "1.000001", "TenTTHC": "Cấp phép", "MaLinhVuc": "HT", "TenLinhVuc": "Hộ tịch", "Cap": "1"}]))
+    page = []
+    for i in range(150_000):
+        ended = i % 3 == 0
+        rec = {"MaHoSo": f"000.00.01.H57-240701-{i:07}", "MaDonVi": f"000.00.{1 + i % 8:02}.H57",
+               "TrangThaiHoSo": "9" if ended else "4", "NgayTiepNhan": "20240701080000",
+               "NgayCapNhat": f"202407{2 + i % 9:02}09{i % 60:02}00"}
+        if ended:
+            rec["NgayKetThucXuLy"] = "20240720100000"
+        if i % 5:
+            rec["MaLinhVuc"], rec["TenLinhVuc"], rec["KenhThucHien"] = "HT", "Hộ tịch", str(1 + i % 2)
+        if i % 7 == 0:
+            rec["NgayHenTra"] = "20240725170000"
+        page.append(rec)
+        if len(page) == 1000:
+            n = i // 1000
+            (run / "v1-hoso" / f"{n + 2:06}_page={n + 1}.json.gz").write_bytes(env_of(page))
+            page = []
+    env = dict(os.environ, MOTCUA_SOURCE_TOKEN=TOKEN, MOTCUA_PII_KEY=PII_KEY)
+    r = subprocess.run([binary(), "replay", "--all", "--period", "2024-Q3", "--output", str(root),
+                        "--pipeline", str(ROOT / "pipelines" / "demo.toml")], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return root / "cases" / "case_month=2024-07" / "bucket=0" / "part-0.parquet"
+
+
+def test_duckdb_count_is_right_on_a_partition_large_enough_to_matter(one_big_partition):
+    """With several row groups and megabyte column chunks, DuckDB's count(col) (answered from the
+    null_count statistics) still equals the real non-null count of every column."""
+    meta = pq.ParquetFile(one_big_partition).metadata
+    assert meta.num_rows == 150_000 and meta.num_row_groups >= 2, meta
+    biggest = max(meta.row_group(0).column(c).total_uncompressed_size for c in range(meta.num_columns))
+    assert biggest > 1 << 20, f"a column chunk of {biggest} bytes: not large enough to matter"
+    table = pq.read_table(one_big_partition)
+    con = duckdb.connect()
+    nulls = 0
+    for name in table.column_names:
+        real = len(table[name]) - table[name].null_count
+        nulls += table[name].null_count > 0
+        got = con.execute(f'SELECT count("{name}") FROM read_parquet(\'{one_big_partition}\')').fetchone()[0]
+        assert got == real, f"count({name}) = {got}, real {real}"
+    assert nulls >= 5, "columns with nulls, for the statistics to be tested"
+    assert_null_count_statistics(one_big_partition)
+
+
+def assert_null_count_statistics(path):
+    """Every column chunk's null_count statistic equals the nulls it holds (polars 0.55 writes
+    it wrong, several times too large, when a dictionary column chunk has several pages)."""
+    f = pq.ParquetFile(path)
+    for g in range(f.metadata.num_row_groups):
+        rows = f.read_row_group(g)
+        leaves = {}
+        for name in rows.column_names:
+            col = rows[name].combine_chunks()
+            if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                continue  # nested leaves count list slots, not rows
+            leaves[name] = col.null_count
+        rg = f.metadata.row_group(g)
+        for c in range(rg.num_columns):
+            chunk = rg.column(c)
+            if chunk.path_in_schema in leaves and chunk.statistics is not None and chunk.statistics.has_null_count:
+                assert chunk.statistics.null_count == leaves[chunk.path_in_schema], (
+                    f"{path} row group {g} {chunk.path_in_schema}: null_count statistic "
+                    f"{chunk.statistics.null_count}, real {leaves[chunk.path_in_schema]}")
