@@ -225,6 +225,31 @@ impl Store {
         Ok(out)
     }
 
+    /// The objects under `prefix` with a version each (the ETag; else size and time of the
+    /// last write), sorted by path: a file replaced gets another version.
+    pub async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let p = Path::from(prefix);
+        let mut out: Vec<(String, String)> = self
+            .os
+            .list(Some(&p))
+            .map_ok(|m| {
+                let version = match &m.e_tag {
+                    Some(t) => format!("{t}/{}", m.size),
+                    None => format!(
+                        "{}@{}",
+                        m.size,
+                        m.last_modified.timestamp_nanos_opt().unwrap_or(0)
+                    ),
+                };
+                (m.location.to_string(), version)
+            })
+            .try_collect()
+            .await
+            .map_err(|e| self.failed(format!("listing {prefix}"), e))?;
+        out.sort();
+        Ok(out)
+    }
+
     async fn put_direct(&self, path: &Path, bytes: Bytes) -> object_store::Result<()> {
         if bytes.len() >= MULTIPART_THRESHOLD && self.local.is_none() {
             let mut up = self.os.put_multipart(path).await?;

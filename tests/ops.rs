@@ -63,6 +63,26 @@ async fn a_late_change_reaches_its_published_quarter_through_an_incremental_pull
         c.counts.records_pulled
     );
     assert!(c.counts.records_pulled < pulled_first / 20);
+    // The KPI step counted again only the staging partitions this night rewrote; the others'
+    // counts came from `_state/kpi-cache` (the figures below prove the sum is right).
+    assert_eq!(first.record.counts.kpi_partitions_cached, 0);
+    assert_eq!(
+        first.record.counts.kpi_partitions_counted,
+        first.record.counts.staging_partitions
+    );
+    assert_eq!(
+        c.counts.kpi_partitions_counted,
+        c.counts.staging_partitions_written
+    );
+    assert!(
+        c.counts.staging_partitions_written * 4 < c.counts.staging_partitions,
+        "{:?}",
+        c.counts
+    );
+    assert_eq!(
+        c.counts.kpi_partitions_counted + c.counts.kpi_partitions_cached,
+        c.counts.staging_partitions
+    );
     let (t1, t2) = (&first.tables[0], &second.tables[0]);
     assert_eq!(
         all_count(t2, "received_online"),
@@ -84,6 +104,34 @@ async fn a_late_change_reaches_its_published_quarter_through_an_incremental_pull
     assert_eq!(
         cell(&published, "received_online", i),
         all_count(t2, "received_online").to_string()
+    );
+
+    // From staging alone, every count comes from the cache, and the tables are the same; with
+    // the cache damaged, everything is counted again, to the same tables.
+    let offline = Options {
+        from_staging: true,
+        ..Options::default()
+    };
+    let figures = |df: &polars::prelude::DataFrame| df.drop_many(["run_id", "computed_at"]);
+    let cmd = Command::Run {
+        periods: vec![q("2024-Q3")],
+        full_refresh: false,
+    };
+    let cached = run::execute(&s, &cmd, offline).await.unwrap();
+    assert_eq!(cached.record.counts.kpi_partitions_counted, 0);
+    assert_eq!(figures(&cached.tables[0].by_agency), figures(&t2.by_agency));
+    assert_eq!(figures(&cached.tables[0].by_level), figures(&t2.by_level));
+    let cache = std::fs::read_dir(out.path().join("_state/kpi-cache"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::write(cache.path(), b"not parquet").unwrap();
+    let recounted = run::execute(&s, &cmd, offline).await.unwrap();
+    assert_eq!(recounted.record.counts.kpi_partitions_cached, 0);
+    assert_eq!(
+        figures(&recounted.tables[0].by_agency),
+        figures(&t2.by_agency)
     );
 
     // --full-refresh ignores the cursor.

@@ -320,15 +320,42 @@ mod tests {
         };
         // A: received online in the period, resolved early. B: carried over, in progress and
         // overdue. C: waiting. D: refused in the period. E: withdrawn.
-        let mut a = case(9, Some(2), d("2024-07-01"), d("2024-07-01"), None, d("2024-07-02"), d("2024-07-05"));
+        let mut a = case(
+            9,
+            Some(2),
+            d("2024-07-01"),
+            d("2024-07-01"),
+            None,
+            d("2024-07-02"),
+            d("2024-07-05"),
+        );
         a.paid_online = Some(true);
         a.digitized = Some(true);
-        let mut b = case(4, Some(1), d("2024-05-01"), d("2024-05-01"), None, None, d("2024-06-01"));
+        let mut b = case(
+            4,
+            Some(1),
+            d("2024-05-01"),
+            d("2024-05-01"),
+            None,
+            None,
+            d("2024-06-01"),
+        );
         b.digitized = Some(true);
         let c = case(1, Some(2), None, d("2024-09-01"), None, None, None);
         let dd = case(3, None, None, d("2024-07-02"), d("2024-07-02"), None, None);
-        let e = case(7, Some(1), d("2024-07-03"), d("2024-07-03"), None, d("2024-07-05"), None);
-        let p = Bounds { f: d("2024-06-15").unwrap(), l: d("2024-09-14").unwrap() };
+        let e = case(
+            7,
+            Some(1),
+            d("2024-07-03"),
+            d("2024-07-03"),
+            None,
+            d("2024-07-05"),
+            None,
+        );
+        let p = Bounds {
+            f: d("2024-06-15").unwrap(),
+            l: d("2024-09-14").unwrap(),
+        };
         let mut sums = [0; COUNTED];
         for c in [a, b, c, dd, e] {
             for (s, hit) in sums.iter_mut().zip(counted(&c, p)) {

@@ -41,10 +41,9 @@ impl<'c> ValidityCache<'c> {
         let (from, to) = match self.seen.get(agency) {
             Some(v) => *v,
             None => {
-                let v = self
-                    .catalog
-                    .get(agency)
-                    .map_or((None, None), |a| (a.valid_from.map(days), a.valid_to.map(days)));
+                let v = self.catalog.get(agency).map_or((None, None), |a| {
+                    (a.valid_from.map(days), a.valid_to.map(days))
+                });
                 self.seen.insert(agency.to_string(), v);
                 v
             }

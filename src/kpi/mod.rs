@@ -9,6 +9,7 @@
 //! both case tables ([`identities`]).
 
 pub mod attribution;
+pub mod cache;
 pub mod identities;
 pub mod partial;
 pub mod restate;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use attribution::Agencies;
 pub use identities::{check_identities, IdentityCheck};
-pub use partial::{partial, Accumulator, Partial, Totals};
+pub use partial::{partial, Partial, Totals};
 use polars::prelude::DataFrame;
 
 use crate::domain::period::Period;
@@ -76,6 +77,115 @@ pub struct Stamp {
     pub restate_to: chrono::NaiveDate,
 }
 
+/// How the staging partitions were counted for a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counted {
+    pub partitions: u64,
+    /// Counted from their files (new or changed since their counts were cached).
+    pub counted: u64,
+    /// Whose counts came from the cache.
+    pub cached: u64,
+}
+
+/// Every staging partition counted for every one of `periods` and summed: the partitions whose
+/// file is the one the cache counted are not read again ([`cache`]).
+pub async fn count_staging(
+    store: &crate::store::Store,
+    enc: &crate::parquet::ParquetEncoder,
+    periods: &[Period],
+    agencies: std::sync::Arc<Agencies>,
+    bar: &indicatif::ProgressBar,
+) -> Result<(Totals, Counted)> {
+    let listing = scan::partitions(store).await?;
+    bar.inc_length(listing.len() as u64);
+    let cache = cache::Cache::load(store, periods, &agencies).await;
+    let kept = cache.usable(&listing);
+    let mut total = Partial::new(periods.len());
+    let kept = match cache.add_to(&mut total, &kept) {
+        Ok(()) => kept,
+        Err(e) => {
+            tracing::warn!(error = %e, "the KPI cache cannot be read: counting again");
+            total = Partial::new(periods.len());
+            Default::default()
+        }
+    };
+    bar.inc(kept.len() as u64);
+    let todo: Vec<String> = listing
+        .iter()
+        .filter(|(p, _)| !kept.contains(p))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let counted = Counted {
+        partitions: listing.len() as u64,
+        counted: todo.len() as u64,
+        cached: kept.len() as u64,
+    };
+    let versions: std::collections::BTreeMap<&str, &str> = listing
+        .iter()
+        .map(|(p, v)| (p.as_str(), v.as_str()))
+        .collect();
+    let mut next = NextCache {
+        cache: &cache,
+        enc,
+        kept: &kept,
+        writer: None,
+        broken: false,
+    };
+    scan::count(store, todo, periods, agencies, bar, |path, p| {
+        total.add(&p);
+        if let Some(v) = versions.get(path.as_str()) {
+            next.push(&path, v, &p);
+        }
+        Ok(())
+    })
+    .await?;
+    next.save(store).await;
+    let periods = periods.to_vec();
+    let totals = crate::parquet::blocking(move || total.total(&periods)).await?;
+    Ok((totals, counted))
+}
+
+/// The next KPI cache, begun when a partition is counted (or at the end, if partitions went).
+struct NextCache<'a> {
+    cache: &'a cache::Cache,
+    enc: &'a crate::parquet::ParquetEncoder,
+    kept: &'a std::collections::BTreeSet<String>,
+    writer: Option<cache::CacheWriter>,
+    broken: bool,
+}
+
+impl NextCache<'_> {
+    fn begin(&mut self) {
+        if self.writer.is_none() && !self.broken {
+            match self.cache.writer(self.enc, self.kept) {
+                Ok(w) => self.writer = Some(w),
+                Err(e) => self.fail(e),
+            }
+        }
+    }
+
+    fn fail(&mut self, e: crate::error::Error) {
+        tracing::warn!(error = %e, "the KPI cache cannot be written: the next run counts again");
+        (self.writer, self.broken) = (None, true);
+    }
+
+    fn push(&mut self, path: &str, version: &str, p: &Partial) {
+        self.begin();
+        if let Some(Err(e)) = self.writer.as_mut().map(|w| w.push(path, version, p)) {
+            self.fail(e);
+        }
+    }
+
+    async fn save(mut self, store: &crate::store::Store) {
+        if self.cache.stale(self.kept) {
+            self.begin();
+        }
+        if let Some(w) = self.writer {
+            w.save(store).await;
+        }
+    }
+}
+
 /// Computes the three tables of `period` from the staging `cases` (all of it in one frame).
 pub fn compute(
     cases: &DataFrame,
@@ -84,9 +194,9 @@ pub fn compute(
     period: &Period,
     stamp: &Stamp,
 ) -> Result<KpiTables> {
-    let mut acc = Accumulator::new(&[*period]);
-    acc.add(partial(cases, &[*period], agencies)?);
-    acc.total()?.tables(0, agencies, catalog, stamp)
+    partial(cases, &[*period], agencies)?
+        .total(&[*period])?
+        .tables(0, agencies, catalog, stamp)
 }
 
 /// Tables of one Decree 09 quarter from a few records, for tests.

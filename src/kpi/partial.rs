@@ -26,16 +26,18 @@ fn suffix(i: usize) -> String {
 
 /// Counts kept per period and group: the counted measures, then `_outside`, the cases counted
 /// under an agency on a day outside its validity.
-const PER_PERIOD: usize = COUNTED + 1;
+pub const PER_PERIOD: usize = COUNTED + 1;
 
 /// One agency × field: its counts for every period, the least `agency_name_text` and
 /// `field_name` of its cases, and the cases it holds now.
-#[derive(Debug, Clone, Default)]
-struct Group {
-    counts: Vec<i64>,
-    agency_name: Option<String>,
-    field_name: Option<String>,
-    cases: i64,
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Group {
+    /// For each period: the counted measures, then `_outside`.
+    pub counts: Vec<i64>,
+    pub agency_name: Option<String>,
+    pub field_name: Option<String>,
+    /// Cases held now (period aside).
+    pub cases: i64,
 }
 
 /// The lesser of two names, absent ones aside (as polars' `min`).
@@ -47,40 +49,291 @@ fn least(kept: &mut Option<String>, seen: Option<&str>) {
     }
 }
 
-/// What one slice of the staging table adds to every period of a run.
-#[derive(Debug, Default)]
+/// One counted row of a period, as the KPI cache keeps it.
+pub struct Row<'a> {
+    pub agency: &'a str,
+    /// The field (of a group) or the procedure (of a use).
+    pub key: Option<&'a str>,
+    /// The period's counts ([`PER_PERIOD`]); of a use, the first alone.
+    pub counts: &'a [i64],
+    /// The group's least `agency_name_text` and `field_name`.
+    pub names: (Option<&'a str>, Option<&'a str>),
+    /// Cases held now.
+    pub cases: i64,
+}
+
+/// The id of an absent code.
+const ABSENT: u32 = u32::MAX;
+
+/// Partial counts for the periods of a run: of a slice, a partition or all of staging. Codes
+/// (agencies, fields, procedures) are interned, so a row allocates nothing once its group
+/// exists, and adding counts together costs a lookup per code, not per row.
+#[derive(Debug, Clone, Default)]
 pub struct Partial {
-    /// Per (agency_code, field_code).
-    groups: BTreeMap<(String, Option<String>), Group>,
-    /// Per (agency_code, procedure_code), for each period: the cases in received_new.
-    used: BTreeMap<(String, Option<String>), Vec<i64>>,
+    periods: usize,
+    ids: PlHashMap<String, u32>,
+    codes: Vec<String>,
+    /// Per (agency, field).
+    groups: PlHashMap<(u32, u32), Group>,
+    /// Per (agency, procedure), for each period: the cases in received_new.
+    used: PlHashMap<(u32, u32), Vec<i64>>,
 }
 
 impl Partial {
-    fn new() -> Partial {
-        Partial::default()
+    pub fn new(periods: usize) -> Partial {
+        Partial {
+            periods,
+            ..Default::default()
+        }
     }
 
-    /// Adds `other` to this one.
-    fn add(&mut self, other: Partial) {
-        for (k, g) in other.groups {
-            let mine = self.groups.entry(k).or_insert_with(|| Group {
-                counts: vec![0; g.counts.len()],
-                ..Default::default()
-            });
-            for (a, b) in mine.counts.iter_mut().zip(&g.counts) {
-                *a += b;
+    /// How many periods it counts.
+    pub fn periods(&self) -> usize {
+        self.periods
+    }
+
+    fn id(&mut self, code: Option<&str>) -> u32 {
+        let Some(code) = code else { return ABSENT };
+        if let Some(id) = self.ids.get(code) {
+            return *id;
+        }
+        let id = self.codes.len() as u32;
+        self.codes.push(code.to_string());
+        self.ids.insert(code.to_string(), id);
+        id
+    }
+
+    fn code(&self, id: u32) -> Option<&str> {
+        (id != ABSENT).then(|| self.codes[id as usize].as_str())
+    }
+
+    fn group(&mut self, agency: u32, field: u32) -> &mut Group {
+        let n = self.periods * PER_PERIOD;
+        self.groups.entry((agency, field)).or_insert_with(|| Group {
+            counts: vec![0; n],
+            ..Default::default()
+        })
+    }
+
+    /// Adds `other` (of the same periods) to this one.
+    pub fn add(&mut self, other: &Partial) {
+        let map: Vec<u32> = other.codes.iter().map(|c| self.id(Some(c))).collect();
+        let at = |id: u32| {
+            if id == ABSENT {
+                ABSENT
+            } else {
+                map[id as usize]
+            }
+        };
+        for ((a, f), g) in &other.groups {
+            let mine = self.group(at(*a), at(*f));
+            for (x, y) in mine.counts.iter_mut().zip(&g.counts) {
+                *x += y;
             }
             least(&mut mine.agency_name, g.agency_name.as_deref());
             least(&mut mine.field_name, g.field_name.as_deref());
             mine.cases += g.cases;
         }
-        for (k, u) in other.used {
-            let mine = self.used.entry(k).or_insert_with(|| vec![0; u.len()]);
-            for (a, b) in mine.iter_mut().zip(&u) {
-                *a += b;
+        let n = self.periods;
+        for ((a, p), u) in &other.used {
+            let mine = self
+                .used
+                .entry((at(*a), at(*p)))
+                .or_insert_with(|| vec![0; n]);
+            for (x, y) in mine.iter_mut().zip(u) {
+                *x += y;
             }
         }
+    }
+
+    /// Adds one counted row of period `i` (as the KPI cache keeps them): a group's counts, or
+    /// (`used`) a use, its count first. The cases held now are added when `with_cases`.
+    pub fn add_row(&mut self, i: usize, row: Row, used: bool, with_cases: bool) {
+        let (a, k) = (self.id(Some(row.agency)), self.id(row.key));
+        if used {
+            let n = self.periods;
+            self.used.entry((a, k)).or_insert_with(|| vec![0; n])[i] += row.counts[0];
+            return;
+        }
+        let g = self.group(a, k);
+        for (x, y) in g.counts[i * PER_PERIOD..(i + 1) * PER_PERIOD]
+            .iter_mut()
+            .zip(row.counts)
+        {
+            *x += y;
+        }
+        least(&mut g.agency_name, row.names.0);
+        least(&mut g.field_name, row.names.1);
+        if with_cases {
+            g.cases += row.cases;
+        }
+    }
+
+    /// The rows of period `i`: each group (agency, field, its counts of the period, names,
+    /// cases held now), then each use (agency, procedure, the period's count) that is not 0.
+    #[allow(clippy::type_complexity)]
+    pub fn rows(
+        &self,
+        i: usize,
+    ) -> (
+        Vec<(&str, Option<&str>, &[i64], &Group)>,
+        Vec<(&str, Option<&str>, i64)>,
+    ) {
+        let groups = self
+            .groups
+            .iter()
+            .map(|((a, f), g)| {
+                let counts = &g.counts[i * PER_PERIOD..(i + 1) * PER_PERIOD];
+                (self.code(*a).unwrap_or_default(), self.code(*f), counts, g)
+            })
+            .collect();
+        let used = self
+            .used
+            .iter()
+            .filter(|(_, u)| u[i] > 0)
+            .map(|((a, p), u)| (self.code(*a).unwrap_or_default(), self.code(*p), u[i]))
+            .collect();
+        (groups, used)
+    }
+
+    /// Counts `cases` (staging rows, at least [`super::INPUT_COLUMNS`]) for every one of
+    /// `periods` (this partial's) into this partial.
+    pub fn count(
+        &mut self,
+        cases: &DataFrame,
+        periods: &[Period],
+        agencies: &Agencies,
+    ) -> Result<()> {
+        let bounds: Vec<Bounds> = periods.iter().map(Bounds::of).collect();
+        let cols = Columns::of(cases)?;
+        let moved = attribution::moved_rows(cases)?;
+        let mut validity = attribution::ValidityCache::new(agencies);
+        let mut moved_at = 0;
+        for (row, case) in cols.cases.iter().enumerate() {
+            let Some(now) = cols.agency[row] else {
+                continue;
+            };
+            let (now_id, field) = (self.id(Some(now)), self.id(cols.field[row]));
+            let (agency_name, field_name) = (cols.agency_name[row], cols.field_name[row]);
+            // Held now, under the agency holding it.
+            let g = self.group(now_id, field);
+            g.cases += 1;
+            least(&mut g.agency_name, agency_name);
+            least(&mut g.field_name, field_name);
+            let transfers = match moved.get(moved_at) {
+                Some((r, t)) if *r == row => {
+                    moved_at += 1;
+                    Some(t)
+                }
+                _ => None,
+            };
+            for (i, p) in bounds.iter().enumerate() {
+                let hits = rules::counted(case, *p);
+                let on = case.attribution_day(*p);
+                let agency = match transfers {
+                    Some(t) => attribution::agency_on_day(now, t, on),
+                    None => now,
+                };
+                let outside = hits.iter().any(|h| *h) && !validity.valid(agency, on);
+                let agency_id = self.id(Some(agency));
+                let g = self.group(agency_id, field);
+                if agency_id != now_id {
+                    least(&mut g.agency_name, agency_name);
+                    least(&mut g.field_name, field_name);
+                }
+                let counts = &mut g.counts[i * PER_PERIOD..(i + 1) * PER_PERIOD];
+                for (n, h) in counts.iter_mut().zip(hits) {
+                    *n += h as i64;
+                }
+                counts[COUNTED] += outside as i64;
+                if hits[RECEIVED_NEW] {
+                    let procedure = self.id(cols.procedure[row]);
+                    let n = self.periods;
+                    self.used
+                        .entry((agency_id, procedure))
+                        .or_insert_with(|| vec![0; n])[i] += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sums, as frames.
+    pub fn total(self, periods: &[Period]) -> Result<Totals> {
+        let n = self.periods;
+        let mut groups: Vec<(&str, Option<&str>, &Group)> = self
+            .groups
+            .iter()
+            .map(|((a, f), g)| (self.code(*a).unwrap_or_default(), self.code(*f), g))
+            .collect();
+        groups.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        let mut cols = vec![
+            Column::new(
+                "agency_code".into(),
+                groups.iter().map(|g| g.0).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "field_code".into(),
+                groups.iter().map(|g| g.1).collect::<Vec<_>>(),
+            ),
+        ];
+        for i in 0..n {
+            let names = counted_names().into_iter().chain(["_outside"]);
+            for (m, name) in names.enumerate() {
+                let v: Vec<i64> = groups
+                    .iter()
+                    .map(|g| g.2.counts[i * PER_PERIOD + m])
+                    .collect();
+                cols.push(Column::new(format!("{name}{}", suffix(i)).into(), v));
+            }
+        }
+        cols.extend([
+            Column::new(
+                "agency_name_text".into(),
+                groups
+                    .iter()
+                    .map(|g| g.2.agency_name.as_deref())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "field_name".into(),
+                groups
+                    .iter()
+                    .map(|g| g.2.field_name.as_deref())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "_cases".into(),
+                groups.iter().map(|g| g.2.cases).collect::<Vec<_>>(),
+            ),
+        ]);
+        let counts = DataFrame::new(groups.len(), cols)?;
+        let mut used: Vec<(&str, Option<&str>, &Vec<i64>)> = self
+            .used
+            .iter()
+            .map(|((a, p), u)| (self.code(*a).unwrap_or_default(), self.code(*p), u))
+            .collect();
+        used.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        let mut cols = vec![
+            Column::new(
+                "agency_code".into(),
+                used.iter().map(|u| u.0).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "procedure_code".into(),
+                used.iter().map(|u| u.1).collect::<Vec<_>>(),
+            ),
+        ];
+        for i in 0..n {
+            let v: Vec<i64> = used.iter().map(|u| u.2[i]).collect();
+            cols.push(Column::new(format!("_used{}", suffix(i)).into(), v));
+        }
+        let used = DataFrame::new(used.len(), cols)?;
+        Ok(Totals {
+            periods: periods.to_vec(),
+            counts,
+            used,
+        })
     }
 }
 
@@ -141,138 +394,11 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The counts of one slice while it is counted: codes interned, groups by number, names
-/// borrowed from the slice (a row allocates nothing once its group exists).
-struct Counting<'a> {
-    periods: usize,
-    ids: PlHashMap<&'a str, u32>,
-    codes: Vec<&'a str>,
-    groups: PlHashMap<(u32, u32), usize>,
-    list: Vec<(u32, u32, Group)>,
-    used: PlHashMap<(u32, u32), Vec<i64>>,
-}
-
-/// The id of an absent code.
-const ABSENT: u32 = u32::MAX;
-
-impl<'a> Counting<'a> {
-    fn new(periods: usize) -> Self {
-        Counting {
-            periods,
-            ids: PlHashMap::new(),
-            codes: vec![],
-            groups: PlHashMap::new(),
-            list: vec![],
-            used: PlHashMap::new(),
-        }
-    }
-
-    fn id(&mut self, code: Option<&'a str>) -> u32 {
-        let Some(code) = code else { return ABSENT };
-        if let Some(id) = self.ids.get(code) {
-            return *id;
-        }
-        let id = self.codes.len() as u32;
-        self.codes.push(code);
-        self.ids.insert(code, id);
-        id
-    }
-
-    fn group(&mut self, agency: u32, field: u32) -> &mut Group {
-        let n = self.periods * PER_PERIOD;
-        let at = match self.groups.get(&(agency, field)) {
-            Some(at) => *at,
-            None => {
-                self.list.push((
-                    agency,
-                    field,
-                    Group {
-                        counts: vec![0; n],
-                        ..Default::default()
-                    },
-                ));
-                self.groups.insert((agency, field), self.list.len() - 1);
-                self.list.len() - 1
-            }
-        };
-        &mut self.list[at].2
-    }
-
-    fn code(&self, id: u32) -> Option<String> {
-        (id != ABSENT).then(|| self.codes[id as usize].to_string())
-    }
-
-    fn finish(self) -> Partial {
-        let mut out = Partial::new();
-        for (a, f, g) in &self.list {
-            let key = (self.code(*a).unwrap_or_default(), self.code(*f));
-            out.groups.insert(key, g.clone());
-        }
-        for ((a, p), u) in &self.used {
-            out.used.insert((self.code(*a).unwrap_or_default(), self.code(*p)), u.clone());
-        }
-        out
-    }
-}
-
-/// Counts `cases` (staging rows, at least [`super::INPUT_COLUMNS`]) for every one of
-/// `periods`.
+/// Counts `cases` for every one of `periods`.
 pub fn partial(cases: &DataFrame, periods: &[Period], agencies: &Agencies) -> Result<Partial> {
-    let bounds: Vec<Bounds> = periods.iter().map(Bounds::of).collect();
-    let cols = Columns::of(cases)?;
-    let moved = attribution::moved_rows(cases)?;
-    let mut validity = attribution::ValidityCache::new(agencies);
-    let mut c = Counting::new(periods.len());
-    let mut moved_at = 0;
-    for (row, case) in cols.cases.iter().enumerate() {
-        let Some(now) = cols.agency[row] else { continue };
-        let (now_id, field) = (c.id(Some(now)), c.id(cols.field[row]));
-        let (agency_name, field_name) = (cols.agency_name[row], cols.field_name[row]);
-        // Held now, under the agency holding it.
-        let g = c.group(now_id, field);
-        g.cases += 1;
-        least(&mut g.agency_name, agency_name);
-        least(&mut g.field_name, field_name);
-        let transfers = match moved.get(moved_at) {
-            Some((r, t)) if *r == row => {
-                moved_at += 1;
-                Some(t)
-            }
-            _ => None,
-        };
-        for (i, p) in bounds.iter().enumerate() {
-            let hits = rules::counted(case, *p);
-            let on = case.attribution_day(*p);
-            let agency = match transfers {
-                Some(t) => attribution::agency_on_day(now, t, on),
-                None => now,
-            };
-            let outside = hits.iter().any(|h| *h) && !validity.valid(agency, on);
-            let agency_id = c.id(Some(agency));
-            let g = c.group(agency_id, field);
-            if agency_id != now_id {
-                least(&mut g.agency_name, agency_name);
-                least(&mut g.field_name, field_name);
-            }
-            let counts = &mut g.counts[i * PER_PERIOD..(i + 1) * PER_PERIOD];
-            for (n, h) in counts.iter_mut().zip(hits) {
-                *n += h as i64;
-            }
-            counts[COUNTED] += outside as i64;
-            if hits[RECEIVED_NEW] {
-                let procedure = c.id(cols.procedure[row]);
-                let n = periods.len();
-                c.used.entry((agency_id, procedure)).or_insert_with(|| vec![0; n])[i] += 1;
-            }
-        }
-    }
-    Ok(c.finish())
-}
-
-/// Gathers the partial counts of every slice.
-pub struct Accumulator {
-    periods: Vec<Period>,
-    sum: Partial,
+    let mut p = Partial::new(periods.len());
+    p.count(cases, periods, agencies)?;
+    Ok(p)
 }
 
 /// The partial counts of all slices, summed, as frames: `counts` per agency × field
@@ -284,79 +410,13 @@ pub struct Totals {
     used: DataFrame,
 }
 
-impl Accumulator {
-    pub fn new(periods: &[Period]) -> Self {
-        Accumulator {
-            periods: periods.to_vec(),
-            sum: Partial::new(),
-        }
-    }
-
-    pub fn add(&mut self, p: Partial) {
-        self.sum.add(p);
-    }
-
-    /// Sums what was added.
-    pub fn total(self) -> Result<Totals> {
-        let n = self.periods.len();
-        let groups = &self.sum.groups;
-        let mut cols = vec![
-            Column::new(
-                "agency_code".into(),
-                groups.keys().map(|k| k.0.as_str()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "field_code".into(),
-                groups.keys().map(|k| k.1.as_deref()).collect::<Vec<_>>(),
-            ),
-        ];
-        for i in 0..n {
-            let names = counted_names().into_iter().chain(["_outside"]);
-            for (m, name) in names.enumerate() {
-                let v: Vec<i64> = groups.values().map(|g| g.counts[i * PER_PERIOD + m]).collect();
-                cols.push(Column::new(format!("{name}{}", suffix(i)).into(), v));
-            }
-        }
-        cols.extend([
-            Column::new(
-                "agency_name_text".into(),
-                groups.values().map(|g| g.agency_name.as_deref()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "field_name".into(),
-                groups.values().map(|g| g.field_name.as_deref()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "_cases".into(),
-                groups.values().map(|g| g.cases).collect::<Vec<_>>(),
-            ),
-        ]);
-        let counts = DataFrame::new(groups.len(), cols)?;
-        let used = &self.sum.used;
-        let mut cols = vec![
-            Column::new(
-                "agency_code".into(),
-                used.keys().map(|k| k.0.as_str()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "procedure_code".into(),
-                used.keys().map(|k| k.1.as_deref()).collect::<Vec<_>>(),
-            ),
-        ];
-        for i in 0..n {
-            let v: Vec<i64> = used.values().map(|u| u[i]).collect();
-            cols.push(Column::new(format!("_used{}", suffix(i)).into(), v));
-        }
-        let used = DataFrame::new(used.len(), cols)?;
-        Ok(Totals {
-            periods: self.periods,
-            counts,
-            used,
-        })
-    }
-}
-
 impl Totals {
+    /// The frames, for tests.
+    #[cfg(test)]
+    pub fn frames(&self) -> (&DataFrame, &DataFrame) {
+        (&self.counts, &self.used)
+    }
+
     /// `column` summed per agency, where it is not zero.
     fn per_agency(&self, column: &str) -> Result<BTreeMap<String, u64>> {
         let codes = self.counts.column("agency_code")?.str()?;

@@ -1,7 +1,7 @@
-//! Reading the staging table for the KPIs: every partition once, only
-//! [`super::INPUT_COLUMNS`], a few row groups at a time (so memory holds a slice, never a whole
-//! partition), slices counted together up to [`BATCH_ROWS`] cases, and the counts summed. One
-//! task reads and decodes while the previous batch is counted.
+//! Reading the staging table for the KPIs: each partition asked for, once, only
+//! [`super::INPUT_COLUMNS`], a row group at a time (so memory holds a slice, never a whole
+//! partition), each slice counted as the next is decoded, and the counts of a partition
+//! summed.
 
 use polars::prelude::DataFrame;
 use tokio::sync::mpsc;
@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use std::sync::Arc;
 
 use super::attribution::Agencies;
-use super::partial::{partial, Accumulator, Partial, Totals};
+use super::partial::{partial, Partial};
 use super::INPUT_COLUMNS;
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
@@ -19,28 +19,29 @@ use crate::stage::schema::transfers_column;
 use crate::stage::Partition;
 use crate::store::Store;
 
-/// Cases counted in one polars plan, at most (plus one slice): each plan has a fixed cost, and
-/// memory holds two batches (one counted, one gathered).
-const BATCH_ROWS: usize = 196_608;
+/// Rows decoded and counted at once, at most (whole row groups; a larger one alone).
+const SLICE_ROWS: usize = ROW_GROUP_ROWS;
 
-/// The staging partitions' files, in path order.
-pub async fn partitions(store: &Store) -> Result<Vec<String>> {
+/// The staging partitions' files with their versions, in path order.
+pub async fn partitions(store: &Store) -> Result<Vec<(String, String)>> {
     Ok(store
-        .list("cases")
+        .list_versions("cases")
         .await?
         .into_iter()
-        .map(|(p, _)| p)
-        .filter(|p| Partition::from_path(p).is_some())
+        .filter(|(p, _)| Partition::from_path(p).is_some())
         .collect())
 }
 
-/// Sends every slice of every partition, with only the columns the KPIs read, down `tx`.
-async fn read_all(
-    store: Store,
-    paths: Vec<String>,
-    tx: mpsc::Sender<Result<DataFrame>>,
-    bar: indicatif::ProgressBar,
-) {
+/// One slice read, and whether it is its partition's last.
+struct Slice {
+    path: String,
+    df: DataFrame,
+    last: bool,
+}
+
+/// Sends every slice of every partition of `paths`, with only the columns the KPIs read,
+/// down `tx`.
+async fn read_all(store: Store, paths: Vec<String>, tx: mpsc::Sender<Result<Slice>>) {
     for path in paths {
         let b = match store.get(&path).await {
             Ok(Some(b)) => b,
@@ -66,15 +67,21 @@ async fn read_all(
             let f = ParquetFile::open(b).map_err(unreadable)?;
             let present = f.columns();
             let wanted: Vec<&str> = INPUT_COLUMNS.iter().copied().filter(|c| present.iter().any(|p| p == c)).collect();
-            for range in f.ranges(ROW_GROUP_ROWS) {
+            let ranges = f.ranges(SLICE_ROWS);
+            let n = ranges.len();
+            for (k, range) in ranges.into_iter().enumerate() {
                 let mut df = f.read(Some(&wanted), range).map_err(unreadable)?;
                 if !present.iter().any(|p| p == "transfers") {
                     // Staged by a motcua that kept no transfers: none to follow.
                     df.with_column(transfers_column(&[], &vec![0; df.height()])?)?;
                 }
-                if t.blocking_send(Ok(df)).is_err() {
+                if t.blocking_send(Ok(Slice { path: p.clone(), df, last: k + 1 == n })).is_err() {
                     break;
                 }
+            }
+            if n == 0 {
+                let df = DataFrame::empty();
+                let _ = t.blocking_send(Ok(Slice { path: p.clone(), df, last: true }));
             }
             Ok(())
         })
@@ -83,70 +90,64 @@ async fn read_all(
             let _ = tx.send(Err(e)).await;
             return;
         }
-        bar.inc(1);
     }
 }
 
-/// Every staging partition counted for every one of `periods` and summed; `bar` advances a
-/// partition at a time.
+/// The partial counts, for every one of `periods`, of each partition of `paths`, handed to
+/// `done` as each partition completes: one task reads and decodes while the slice before is
+/// counted. `bar` advances a partition at a time.
 pub async fn count(
     store: &Store,
+    paths: Vec<String>,
     periods: &[Period],
     agencies: Arc<Agencies>,
     bar: &indicatif::ProgressBar,
-) -> Result<Totals> {
-    let paths = partitions(store).await?;
-    bar.inc_length(paths.len() as u64);
+    mut done: impl FnMut(String, Partial) -> Result<()>,
+) -> Result<()> {
     let (tx, mut rx) = mpsc::channel(2);
-    let reader = tokio::spawn(read_all(store.clone(), paths, tx, bar.clone()));
-    let mut acc = Accumulator::new(periods);
-    let mut batch: Vec<DataFrame> = vec![];
-    let mut rows = 0usize;
-    let mut counting: Option<JoinHandle<Result<Partial>>> = None;
-    loop {
-        let next = rx.recv().await.transpose()?;
-        let end = next.is_none();
-        if let Some(df) = next {
-            rows += df.height();
-            batch.push(df);
+    let reader = tokio::spawn(read_all(store.clone(), paths, tx));
+    let n = periods.len();
+    let mut current = Partial::new(n);
+    let mut counting: Option<JoinHandle<Result<(Partial, Option<String>)>>> = None;
+    while let Some(slice) = rx.recv().await.transpose()? {
+        if let Some(c) = counting.take() {
+            absorb(joined(c).await?, &mut current, &mut done, bar)?;
         }
-        if rows >= BATCH_ROWS || (end && !batch.is_empty()) {
-            rows = 0;
-            if let Some(c) = counting.take() {
-                acc.add(joined(c).await?);
-            }
-            let (frames, periods) = (std::mem::take(&mut batch), periods.to_vec());
-            let agencies = agencies.clone();
-            counting = Some(tokio::task::spawn_blocking(move || {
-                partial(&stacked(frames)?, &periods, &agencies)
-            }));
-        }
-        if end {
-            break;
-        }
+        let (periods, agencies) = (periods.to_vec(), agencies.clone());
+        counting = Some(tokio::task::spawn_blocking(move || {
+            let p = match slice.df.height() {
+                0 => Partial::new(periods.len()),
+                _ => partial(&slice.df, &periods, &agencies)?,
+            };
+            Ok((p, slice.last.then_some(slice.path)))
+        }));
     }
     if let Some(c) = counting.take() {
-        acc.add(joined(c).await?);
+        absorb(joined(c).await?, &mut current, &mut done, bar)?;
     }
     reader
         .await
         .map_err(|_| Error::Internal("the staging reader panicked".into()))?;
-    blocking(move || acc.total()).await
+    Ok(())
 }
 
-async fn joined(c: JoinHandle<Result<Partial>>) -> Result<Partial> {
+/// Adds a slice's counts to its partition's; a partition's last slice completes it.
+fn absorb(
+    (p, last): (Partial, Option<String>),
+    current: &mut Partial,
+    done: &mut impl FnMut(String, Partial) -> Result<()>,
+    bar: &indicatif::ProgressBar,
+) -> Result<()> {
+    current.add(&p);
+    if let Some(path) = last {
+        let n = p.periods();
+        done(path, std::mem::replace(current, Partial::new(n)))?;
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+async fn joined<T>(c: JoinHandle<Result<T>>) -> Result<T> {
     c.await
         .map_err(|_| Error::Internal("a counting thread panicked".into()))?
-}
-
-/// Frames of one schema, one under another.
-fn stacked(frames: Vec<DataFrame>) -> Result<DataFrame> {
-    let mut frames = frames.into_iter();
-    let Some(mut df) = frames.next() else {
-        return Err(Error::Internal("a counting batch holds no bucket".into()));
-    };
-    for f in frames {
-        df.vstack_mut_owned(f)?;
-    }
-    Ok(df)
 }

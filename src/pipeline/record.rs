@@ -92,6 +92,12 @@ pub struct Counts {
     /// Files a rebuild (replay, or the one-off migration of an older layout) removed.
     #[serde(default)]
     pub staging_files_removed: u64,
+    /// Staging partitions the KPIs counted from their files, and those whose counts came from
+    /// the cache (`_state/kpi-cache/`: the file had not changed since it was counted).
+    #[serde(default)]
+    pub kpi_partitions_counted: u64,
+    #[serde(default)]
+    pub kpi_partitions_cached: u64,
     pub agencies: u64,
     pub procedures: u64,
     pub unknown_agencies: Vec<String>,

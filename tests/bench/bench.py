@@ -3,7 +3,7 @@
 For each size (records of the demo province; `--sizes 1000000,10000000`), with the release binary:
 
   draw        `demo-source --chaos off --scale N` drawing its province to disk (time to ready);
-  pull        `run --period 2024-Q3` on an empty root against it over loopback: records pulled
+  pull        `run` (as cron's first night) on an empty root against it over loopback: records pulled
               per second of the pull stage (landing raw, normalising), the whole run's wall time
               and peak memory, and the demo source's peak memory at the end;
   nightly     `POST /demo/night?changes=20000` (recent cases progress, new cases arrive), then
@@ -11,7 +11,8 @@ For each size (records of the demo province; `--sizes 1000000,10000000`), with t
               memory, records pulled, staging bytes rewritten of staging's bytes; then a second
               night with 20 corrections of old cases too, for what those cost;
   KPI         `run --from-staging --period 2024-Q3` (staging → the three tables, identities,
-              published, report) beside the DuckDB command line (`duckdb`, from `duckdb-cli`)
+              published, report), cold (`_state/kpi-cache` removed: every partition counted) and
+              then with the counts of unchanged partitions cached, beside the DuckDB command line (`duckdb`, from `duckdb-cli`)
               computing the same `cases_by_level` and `cases_by_agency` of 2024-Q3 from the
               same staging Parquet in one SQL statement (counts under each case's agency on its
               attribution date, as `agencies.md` says): whole processes, best of three each,
@@ -193,7 +194,8 @@ def bench(records, binary, duckdb_bin, work, log):
             time.sleep(0.2)
         row["draw_s"] = time.time() - started
         url = ready.read_text()
-        secs, rss, _ = timed([binary, "run", "--period", "2024-Q3", "--source-url", url, *common], env, log)
+        # As cron's first night: everything pulled, the current and previous quarters published.
+        secs, rss, _ = timed([binary, "run", "--source-url", url, *common], env, log)
         rec = last_record(out)
         row.update(records=rec["counts"]["records_pulled"], cases=rec["counts"]["cases_in_staging"],
                    pull_rate=rec["counts"]["records_pulled"] / rec["timings_secs"]["pull"],
@@ -209,9 +211,12 @@ def bench(records, binary, duckdb_bin, work, log):
             src.kill()
             src.wait()
 
-    kpi, duck = [], []
+    kpi, cold, duck = [], [], []
     sql = duckdb_sql(out)
     for _ in range(3):
+        shutil.rmtree(out / "_state" / "kpi-cache", ignore_errors=True)
+        secs, rss, _ = timed([binary, "run", "--from-staging", "--period", "2024-Q3", *common], env, log)
+        cold.append((secs, rss))
         secs, rss, _ = timed([binary, "run", "--from-staging", "--period", "2024-Q3", *common], env, log)
         kpi.append((secs, rss))
         secs, rss, text = timed([duckdb_bin, "-csv", "-c", sql], env, log)
@@ -222,6 +227,7 @@ def bench(records, binary, duckdb_bin, work, log):
         bad = [k for k in set(a_m) | set(a_d) if a_m.get(k) != a_d.get(k)][:5]
         sys.exit(f"DuckDB and motcua differ at {records}: levels {l_m == l_d}, agency rows {bad}")
     row.update(kpi_s=min(k[0] for k in kpi), kpi_rss=max(k[1] for k in kpi),
+               cold_s=min(k[0] for k in cold), cold_rss=max(k[1] for k in cold),
                duck_s=min(d[0] for d in duck), duck_rss=max(d[1] for d in duck),
                agency_rows=len(a_m))
 
@@ -239,8 +245,9 @@ def report(rows):
     lines = [
         "| records (cases in staging) | draw s | pull rec/s | pull run s (MiB) | source MiB "
         "| nightly s (MiB) | pulled | rewritten of staging | nightly + 20 old corrections s, rewritten "
-        "| KPI s (MiB) | DuckDB CLI s (MiB) | KPI / DuckDB | replay rec/s | replay s (MiB) | staging MB |",
-        "|" + "---|" * 15,
+        "| KPI s (MiB), counts cached | KPI s (MiB), cold | DuckDB CLI s (MiB) | KPI / DuckDB, cached, cold "
+        "| replay rec/s | replay s (MiB) | staging MB |",
+        "|" + "---|" * 16,
     ]
     for r in rows:
         n, c = r["night"], r["night_corr"]
@@ -250,8 +257,9 @@ def report(rows):
             f"| {n['secs']:.2f} ({n['rss']:.0f}) | {n['pulled']:,} "
             f"| {n['written'] / 2**20:.1f} MB of {n['staging'] / 2**20:.0f} ({100 * n['written'] / n['staging']:.1f} %, {n['partitions']} of {n['of']} files) "
             f"| {c['secs']:.2f}, {100 * c['written'] / c['staging']:.1f} % "
-            f"| {r['kpi_s']:.2f} ({r['kpi_rss']:.0f}) | {r['duck_s']:.2f} ({r['duck_rss']:.0f}) "
-            f"| {r['kpi_s'] / r['duck_s']:.2f} | {r['replay_rate']:,.0f} | {r['replay_s']:.1f} ({r['replay_rss']:.0f}) "
+            f"| {r['kpi_s']:.2f} ({r['kpi_rss']:.0f}) | {r['cold_s']:.2f} ({r['cold_rss']:.0f}) "
+            f"| {r['duck_s']:.2f} ({r['duck_rss']:.0f}) "
+            f"| {r['kpi_s'] / r['duck_s']:.2f}, {r['cold_s'] / r['duck_s']:.2f} | {r['replay_rate']:,.0f} | {r['replay_s']:.1f} ({r['replay_rss']:.0f}) "
             f"| {r['staging_mb']:.0f} |")
     return "\n".join(lines)
 
@@ -261,13 +269,16 @@ def targets(rows):
     for r in rows:
         n = r["night"]
         big = r["records"] >= 9_000_000
-        checks = [("KPI whole process / DuckDB CLI ≤ 0.4", r["kpi_s"] / r["duck_s"] <= 0.4)]
+        checks = [("KPI whole process / DuckDB CLI ≤ 0.4 (counts cached)", r["kpi_s"] / r["duck_s"] <= 0.4),
+                  ("KPI whole process / DuckDB CLI ≤ 0.4 (cold: every partition counted)",
+                   r["cold_s"] / r["duck_s"] <= 0.4)]
         if big:
             checks += [
                 ("nightly run ≤ 3 s wall", n["secs"] <= 3),
                 ("nightly ≤ 10 % of staging bytes rewritten", n["written"] / n["staging"] <= 0.10),
                 ("nightly peak memory ≤ 256 MiB", n["rss"] <= 256),
-                ("run --from-staging peak memory ≤ 256 MiB", r["kpi_rss"] <= 256),
+                ("run --from-staging peak memory ≤ 256 MiB (cold and cached)",
+                 max(r["kpi_rss"], r["cold_rss"]) <= 256),
                 ("replay --all peak memory ≤ 512 MiB", r["replay_rss"] <= 512),
                 ("raw → staging ≥ 150 k records/s", r["replay_rate"] >= 150_000),
                 ("pull ≥ 150 k records/s", r["pull_rate"] >= 150_000),

@@ -31,5 +31,9 @@ def test_make_run_prints_the_reference_quarter_and_leaves_parquet(tmp_path):
             assert row[2] == ref["online_rate_pct"] and row[3] == ref["resolved_total"], (ref["level"], row)
     level = pq.read_table(out / "kpi/cases_by_level/period=2024-Q3/part-0.parquet")
     assert level.num_rows == 4
-    assert len(list((out / "cases").rglob("part-0.parquet"))) == 16
+    # Staging: one file per partition, case_month=YYYY-MM (or none) / bucket=N (schemas/staging-layout.md).
+    parts = list((out / "cases").rglob("*.parquet"))
+    assert parts and all(p.name == "part-0.parquet" for p in parts), parts[:5]
+    assert all(p.parent.parent.name.startswith("case_month=") and p.parent.name.startswith("bucket=") for p in parts)
+    assert sum(pq.read_metadata(p).num_rows for p in parts) == pq.read_table(out / "cases").num_rows > 0
     assert (out / "reports/period=2024-Q3/index.html").is_file()
