@@ -219,6 +219,22 @@ fn write_run(
         .map_err(|e| e.into_error())
         .doing_with(|| room(&drawn_path))?;
     entries.sort_by(|a, b| (a.updated, &a.key).cmp(&(b.updated, &b.key)));
+    sorted_run(dir, part, &mut drawn, &drawn_path, entries)?;
+    drop(drawn);
+    let _ = std::fs::remove_file(&drawn_path);
+    Ok((part == 0).then_some((agencies, procedures)))
+}
+
+/// Writes part `part`'s records, read back from `drawn` in the order of `entries`, as its run,
+/// with the run's keys file beside it.
+fn sorted_run(
+    dir: &Path,
+    part: usize,
+    drawn: &mut File,
+    drawn_path: &Path,
+    entries: Vec<KeyEntry>,
+) -> Result<()> {
+    let room = |p: &Path| format!("writing {} (is the temp dir full?)", p.display());
     let (rp, kp) = (run_path(dir, part), keys_path(dir, part));
     let mut run = BufWriter::new(File::create(&rp).doing_with(|| room(&rp))?);
     let mut keys = BufWriter::new(File::create(&kp).doing_with(|| room(&kp))?);
@@ -237,9 +253,7 @@ fn write_run(
     }
     run.flush().doing_with(|| room(&rp))?;
     keys.flush().doing_with(|| room(&kp))?;
-    drop(drawn);
-    let _ = std::fs::remove_file(&drawn_path);
-    Ok((part == 0).then_some((agencies, procedures)))
+    Ok(())
 }
 
 /// Merges the runs' keys into the served order; the keys files go.

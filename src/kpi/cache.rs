@@ -100,8 +100,14 @@ impl Cache {
     pub fn add_to(&self, total: &mut Partial, partitions: &BTreeSet<String>) -> Result<()> {
         for (i, f) in self.files.iter().enumerate() {
             let Some(f) = f else { continue };
+            let columns: Vec<String> = f.file.columns();
+            let wanted: Vec<&str> = columns
+                .iter()
+                .map(String::as_str)
+                .filter(|c| !matches!(*c, "fingerprint" | "version"))
+                .collect();
             for range in f.file.ranges(ROW_GROUP_ROWS) {
-                let df = f.file.read(None, range)?;
+                let df = f.file.read(Some(&wanted), range)?;
                 add_rows(total, i, &df, partitions)?;
             }
         }
@@ -290,19 +296,30 @@ fn add_rows(
         text("key")?,
     );
     let (names, fields) = (text("agency_name_text")?, text("field_name")?);
-    let counts: Vec<Vec<Option<i64>>> = (0..PER_PERIOD)
-        .map(|m| Ok(df.column(&count_col(m))?.i64()?.iter().collect()))
-        .collect::<Result<_>>()?;
-    let cases: Vec<Option<i64>> = df.column("cases")?.i64()?.iter().collect();
     let damaged = || Error::Internal("a damaged KPI cache row".into());
+    let ints = |c: &str| -> Result<Vec<i64>> {
+        let n = df.column(c)?.i64()?.rechunk();
+        Ok(n.cont_slice().map_err(|_| damaged())?.to_vec())
+    };
+    let counts: Vec<Vec<i64>> = (0..PER_PERIOD)
+        .map(|m| ints(&count_col(m)))
+        .collect::<Result<_>>()?;
+    let cases = ints("cases")?;
     let mut row_counts = vec![0i64; PER_PERIOD];
+    // Rows come a partition at a time: decide once per run of rows.
+    let mut last: Option<(&str, bool)> = None;
     for r in 0..df.height() {
-        if !part[r].is_some_and(|p| partitions.contains(p)) {
+        let p = part[r].ok_or_else(damaged)?;
+        let wanted = match last {
+            Some((q, w)) if q == p => w,
+            _ => partitions.contains(p),
+        };
+        last = Some((p, wanted));
+        if !wanted {
             continue;
         }
-        let agency = agency[r].ok_or_else(damaged)?;
         for (m, c) in counts.iter().enumerate() {
-            row_counts[m] = c[r].ok_or_else(damaged)?;
+            row_counts[m] = c[r];
         }
         let used = match kind[r] {
             Some("g") => false,
@@ -310,11 +327,11 @@ fn add_rows(
             _ => return Err(damaged()),
         };
         let row = super::partial::Row {
-            agency,
+            agency: agency[r].ok_or_else(damaged)?,
             key: key[r],
             counts: &row_counts,
             names: (names[r], fields[r]),
-            cases: cases[r].unwrap_or(0),
+            cases: cases[r],
         };
         total.add_row(i, row, used, i == 0);
     }

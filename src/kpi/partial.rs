@@ -260,7 +260,15 @@ impl Partial {
 
     /// The sums, as frames.
     pub fn total(self, periods: &[Period]) -> Result<Totals> {
-        let n = self.periods;
+        Ok(Totals {
+            periods: periods.to_vec(),
+            counts: self.counts_frame()?,
+            used: self.used_frame()?,
+        })
+    }
+
+    /// Per agency × field: `<measure>#<i>` and `_outside#<i>` for each period, names, `_cases`.
+    fn counts_frame(&self) -> Result<DataFrame> {
         let mut groups: Vec<(&str, Option<&str>, &Group)> = self
             .groups
             .iter()
@@ -277,7 +285,7 @@ impl Partial {
                 groups.iter().map(|g| g.1).collect::<Vec<_>>(),
             ),
         ];
-        for i in 0..n {
+        for i in 0..self.periods {
             let names = counted_names().into_iter().chain(["_outside"]);
             for (m, name) in names.enumerate() {
                 let v: Vec<i64> = groups
@@ -287,27 +295,21 @@ impl Partial {
                 cols.push(Column::new(format!("{name}{}", suffix(i)).into(), v));
             }
         }
+        let names: Vec<Option<&str>> = groups.iter().map(|g| g.2.agency_name.as_deref()).collect();
+        let fields: Vec<Option<&str>> = groups.iter().map(|g| g.2.field_name.as_deref()).collect();
         cols.extend([
-            Column::new(
-                "agency_name_text".into(),
-                groups
-                    .iter()
-                    .map(|g| g.2.agency_name.as_deref())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "field_name".into(),
-                groups
-                    .iter()
-                    .map(|g| g.2.field_name.as_deref())
-                    .collect::<Vec<_>>(),
-            ),
+            Column::new("agency_name_text".into(), names),
+            Column::new("field_name".into(), fields),
             Column::new(
                 "_cases".into(),
                 groups.iter().map(|g| g.2.cases).collect::<Vec<_>>(),
             ),
         ]);
-        let counts = DataFrame::new(groups.len(), cols)?;
+        Ok(DataFrame::new(groups.len(), cols)?)
+    }
+
+    /// Per agency × procedure: `_used#<i>` for each period.
+    fn used_frame(&self) -> Result<DataFrame> {
         let mut used: Vec<(&str, Option<&str>, &Vec<i64>)> = self
             .used
             .iter()
@@ -324,16 +326,11 @@ impl Partial {
                 used.iter().map(|u| u.1).collect::<Vec<_>>(),
             ),
         ];
-        for i in 0..n {
+        for i in 0..self.periods {
             let v: Vec<i64> = used.iter().map(|u| u.2[i]).collect();
             cols.push(Column::new(format!("_used{}", suffix(i)).into(), v));
         }
-        let used = DataFrame::new(used.len(), cols)?;
-        Ok(Totals {
-            periods: periods.to_vec(),
-            counts,
-            used,
-        })
+        Ok(DataFrame::new(used.len(), cols)?)
     }
 }
 

@@ -2,8 +2,9 @@
 //! partition at a time ([`layout`]: by the date in the case id, so a night's changes touch the
 //! newest few): the partition's key columns and the new records' decide which version of each
 //! case is kept ([`upsert`]), then the kept rows are streamed, a row group at a time, from the
-//! old file and the spill into the new file, which replaces the old by one write. Memory holds
-//! the keys of one partition and one row group, never a whole partition. A replay rebuilds the
+//! old file and the spill into the new file, which replaces the old by one write. Two partitions
+//! are merged at once, one per core; each holds its keys and a row group, never a whole
+//! partition. A replay rebuilds the
 //! partitions from nothing and then removes the ones it did not write; staging in the layout
 //! before this one is rebuilt once ([`migrate`]). The table's columns are in [`schema`].
 
@@ -16,6 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use polars::prelude::*;
 
 use crate::error::Result;
@@ -52,19 +54,11 @@ pub async fn merge(
     let partitions = spill.partitions();
     let bar = progress::bar(Some(partitions.len() as u64), "partitions", "staging");
     let mut out = Merged::default();
-    for p in partitions {
-        let old = match rebuild {
-            false => store.get(&p.path()).await?,
-            true => None,
-        };
-        let (spill, enc) = (spill.clone(), enc.clone());
-        let (bytes, rows, duplicates) = blocking(move || merged(old, &spill, &p, &enc)).await?;
-        let file = WrittenFile {
-            path: p.path(),
-            bytes: bytes.len() as u64,
-            rows: Some(rows),
-        };
-        store.publish(&file.path, Bytes::from(bytes)).await?;
+    // Two partitions at a time, one per core: each holds its keys and a row group.
+    let mut written = futures::stream::iter(partitions)
+        .map(|p| merge_one(store, enc, spill.clone(), p, rebuild))
+        .buffer_unordered(MERGING);
+    while let Some((file, duplicates)) = written.try_next().await? {
         out.duplicates += duplicates;
         out.files.push(file);
         bar.inc(1);
@@ -81,6 +75,33 @@ pub async fn merge(
     }
     out.files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// Partitions merged at once.
+const MERGING: usize = 2;
+
+/// Merges partition `p` and writes its file; the file and the records superseded.
+async fn merge_one(
+    store: &Store,
+    enc: &ParquetEncoder,
+    spill: Arc<Spill>,
+    p: Partition,
+    rebuild: bool,
+) -> Result<(WrittenFile, u64)> {
+    let old = match rebuild {
+        false => store.get(&p.path()).await?,
+        true => None,
+    };
+    let path = p.path();
+    let enc = enc.clone();
+    let (bytes, rows, duplicates) = blocking(move || merged(old, &spill, &p, &enc)).await?;
+    let file = WrittenFile {
+        path,
+        bytes: bytes.len() as u64,
+        rows: Some(rows),
+    };
+    store.publish(&file.path, Bytes::from(bytes)).await?;
+    Ok((file, duplicates))
 }
 
 /// One partition merged: the new file's bytes, its rows, and the new records superseded within
