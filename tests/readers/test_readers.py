@@ -22,7 +22,9 @@ TEXT = (pa.string(), pa.large_string())
 
 
 def parquet_files(root: pathlib.Path):
-    return sorted(p for p in root.rglob("*.parquet") if "raw" not in p.relative_to(root).parts)
+    """The published Parquet files: not raw, not motcua's own state (`_state/kpi-cache`)."""
+    return sorted(p for p in root.rglob("*.parquet")
+                  if not {"raw", "_state"} & set(p.relative_to(root).parts))
 
 
 def expected_type(column: str, layer: str = "kpi"):
