@@ -1,12 +1,15 @@
-//! Stage 5: the KPIs, as typed polars plans over the staging table.
+//! Stage 5: the KPIs of every period of a run, from the staging table.
 //!
 //! Every measure is a count of cases, so a period's counts over the staging table are the sums
-//! of its counts over each slice of it: [`scan`] reads each partition once, a few row groups
-//! at a time and only [`INPUT_COLUMNS`], for every period of a run; [`partial`] counts and sums; and [`tables`] builds each period's
-//! `cases_by_agency` (every measure of [`crate::domain::rules`] per agency × field),
-//! `cases_by_level` (those rows summed per level and for `all`, so the two tables always roll
-//! up exactly) and `catalog_by_level`. The identities of `kpi.md` are checked on every row of
-//! both case tables ([`identities`]).
+//! of its counts over each partition: [`scan`] reads each partition once, a row group at a
+//! time and only [`INPUT_COLUMNS`]; [`partial`] counts each case for every period with
+//! [`crate::domain::rules::counted`], under its agency on its attribution date
+//! ([`attribution`]), and sums; [`cache`] keeps each partition's counts, so that only the
+//! partitions whose file changed are read again. [`tables`] then builds each period's
+//! `cases_by_agency` (every measure per agency × field), `cases_by_level` (those rows summed
+//! per level and for `all`, so the two tables always roll up exactly), `catalog_by_level`, and
+//! the restated tables ([`restate`]). The identities of `kpi.md` are checked on every row of
+//! the case tables ([`identities`]).
 
 pub mod attribution;
 pub mod cache;
