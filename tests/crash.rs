@@ -147,3 +147,24 @@ fn sigterm_stops_a_run_cleanly_and_releases_the_lock() {
     );
     assert!(!out.join("_staging").exists());
 }
+
+#[test]
+fn a_demo_source_stopped_by_sigterm_or_sigint_leaves_nothing_in_the_temp_dir() {
+    for signal in ["-TERM", "-INT"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut src = DemoProcess::start_in(&["--chaos", "off", "--scale", "0.05"], tmp.path());
+        let drawn = std::fs::read_dir(tmp.path()).unwrap().count();
+        assert_eq!(
+            drawn, 1,
+            "the province is drawn to one folder of the temp dir"
+        );
+        kill(&src.child, signal);
+        wait_until(30, "the demo source to stop", || {
+            matches!(src.child.try_wait(), Ok(Some(_)))
+        });
+        let status = src.child.wait().unwrap();
+        assert!(status.success(), "{signal}: {status:?}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(left.is_empty(), "{signal}: {left:?}");
+    }
+}

@@ -42,7 +42,10 @@ async fn a_night_costs_what_changed() {
     );
     // Recent months and the corrected cases' partitions, not the province's history.
     // (Cases in progress were received in the last three months or so: 13 partitions at most.)
-    assert!(second.staging_partitions_written <= 13 + night.corrections as u64, "{second:?}");
+    assert!(
+        second.staging_partitions_written <= 13 + night.corrections as u64,
+        "{second:?}"
+    );
     assert!(
         second.staging_partitions_written * 5 < second.staging_partitions,
         "{second:?}"

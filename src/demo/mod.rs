@@ -333,11 +333,15 @@ pub async fn run(src: DemoSource, ready_file: Option<&std::path::Path>) -> Resul
     let cases = src.shared.table.lock().map(|t| t.len()).unwrap_or(0);
     info!(url = %src.url(), cases, "demo source listening");
     println!("{}", src.url());
+    // SIGINT or SIGTERM (`make run` and the tests stop it so): the server stops and the
+    // province drawn to the temp dir is removed as the source drops.
+    let stopped = crate::pipeline::shutdown_signal();
     if let Some(f) = ready_file {
         let tmp = f.with_extension("tmp");
         std::fs::write(&tmp, src.url()).doing("writing the ready file")?;
         std::fs::rename(&tmp, f).doing("writing the ready file")?;
     }
-    tokio::signal::ctrl_c().await.ok();
+    stopped.await;
+    src.stop();
     Ok(())
 }

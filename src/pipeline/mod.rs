@@ -97,24 +97,30 @@ pub struct Done {
     pub tables: Vec<KpiTables>,
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn shutdown_signal() -> Signal {
+/// Waits for SIGINT or SIGTERM. Both are listened for from the call on, before the first
+/// poll, so a signal sent as soon as the caller says it is ready is not missed.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = Signal> {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => Signal::Interrupt,
-                _ = term.recv() => Signal::Terminate,
-            },
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops a run cleanly");
-                let _ = tokio::signal::ctrl_c().await;
-                Signal::Interrupt
+    let streams = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match streams {
+            (Ok(mut int), Ok(mut term)) => {
+                return tokio::select! {
+                    _ = int.recv() => Signal::Interrupt,
+                    _ = term.recv() => Signal::Terminate,
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "cannot listen for signals; only Ctrl-C stops cleanly");
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
         Signal::Interrupt
     }

@@ -9,9 +9,9 @@ use super::{PII_KEY, TOKEN};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_motcua");
 
-/// A `motcua demo-source` process, killed on drop.
+/// A `motcua demo-source` process, stopped with SIGTERM on drop (SIGKILL if it lingers).
 pub struct DemoProcess {
-    child: Child,
+    pub child: Child,
     pub url: String,
 }
 
@@ -27,6 +27,11 @@ impl DemoProcess {
     }
 
     pub fn start(args: &[&str]) -> DemoProcess {
+        Self::start_in(args, &std::env::temp_dir())
+    }
+
+    /// A demo source whose temp dir (where it draws its province) is `tmp`.
+    pub fn start_in(args: &[&str], tmp: &Path) -> DemoProcess {
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("url");
         let child = Command::new(BIN)
@@ -39,6 +44,7 @@ impl DemoProcess {
             ])
             .args(args)
             .env("MOTCUA_SOURCE_TOKEN", TOKEN)
+            .env("TMPDIR", tmp)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -58,6 +64,16 @@ impl DemoProcess {
 
 impl Drop for DemoProcess {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -37,8 +37,12 @@ def demo_source(*args):
             time.sleep(0.05)
         yield ready.read_text()
     finally:
-        src.kill()
-        src.wait()
+        src.terminate()  # SIGTERM: the source removes the province it drew to the temp dir
+        try:
+            src.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            src.kill()
+            src.wait()
 
 
 @pytest.fixture(scope="session")
