@@ -348,7 +348,7 @@ async fn a_backfill_through_the_2025_restructuring() {
                 .list()
                 .unwrap()
                 .iter()
-                .filter(|t| t.as_ref().is_some_and(|t| t.len() > 0))
+                .filter(|t| t.as_ref().is_some_and(|t| !t.is_empty()))
                 .count()
         })
         .sum::<usize>();

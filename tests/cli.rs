@@ -10,8 +10,6 @@ use common::process::{motcua, pipeline_file as pipeline_with, stderr, DemoProces
 use common::*;
 use std::process::Command;
 
-/// The count columns of `hue-2024-q3-cases.csv` and the published columns they are.
-
 /// Every measure of every row of a KPI table, as text.
 fn figures(df: &polars::prelude::DataFrame) -> Vec<Vec<String>> {
     (0..df.height())

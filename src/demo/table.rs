@@ -16,6 +16,10 @@ use crate::wire::text;
 pub trait Base: Send {
     /// Records in the base.
     fn len(&self) -> usize;
+    /// Whether the base has no record.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// `NgayCapNhat` of record `i`, epoch microseconds (absent: `i64::MIN`).
     fn updated(&self, i: usize) -> i64;
     /// `MaHoSo` of record `i`.

@@ -108,7 +108,7 @@ pub async fn count(
     let reader = tokio::spawn(read_all(store.clone(), paths, tx));
     let n = periods.len();
     let mut current = Partial::new(n);
-    let mut counting: Option<JoinHandle<Result<(Partial, Option<String>)>>> = None;
+    let mut counting: Option<JoinHandle<Result<Counted>>> = None;
     while let Some(slice) = rx.recv().await.transpose()? {
         if let Some(c) = counting.take() {
             absorb(joined(c).await?, &mut current, &mut done, bar)?;
@@ -130,6 +130,9 @@ pub async fn count(
         .map_err(|_| Error::Internal("the staging reader panicked".into()))?;
     Ok(())
 }
+
+/// A slice's counts, and its partition's path when it was the partition's last.
+type Counted = (Partial, Option<String>);
 
 /// Adds a slice's counts to its partition's; a partition's last slice completes it.
 fn absorb(
