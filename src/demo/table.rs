@@ -318,9 +318,9 @@ mod tests {
         }
     }
 
-    fn keys(t: &Table) -> Vec<String> {
-        t.all()
-            .unwrap()
+    /// The `MaHoSo` of each served record.
+    fn keys_of(served: &[String]) -> Vec<String> {
+        served
             .iter()
             .map(|j| {
                 serde_json::from_str::<Value>(j).unwrap()["MaHoSo"]
@@ -329,6 +329,10 @@ mod tests {
                     .to_string()
             })
             .collect()
+    }
+
+    fn keys(t: &Table) -> Vec<String> {
+        keys_of(&t.all().unwrap())
     }
 
     /// Served order is `(updated, key)` over base and tail; removed records are not served;
@@ -369,17 +373,7 @@ mod tests {
         assert_eq!(t.len(), want.len());
         for from in 0..t.len() {
             for len in [1, 3, 7] {
-                let got: Vec<String> = t
-                    .read(&t.locate(from, from + len))
-                    .unwrap()
-                    .iter()
-                    .map(|j| {
-                        serde_json::from_str::<Value>(j).unwrap()["MaHoSo"]
-                            .as_str()
-                            .unwrap()
-                            .to_string()
-                    })
-                    .collect();
+                let got = keys_of(&t.read(&t.locate(from, from + len)).unwrap());
                 let end = (from + len).min(want.len());
                 assert_eq!(got, want[from..end], "ranks {from}..{}", from + len);
             }
