@@ -12,7 +12,7 @@ PERIOD       ?= 2024-Q3
 export MOTCUA_SOURCE_TOKEN ?= demo-token
 export MOTCUA_PII_KEY      ?= demo-pii-key-not-for-production
 
-.PHONY: build run status test test-deps bench fmt clean
+.PHONY: build run status test test-deps bench bench-provinces fmt clean
 
 build:
 	$(CARGO) build --bin motcua
@@ -36,9 +36,11 @@ test: test-deps
 	$(CARGO) check --lib --features gcp,azure
 	PATH="$$HOME/.cargo/bin:$$PATH" MOTCUA_BIN=$(BIN) $(PYTHON) -m pytest -q tests/readers
 
-## test-deps: DuckDB, pyarrow, pytest and moto_server (pip); Chromium (Debian); s3s-fs (crates.io, ~3 min once).
+## test-deps: DuckDB, pyarrow, pytest, moto_server, pyspark, sqlglot (pip; pyspark is a 456 MB
+## download, about 1 min to install once); Java 17+ for Spark; Chromium (Debian); s3s-fs (crates.io, ~3 min once).
 test-deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	@java -version >/dev/null 2>&1 || { echo "Spark needs Java 17 or later: install it (apt-get install openjdk-17-jre-headless) and put java on PATH"; exit 1; }
 	@command -v chromium >/dev/null || { echo "installing chromium (apt-get)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null || \
 	  { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
@@ -54,6 +56,14 @@ bench:
 	$(CARGO) build --release --bin motcua
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/bench/requirements.txt
 	$(PYTHON) tests/bench/bench.py --bin $(CARGO_TARGET_DIR)/release/motcua --sizes $(SIZES) $(if $(BENCH_OUT),--out $(BENCH_OUT))
+
+## make bench-provinces: three demo provinces of SCALE (default 1.0, 240 k records each) in one root:
+## each job's time and memory, the national roll-up and `motcua sql` on Spark local (a few minutes).
+SCALE ?= 1.0
+bench-provinces:
+	$(CARGO) build --release --bin motcua
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/bench/requirements.txt -r tests/requirements.txt
+	$(PYTHON) tests/bench/provinces.py --bin $(CARGO_TARGET_DIR)/release/motcua --scale $(SCALE)
 
 fmt:
 	$(CARGO) fmt --all

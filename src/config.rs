@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::domain::period::Convention;
 use crate::normalise::PiiKey;
 use crate::source::SourceConfig;
+use crate::store::Province;
 
 /// A pipeline file: one per deployment. Every key is optional; see `pipelines/demo.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +27,9 @@ pub struct PipelineFile {
     pub name: Option<String>,
     /// Output root: a folder, `file://…` or `s3://bucket/prefix`.
     pub output: Option<String>,
+    /// In a root shared by many provinces, this deployment's province code (e.g. "46"):
+    /// every table then holds it as a `province=` partition level (`schemas/root-layout.md`).
+    pub province: Option<String>,
     pub period_convention: Option<Convention>,
     /// How far before the cursor the next pull starts, e.g. "3d", "12h", "0s".
     pub lookback: Option<String>,
@@ -83,6 +87,8 @@ pub struct Overrides {
     pub pipeline: Option<PathBuf>,
     pub source_url: Option<String>,
     pub output: Option<String>,
+    /// `--province`.
+    pub province: Option<String>,
     pub convention: Option<Convention>,
     /// `--restate-to`.
     pub restate_to: Option<NaiveDate>,
@@ -99,6 +105,8 @@ const NO_SOURCE: &str = "http://source.invalid/";
 pub struct Settings {
     pub name: String,
     pub output: String,
+    /// The province's part of a shared root, if the root is shared.
+    pub province: Option<Province>,
     pub convention: Convention,
     pub lookback: Duration,
     pub clock_skew: Duration,
@@ -252,6 +260,12 @@ impl Settings {
                 .clone()
                 .or(file.output.clone())
                 .unwrap_or_else(|| "./data".into()),
+            province: o
+                .province
+                .as_deref()
+                .or(file.province.as_deref())
+                .map(Province::new)
+                .transpose()?,
             convention: o.convention.or(file.period_convention).unwrap_or_default(),
             lookback: duration(&file.lookback, "3d")?,
             clock_skew: duration(&file.clock_skew, "5m")?,
@@ -312,6 +326,12 @@ mod tests {
             parse_duration(f.lock_expiry.as_deref().unwrap()).unwrap(),
             Duration::from_secs(7200)
         );
+        let f = PipelineFile::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/fleet/46.toml"
+        )))
+        .unwrap();
+        assert_eq!(f.province.as_deref(), Some("46"));
         assert!(toml::from_str::<PipelineFile>("outptu = \"x\"").is_err());
     }
 }

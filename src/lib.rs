@@ -32,6 +32,7 @@ pub mod raw;
 pub mod report;
 pub mod run_id;
 pub mod source;
+pub mod sql;
 pub mod stage;
 pub mod state;
 pub mod store;

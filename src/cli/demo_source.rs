@@ -29,6 +29,10 @@ pub struct Args {
     /// /demo/night?changes=20000&corrections=0` moves it on by one night.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+    /// The province letter code ending every agency code (and so every case id): serve the
+    /// same province as another one's, e.g. H01, for many provinces in one root.
+    #[arg(long, value_name = "CODE", default_value = crate::demo::AGENCY_CODE)]
+    pub agency_code: String,
     /// Serve donvi.json, tthc.json and hoso.json from this folder instead.
     #[arg(long, value_name = "DIR")]
     pub dataset: Option<PathBuf>,
@@ -59,6 +63,7 @@ pub async fn run(a: Args) -> Result<()> {
     let src = match a.dataset {
         Some(dir) => demo::start(demo::load_dataset(&dir)?, &token, chaos, addr).await?,
         None => demo::start_province(a.seed, a.scale, &token, chaos, addr).await?,
-    };
+    }
+    .with_agency_code(&a.agency_code)?;
     demo::run(src, a.ready_file.as_deref()).await
 }

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod demo_source;
 pub mod replay;
 pub mod run;
+pub mod sql;
 pub mod status;
 
 use std::io::IsTerminal;
@@ -47,6 +48,9 @@ pub enum Command {
     Replay(replay::Args),
     /// Show the last runs, the cursor, the lock holder and the published periods.
     Status(status::Args),
+    /// Print the SQL (DuckDB, Spark, Trino) that computes a period's cases_by_agency and
+    /// cases_by_level from the staging of every province of a shared root.
+    Sql(sql::Args),
     /// Serve the demo province on 127.0.0.1 (token: MOTCUA_SOURCE_TOKEN, default "demo-token").
     DemoSource(demo_source::Args),
 }
@@ -59,6 +63,7 @@ impl Cli {
             Command::Backfill(a) => backfill::run(a).await,
             Command::Replay(a) => replay::run(a).await,
             Command::Status(a) => status::run(a).await,
+            Command::Sql(a) => sql::run(a).await,
             Command::DemoSource(a) => demo_source::run(a).await,
         }
     }
@@ -79,6 +84,10 @@ pub struct Common {
     /// Output root: a folder, file://… or s3://bucket/prefix (default ./data).
     #[arg(long, value_name = "URL")]
     pub output: Option<String>,
+    /// In a root shared by many provinces, this job's province code (e.g. 46): its tables,
+    /// lock, cursor and run records go under `province=<code>` folders.
+    #[arg(long, value_name = "CODE")]
+    pub province: Option<String>,
     /// Restate the figures in the structure of this day (yyyy-MM-dd; default: today).
     #[arg(long, value_name = "DATE")]
     pub restate_to: Option<chrono::NaiveDate>,
@@ -99,6 +108,7 @@ impl Common {
             pipeline: self.pipeline.clone(),
             source_url: self.source_url.clone(),
             output: self.output.clone(),
+            province: self.province.clone(),
             convention: self.period_convention,
             restate_to: self.restate_to,
             offline: self.from_staging || offline,
@@ -119,10 +129,14 @@ impl Common {
             }
         }
         println!(
-            "run {} published {} period(s) to {}",
+            "run {} published {} period(s) to {}{}",
             done.record.run_id,
             done.tables.len(),
-            settings.output
+            settings.output,
+            settings
+                .province
+                .as_ref()
+                .map_or(String::new(), |p| format!(" (province={})", p.code()))
         );
         Ok(())
     }

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::pipeline::periods::published;
 use crate::pipeline::record::{self, RunRecord};
 use crate::state;
-use crate::store::Store;
+use crate::store::{Province, Store};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,20 +19,23 @@ pub struct Args {
     /// Output root: a folder, file://… or s3://bucket/prefix (default ./data).
     #[arg(long, value_name = "URL")]
     pub output: Option<String>,
+    /// In a root shared by many provinces, the province to show (default: the pipeline
+    /// file's `province`).
+    #[arg(long, value_name = "CODE")]
+    pub province: Option<String>,
     /// How many runs to list.
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    let output = match (a.output, a.pipeline) {
-        (Some(o), _) => o,
-        (None, Some(p)) => PipelineFile::load(&p)?
-            .output
-            .unwrap_or_else(|| "./data".into()),
-        (None, None) => "./data".into(),
+    let file = match &a.pipeline {
+        Some(p) => PipelineFile::load(p)?,
+        None => PipelineFile::default(),
     };
-    let store = Store::open(&output, "status")?;
+    let output = a.output.or(file.output).unwrap_or_else(|| "./data".into());
+    let province = a.province.or(file.province).as_deref().map(Province::new);
+    let store = Store::open(&output, "status")?.for_province(province.transpose()?);
     print!("{}", report(&store, a.runs).await?);
     Ok(())
 }
@@ -40,6 +43,13 @@ pub async fn run(a: Args) -> Result<()> {
 /// The status report of the output root `store`, showing the last `runs` runs.
 pub async fn report(store: &Store, runs: usize) -> Result<String> {
     let mut out = format!("output  {}\n", store.url);
+    if let Some(p) = store.province() {
+        out.push_str(&format!(
+            "province {} (province={} folders)\n",
+            p.code(),
+            p.code()
+        ));
+    }
     match state::describe(state::read_cursor(store)).await? {
         Ok(Some(c)) => out.push_str(&format!(
             "cursor  {} (NgayCapNhat, Vietnam time; set by run {})\n",

@@ -94,7 +94,23 @@ fn dropped(body: Bytes) -> Response {
         .expect("response")
 }
 
+/// `body` with the agency codes of another province (`DemoSource::with_agency_code`).
+fn recoded(s: &Shared, body: Bytes) -> Bytes {
+    let Some(code) = s.agency_code.get() else {
+        return body;
+    };
+    let from = format!(".{}", super::AGENCY_CODE);
+    let mut out = body.to_vec();
+    let mut at = 0;
+    while let Some(i) = memchr::memmem::find(&out[at..], from.as_bytes()) {
+        out[at + i + 1..at + i + 4].copy_from_slice(code);
+        at += i + 4;
+    }
+    Bytes::from(out)
+}
+
 fn answer(s: &Shared, n: u64, body: Bytes) -> Response {
+    let body = recoded(s, body);
     if hits(s.chaos.drop_every, n) {
         return dropped(body);
     }

@@ -82,7 +82,12 @@ struct Shared {
     /// The nights of a drawn province (none for a dataset).
     nights: Option<Mutex<Nights>>,
     requests: AtomicU64,
+    /// The province letter code the agency codes are served with, when not `H57`.
+    agency_code: std::sync::OnceLock<[u8; 3]>,
 }
+
+/// The province code in the demo's agency codes (`000.00.15.H57`).
+pub const AGENCY_CODE: &str = "H57";
 
 /// A running demo source.
 pub struct DemoSource {
@@ -98,6 +103,23 @@ impl DemoSource {
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.shared.table.lock().expect("table lock")
+    }
+
+    /// Serves the province as another one's: every agency code (and so every case id) ends in
+    /// `.<code>` instead of `.H57`; `code` is a letter and two digits, e.g. `H01`.
+    pub fn with_agency_code(self, code: &str) -> Result<DemoSource> {
+        let bytes = <[u8; 3]>::try_from(code.as_bytes())
+            .ok()
+            .filter(|b| b[0].is_ascii_uppercase() && b[1..].iter().all(u8::is_ascii_digit))
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "agency code {code:?}: use a capital letter and two digits, e.g. H01"
+                ))
+            })?;
+        if code != AGENCY_CODE {
+            let _ = self.shared.agency_code.set(bytes);
+        }
+        Ok(self)
     }
 
     /// Records updated while clients paged so far.
@@ -226,6 +248,7 @@ async fn serve(
         table: Mutex::new(table),
         nights: nights.map(Mutex::new),
         requests: AtomicU64::new(0),
+        agency_code: std::sync::OnceLock::new(),
     });
     let app = Router::new()
         .route("/v1/donvi", get(http::donvi))

@@ -77,26 +77,11 @@ impl Bounds {
             l: days(p.end),
         }
     }
-
-    /// F ≤ d ≤ L.
-    fn within(&self, d: Option<i32>) -> bool {
-        d.is_some_and(|d| self.f <= d && d <= self.l)
-    }
 }
 
 /// Days since 1970-01-01 (a polars `Date`).
 pub fn days(d: NaiveDate) -> i32 {
     (d - NaiveDate::default()).num_days() as i32
-}
-
-/// a < b, both present.
-fn lt(a: Option<i32>, b: Option<i32>) -> bool {
-    matches!((a, b), (Some(a), Some(b)) if a < b)
-}
-
-/// a ≤ b, both present.
-fn le(a: Option<i32>, b: Option<i32>) -> bool {
-    matches!((a, b), (Some(a), Some(b)) if a <= b)
 }
 
 impl Case {
@@ -110,17 +95,10 @@ impl Case {
         self.status.is_some_and(is_ended)
     }
 
-    fn status_in(&self, codes: &[i32]) -> bool {
-        self.status.is_some_and(|s| codes.contains(&s))
-    }
-
     /// The day the case counts on in period F … L (`agencies.md`): its end when it ended on or
     /// before L, else L.
     pub fn attribution_day(&self, p: Bounds) -> i32 {
-        match self.end {
-            Some(e) if self.ended() && e <= p.l => e,
-            _ => p.l,
-        }
+        counted_on(self, p).1
     }
 }
 
@@ -169,69 +147,294 @@ pub fn counted_names() -> Vec<&'static str> {
         .collect()
 }
 
-/// Which of the counted measures ([`counted_names`]) case `c` meets in the period `p`.
-pub fn counted(c: &Case, p: Bounds) -> [bool; COUNTED] {
-    let l = Some(p.l);
-    // The terms of kpi.md that several measures share.
-    let accepted = c.accepted();
-    let ended = c.ended();
-    // received_new: accepted, F ≤ acc ≤ L
-    let received_new = accepted && p.within(c.acc);
-    // F ≤ end ≤ L
-    let end_in_period = p.within(c.end);
-    // resolved: status 9 or 10, F ≤ end ≤ L (withdrawals aside)
-    let resolved = c.status_in(&[PROCESSED, RETURNED]) && end_in_period;
-    // in progress: accepted, acc ≤ L, and not (ended with end ≤ L)
-    let in_progress = accepted && le(c.acc, l) && !(ended && le(c.end, l));
-    // online: channel 2; absent counts as in person
-    let online = c.channel == Some(ONLINE);
-    let overdue = resolved && lt(c.due, c.end);
+// ---------------------------------------------------------------------------------------------
+// The measures, written once over a [`Logic`]: evaluated on one case ([`counted`], the KPI
+// stage) and rendered as SQL (`crate::sql`, `motcua sql`) from the same text below.
+// ---------------------------------------------------------------------------------------------
+
+/// What a rule compares: a column of the case, a bound of the period, or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Val {
+    Status,
+    Channel,
+    Sub,
+    Acc,
+    Ref,
+    End,
+    Due,
+    SupplementRequests,
+    F,
+    L,
+    Int(i32),
+}
+
+/// A yes/no column of the case: true only when present and 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    PaidOnline,
+    Digitized,
+}
+
+/// The words the rules are written in. A comparison with an absent value is false (never
+/// unknown), so `not`, `and` and `or` are two-valued everywhere.
+pub trait Logic {
+    type B: Clone;
+    /// a < b, both present.
+    fn lt(&self, a: Val, b: Val) -> Self::B;
+    /// a ≤ b, both present.
+    fn le(&self, a: Val, b: Val) -> Self::B;
+    /// a = b, both present.
+    fn eq(&self, a: Val, b: Val) -> Self::B;
+    /// The value is absent.
+    fn absent(&self, a: Val) -> Self::B;
+    /// The status is present and one of `codes`.
+    fn status_in(&self, codes: &'static [i32]) -> Self::B;
+    fn flag(&self, f: Flag) -> Self::B;
+    fn and(&self, a: Self::B, b: Self::B) -> Self::B;
+    fn or(&self, a: Self::B, b: Self::B) -> Self::B;
+    fn not(&self, a: Self::B) -> Self::B;
+
+    /// F ≤ v ≤ L.
+    fn within(&self, v: Val) -> Self::B {
+        self.and(self.le(Val::F, v), self.le(v, Val::L))
+    }
+}
+
+/// The terms of kpi.md that several measures share (and attribution reads).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Terms<B> {
+    /// accepted: status is not 1 and not 3.
+    pub accepted: B,
+    /// ended: status is 7, 8, 9 or 10.
+    pub ended: B,
+    /// received_new: accepted, F ≤ acc ≤ L.
+    pub received_new: B,
+    /// F ≤ end ≤ L.
+    pub end_in_period: B,
+    /// resolved: status 9 or 10, F ≤ end ≤ L (withdrawals aside).
+    pub resolved: B,
+    /// in progress: accepted, acc ≤ L, and not (ended with end ≤ L).
+    pub in_progress: B,
+    /// online: channel 2; absent counts as in person.
+    pub online: B,
+    /// resolved, due present, end > due.
+    pub overdue: B,
+    /// ended with end ≤ L: the case counts on its end, else on L (`agencies.md`).
+    pub ended_by_l: B,
+}
+
+impl<B> Terms<B> {
+    /// The terms by name, in declaration order.
+    pub fn named(&self) -> [(&'static str, &B); 9] {
+        [
+            ("accepted", &self.accepted),
+            ("ended", &self.ended),
+            ("received_new", &self.received_new),
+            ("end_in_period", &self.end_in_period),
+            ("resolved", &self.resolved),
+            ("in_progress", &self.in_progress),
+            ("online", &self.online),
+            ("overdue", &self.overdue),
+            ("ended_by_l", &self.ended_by_l),
+        ]
+    }
+
+    /// Terms each given by its name (e.g. a column holding it).
+    pub fn by_name(f: impl Fn(&'static str) -> B) -> Terms<B> {
+        Terms {
+            accepted: f("accepted"),
+            ended: f("ended"),
+            received_new: f("received_new"),
+            end_in_period: f("end_in_period"),
+            resolved: f("resolved"),
+            in_progress: f("in_progress"),
+            online: f("online"),
+            overdue: f("overdue"),
+            ended_by_l: f("ended_by_l"),
+        }
+    }
+}
+
+/// The shared terms of one case in the period.
+pub fn terms<X: Logic>(x: &X) -> Terms<X::B> {
+    use Val::*;
+    let accepted = x.and(
+        x.not(x.absent(Status)),
+        x.not(x.status_in(&[WAITING, REFUSED])),
+    );
+    let ended = x.status_in(&[WITHDRAWN, STOPPED, PROCESSED, RETURNED]);
+    let received_new = x.and(accepted.clone(), x.within(Acc));
+    let end_in_period = x.within(End);
+    let resolved = x.and(x.status_in(&[PROCESSED, RETURNED]), end_in_period.clone());
+    let ended_by_l = x.and(ended.clone(), x.le(End, L));
+    let in_progress = x.and(
+        x.and(accepted.clone(), x.le(Acc, L)),
+        x.not(ended_by_l.clone()),
+    );
+    Terms {
+        online: x.eq(Channel, Int(ONLINE)),
+        overdue: x.and(resolved.clone(), x.lt(Due, End)),
+        accepted,
+        ended,
+        received_new,
+        end_in_period,
+        resolved,
+        in_progress,
+        ended_by_l,
+    }
+}
+
+/// The counted measures ([`counted_names`]) of one case, from its terms `t`.
+pub fn measures<X: Logic>(x: &X, t: &Terms<X::B>) -> [X::B; COUNTED] {
+    use Val::*;
+    let and = |a: &X::B, b: X::B| x.and(a.clone(), b);
     [
         // 4 received_online: accepted, F ≤ acc ≤ L, channel 2
-        received_new && online,
+        and(&t.received_new, t.online.clone()),
         // 5 received_offline: accepted, F ≤ acc ≤ L, channel not 2
-        received_new && !online,
+        and(&t.received_new, x.not(t.online.clone())),
         // 4+5 received_new
-        received_new,
+        t.received_new.clone(),
         // 6 carried_over: accepted, acc < F, and not (ended with end < F)
-        accepted && lt(c.acc, Some(p.f)) && !(ended && lt(c.end, Some(p.f))),
+        and(
+            &t.accepted,
+            x.and(x.lt(Acc, F), x.not(x.and(t.ended.clone(), x.lt(End, F)))),
+        ),
         // 7 resolved_total: status 7, 9 or 10, F ≤ end ≤ L
-        c.status_in(&[WITHDRAWN, PROCESSED, RETURNED]) && end_in_period,
+        and(
+            &t.end_in_period,
+            x.status_in(&[WITHDRAWN, PROCESSED, RETURNED]),
+        ),
         // 8 resolved_early: resolved, due present, end < due
-        resolved && lt(c.end, c.due),
+        and(&t.resolved, x.lt(End, Due)),
         // 9 resolved_on_time: resolved, due absent or end = due
-        resolved && (c.due.is_none() || (c.end.is_some() && c.end == c.due)),
+        and(&t.resolved, x.or(x.absent(Due), x.eq(End, Due))),
         // 10 resolved_overdue: resolved, due present, end > due
-        overdue,
+        t.overdue.clone(),
         // resolved_overdue_excused: overdue, and the applicant was asked to supplement
-        overdue && c.supplement_requests.is_some_and(|n| n > 0),
+        and(&t.overdue, x.lt(Int(0), SupplementRequests)),
         // resolved_withdrawn: status 7, F ≤ end ≤ L
-        c.status == Some(WITHDRAWN) && end_in_period,
+        and(&t.end_in_period, x.status_in(&[WITHDRAWN])),
         // stopped: status 8, F ≤ end ≤ L
-        c.status == Some(STOPPED) && end_in_period,
+        and(&t.end_in_period, x.status_in(&[STOPPED])),
         // 11 in_progress_total
-        in_progress,
+        t.in_progress.clone(),
         // 12 in_progress_within: in progress, due absent or due ≥ L
-        in_progress && (c.due.is_none() || le(l, c.due)),
+        and(&t.in_progress, x.or(x.absent(Due), x.le(L, Due))),
         // 13 in_progress_overdue: in progress, due present, due < L
-        in_progress && lt(c.due, l),
+        and(&t.in_progress, x.lt(Due, L)),
         // waiting_acceptance: sub ≤ L, not (acc ≤ L), not (ref ≤ L)
-        le(c.sub, l) && !le(c.acc, l) && !le(c.refd, l),
+        x.and(
+            x.le(Sub, L),
+            x.and(x.not(x.le(Acc, L)), x.not(x.le(Ref, L))),
+        ),
         // refused: status 3, F ≤ ref ≤ L
-        c.status == Some(REFUSED) && p.within(c.refd),
+        x.and(x.status_in(&[REFUSED]), x.within(Ref)),
         // paid_online: in received_new, DuocThanhToanTrucTuyen = 1
-        received_new && c.paid_online == Some(true),
+        and(&t.received_new, x.flag(Flag::PaidOnline)),
         // digitized: in received_new, HoSoCoThanhPhanSoHoa = 1
-        received_new && c.digitized == Some(true),
+        and(&t.received_new, x.flag(Flag::Digitized)),
     ]
+}
+
+/// One case in one period: the rules evaluated.
+struct OneCase<'a> {
+    c: &'a Case,
+    p: Bounds,
+}
+
+impl OneCase<'_> {
+    #[inline(always)]
+    fn value(&self, v: Val) -> Option<i64> {
+        let c = self.c;
+        match v {
+            Val::Status => c.status.map(i64::from),
+            Val::Channel => c.channel.map(i64::from),
+            Val::Sub => c.sub.map(i64::from),
+            Val::Acc => c.acc.map(i64::from),
+            Val::Ref => c.refd.map(i64::from),
+            Val::End => c.end.map(i64::from),
+            Val::Due => c.due.map(i64::from),
+            Val::SupplementRequests => c.supplement_requests,
+            Val::F => Some(self.p.f.into()),
+            Val::L => Some(self.p.l.into()),
+            Val::Int(n) => Some(n.into()),
+        }
+    }
+
+    #[inline(always)]
+    fn both(&self, a: Val, b: Val, f: impl Fn(i64, i64) -> bool) -> bool {
+        matches!((self.value(a), self.value(b)), (Some(a), Some(b)) if f(a, b))
+    }
+}
+
+impl Logic for OneCase<'_> {
+    type B = bool;
+    #[inline(always)]
+    fn lt(&self, a: Val, b: Val) -> bool {
+        self.both(a, b, |a, b| a < b)
+    }
+    #[inline(always)]
+    fn le(&self, a: Val, b: Val) -> bool {
+        self.both(a, b, |a, b| a <= b)
+    }
+    #[inline(always)]
+    fn eq(&self, a: Val, b: Val) -> bool {
+        self.both(a, b, |a, b| a == b)
+    }
+    #[inline(always)]
+    fn absent(&self, a: Val) -> bool {
+        self.value(a).is_none()
+    }
+    #[inline(always)]
+    fn status_in(&self, codes: &'static [i32]) -> bool {
+        self.c.status.is_some_and(|s| codes.contains(&s))
+    }
+    #[inline(always)]
+    fn flag(&self, f: Flag) -> bool {
+        match f {
+            Flag::PaidOnline => self.c.paid_online == Some(true),
+            Flag::Digitized => self.c.digitized == Some(true),
+        }
+    }
+    #[inline(always)]
+    fn and(&self, a: bool, b: bool) -> bool {
+        a & b
+    }
+    #[inline(always)]
+    fn or(&self, a: bool, b: bool) -> bool {
+        a | b
+    }
+    #[inline(always)]
+    fn not(&self, a: bool) -> bool {
+        !a
+    }
+}
+
+/// Which of the counted measures ([`counted_names`]) case `c` meets in the period `p`, and the
+/// day it counts on there (`agencies.md`).
+#[inline]
+pub fn counted_on(c: &Case, p: Bounds) -> ([bool; COUNTED], i32) {
+    let x = OneCase { c, p };
+    let t = terms(&x);
+    let day = match c.end {
+        Some(e) if t.ended_by_l => e,
+        _ => p.l,
+    };
+    (measures(&x, &t), day)
+}
+
+/// Which of the counted measures ([`counted_names`]) case `c` meets in the period `p`.
+pub fn counted(c: &Case, p: Bounds) -> [bool; COUNTED] {
+    counted_on(c, p).0
 }
 
 /// Index of received_new in [`counted`] (catalog measures count procedures used by it).
 pub const RECEIVED_NEW: usize = 2;
 
-/// received_total = received_new + carried_over, applied after aggregation.
+/// received_total = received_new + carried_over ([`RECEIVED_TOTAL`]), after aggregation.
 pub fn received_total() -> Expr {
-    (col("received_new") + col("carried_over")).alias("received_total")
+    sum_expr(RECEIVED_TOTAL.1).alias(RECEIVED_TOTAL.0)
 }
 
 /// `num / den` as a fraction, null when the denominator is 0.
@@ -241,22 +444,66 @@ pub fn ratio(num: Expr, den: Expr) -> Expr {
         .otherwise(num.cast(DataType::Float64) / den.cast(DataType::Float64))
 }
 
-/// The rates of kpi.md over counted columns: fractions in [0, 1], null when the denominator is 0.
+/// A sum of count columns, each added (`+1`) or subtracted (`-1`).
+pub type Sum = &'static [(i64, &'static str)];
+
+/// The rates of kpi.md, as numerator and denominator sums of count columns: fractions in
+/// [0, 1], null when the denominator is 0. [`rates`] makes them polars expressions,
+/// `crate::sql` SQL.
+pub const RATES: [(&str, Sum, Sum); 3] = [
+    (
+        "online_rate",
+        &[(1, "received_online")],
+        &[(1, "received_new")],
+    ),
+    (
+        "on_time_rate",
+        &[(1, "resolved_early"), (1, "resolved_on_time")],
+        &[
+            (1, "resolved_early"),
+            (1, "resolved_on_time"),
+            (1, "resolved_overdue"),
+            (-1, "resolved_overdue_excused"),
+        ],
+    ),
+    (
+        "progress_rate_766",
+        &[
+            (1, "resolved_early"),
+            (1, "resolved_on_time"),
+            (1, "in_progress_within"),
+        ],
+        &[
+            (1, "resolved_early"),
+            (1, "resolved_on_time"),
+            (1, "resolved_overdue"),
+            (1, "in_progress_total"),
+        ],
+    ),
+];
+
+/// received_total, the one measure that is a sum of two others.
+pub const RECEIVED_TOTAL: (&str, Sum) = (
+    "received_total",
+    &[(1, "received_new"), (1, "carried_over")],
+);
+
+/// A [`Sum`] of count columns as a polars expression.
+fn sum_expr(sum: Sum) -> Expr {
+    sum.iter()
+        .skip(1)
+        .fold(col(sum[0].1), |acc, (sign, name)| match sign {
+            -1 => acc - col(*name),
+            _ => acc + col(*name),
+        })
+}
+
+/// The rates of kpi.md over counted columns ([`RATES`]).
 pub fn rates() -> Vec<Expr> {
-    let early_on_time = col("resolved_early") + col("resolved_on_time");
-    vec![
-        ratio(col("received_online"), col("received_new")).alias("online_rate"),
-        ratio(
-            early_on_time.clone(),
-            early_on_time.clone() + col("resolved_overdue") - col("resolved_overdue_excused"),
-        )
-        .alias("on_time_rate"),
-        ratio(
-            early_on_time.clone() + col("in_progress_within"),
-            early_on_time + col("resolved_overdue") + col("in_progress_total"),
-        )
-        .alias("progress_rate_766"),
-    ]
+    RATES
+        .iter()
+        .map(|(name, num, den)| ratio(sum_expr(num), sum_expr(den)).alias(*name))
+        .collect()
 }
 
 /// The three identities of kpi.md, each true on a correct row.

@@ -228,8 +228,7 @@ impl Partial {
                 _ => None,
             };
             for (i, p) in bounds.iter().enumerate() {
-                let hits = rules::counted(case, *p);
-                let on = case.attribution_day(*p);
+                let (hits, on) = rules::counted_on(case, *p);
                 let agency = match transfers {
                     Some(t) => attribution::agency_on_day(now, t, on),
                     None => now,

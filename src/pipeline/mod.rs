@@ -129,7 +129,7 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = Signal> {
 /// Runs `command` under the lock and writes the run record, whatever happens.
 pub async fn execute(settings: &Settings, command: &Command, opts: Options) -> Result<Done> {
     let run_id = crate::run_id::new();
-    let store = Store::open(&settings.output, &run_id)?;
+    let store = Store::open(&settings.output, &run_id)?.for_province(settings.province.clone());
     let started = Instant::now();
     let mut record = RunRecord::start(
         &run_id,

@@ -126,6 +126,10 @@ pub struct RunRecord {
     #[serde(default)]
     pub range: Option<String>,
     pub output: String,
+    /// The province of a shared root (`schemas/root-layout.md`); the files below are then
+    /// where they are in the root, under `province=<code>` folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub province: Option<String>,
     pub period_convention: Convention,
     pub periods: Vec<PeriodRecord>,
     pub started_at: String,
@@ -220,6 +224,7 @@ impl RunRecord {
             command,
             range: None,
             output: output.to_string(),
+            province: None,
             period_convention: convention,
             periods: vec![],
             started_at: now(),
@@ -244,7 +249,12 @@ impl RunRecord {
 
     /// Writes the record (one atomic write).
     pub async fn write(&self, store: &Store) -> Result<()> {
-        let body = serde_json::to_vec_pretty(self).doing("encoding the run record")?;
+        let mut shown = self.clone();
+        shown.province = store.province().map(|p| p.code().to_string());
+        for f in &mut shown.files {
+            f.path = store.located(&f.path);
+        }
+        let body = serde_json::to_vec_pretty(&shown).doing("encoding the run record")?;
         store.publish(&path(&self.run_id), Bytes::from(body)).await
     }
 

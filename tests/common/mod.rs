@@ -31,6 +31,7 @@ pub fn settings(url: &str, output: &Path, convention: Convention) -> Settings {
     source.backoff_base = Duration::from_millis(20);
     source.backoff_max = Duration::from_millis(200);
     Settings {
+        province: None,
         name: "test".into(),
         output: output.to_str().unwrap().to_string(),
         convention,

@@ -8,6 +8,10 @@
 //! renamed into place; on an object store a single PUT (or a completed multipart upload) is
 //! atomic by itself.
 
+mod province;
+
+pub use province::Province;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,6 +53,8 @@ pub struct Store {
     local: Option<PathBuf>,
     staging: String,
     seq: Arc<AtomicU64>,
+    /// In a shared root, the province whose objects this store reads and writes.
+    province: Option<Province>,
 }
 
 impl std::fmt::Debug for Store {
@@ -153,6 +159,7 @@ impl Store {
             local: Some(path),
             staging,
             seq: Arc::new(AtomicU64::new(0)),
+            province: None,
         })
     }
 
@@ -167,7 +174,71 @@ impl Store {
             local: None,
             staging,
             seq: Arc::new(AtomicU64::new(0)),
+            province: None,
         }
+    }
+
+    /// This store as one province's part of a shared root (`store/province.rs`): every path
+    /// stays the single-province one, the objects live under `province=<code>` folders.
+    pub fn for_province(mut self, province: Option<Province>) -> Store {
+        self.province = province;
+        self
+    }
+
+    /// The province of a shared root this store is for.
+    pub fn province(&self) -> Option<&Province> {
+        self.province.as_ref()
+    }
+
+    /// Where the object or folder `path` is in the root.
+    fn physical(&self, path: &str) -> String {
+        match &self.province {
+            Some(p) => p.physical(path).unwrap_or_else(|| path.to_string()),
+            None => path.to_string(),
+        }
+    }
+
+    /// Where the object `path` is in the root, for people and run records.
+    pub fn located(&self, path: &str) -> String {
+        self.physical(path)
+    }
+
+    /// The object `path`.
+    fn at(&self, path: &str) -> Path {
+        Path::from(self.physical(path))
+    }
+
+    /// The file of `path` in a local root.
+    fn fs_path(&self, root: &std::path::Path, path: &str) -> PathBuf {
+        root.join(self.physical(path))
+    }
+
+    /// The objects under `prefix`, each with its path as the rest of motcua sees it.
+    fn list_under(
+        &self,
+        prefix: &str,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
+        let Some(p) = self.province.clone() else {
+            return self.os.list(Some(&Path::from(prefix)));
+        };
+        let listed = p.physical(prefix).unwrap_or_else(|| prefix.to_string());
+        self.os
+            .list(Some(&Path::from(listed)))
+            .filter_map(move |m| {
+                let m = match m {
+                    Ok(mut m) => match p.logical(m.location.as_ref()) {
+                        Some(l) => {
+                            m.location = Path::from(l);
+                            Some(Ok(m))
+                        }
+                        None => None,
+                    },
+                    Err(e) => Some(Err(e)),
+                };
+                std::future::ready(m)
+            })
+            .boxed()
     }
 
     /// What to check when the root cannot be used.
@@ -213,10 +284,8 @@ impl Store {
         &self,
         prefix: &str,
     ) -> Result<Vec<(String, u64, chrono::DateTime<chrono::Utc>)>> {
-        let p = Path::from(prefix);
         let mut out: Vec<(String, u64, chrono::DateTime<chrono::Utc>)> = self
-            .os
-            .list(Some(&p))
+            .list_under(prefix)
             .map_ok(|m| (m.location.to_string(), m.size, m.last_modified))
             .try_collect()
             .await
@@ -228,10 +297,8 @@ impl Store {
     /// The objects under `prefix` with a version each (the ETag; else size and time of the
     /// last write), sorted by path: a file replaced gets another version.
     pub async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, String)>> {
-        let p = Path::from(prefix);
         let mut out: Vec<(String, String)> = self
-            .os
-            .list(Some(&p))
+            .list_under(prefix)
             .map_ok(|m| {
                 let version = match &m.e_tag {
                     Some(t) => format!("{t}/{}", m.size),
@@ -266,10 +333,10 @@ impl Store {
 
     /// Replaces the object at `path` with `bytes` in one atomic step.
     pub async fn publish(&self, path: &str, bytes: Bytes) -> Result<()> {
-        let dest = Path::from(path);
+        let dest = self.at(path);
         let written = if self.local.is_some() {
             let n = self.seq.fetch_add(1, Ordering::Relaxed);
-            let tmp = Path::from(format!("{}/{n:06}.tmp", self.staging));
+            let tmp = self.at(&format!("{}/{n:06}.tmp", self.staging));
             match self.put_direct(&tmp, bytes).await {
                 Ok(()) => self.os.rename(&tmp, &dest).await,
                 Err(e) => Err(e),
@@ -283,7 +350,7 @@ impl Store {
     /// Reads an object with its version; `None` when it does not exist.
     pub async fn get_versioned(&self, path: &str) -> Result<Option<(Bytes, Version)>> {
         let fail = |e| self.failed(format!("reading {path}"), e);
-        match self.os.get(&Path::from(path)).await {
+        match self.os.get(&self.at(path)).await {
             Ok(r) => {
                 let tag = object_store::UpdateVersion {
                     e_tag: r.meta.e_tag.clone(),
@@ -310,7 +377,7 @@ impl Store {
         };
         let r = self
             .os
-            .put_opts(&Path::from(path), PutPayload::from(bytes.clone()), opts)
+            .put_opts(&self.at(path), PutPayload::from(bytes.clone()), opts)
             .await?;
         let tag = object_store::UpdateVersion {
             e_tag: r.e_tag,
@@ -389,7 +456,7 @@ impl Store {
         let Some(root) = &self.local else {
             return Ok(None);
         };
-        let guard = root.join(format!("{path}.guard"));
+        let guard = self.fs_path(root, &format!("{path}.guard"));
         let shown = guard.display().to_string();
         tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             if let Some(dir) = guard.parent() {
@@ -410,7 +477,7 @@ impl Store {
     }
 
     pub async fn delete(&self, path: &str) -> Result<()> {
-        match self.os.delete(&Path::from(path)).await {
+        match self.os.delete(&self.at(path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.failed(format!("deleting {path}"), e)),
         }
@@ -429,8 +496,8 @@ impl Store {
         if let Some(root) = &self.local {
             // Whole folders: a write killed half-way leaves `object_store`'s own partial file
             // (`….tmp#1`), which listing does not show.
-            let own = root.join(&self.staging);
-            if let Ok(rd) = std::fs::read_dir(root.join("_staging")) {
+            let own = self.fs_path(root, &self.staging);
+            if let Ok(rd) = std::fs::read_dir(self.fs_path(root, "_staging")) {
                 for d in rd.flatten() {
                     if d.path() != own {
                         let _ = std::fs::remove_dir_all(d.path());
@@ -447,8 +514,9 @@ impl Store {
             self.delete(&p).await?;
         }
         if let Some(root) = &self.local {
-            let dir = root.join(&self.staging);
+            let dir = self.fs_path(root, &self.staging);
             let _ = std::fs::remove_dir(&dir);
+            let _ = std::fs::remove_dir(self.fs_path(root, "_staging"));
             let _ = std::fs::remove_dir(root.join("_staging"));
         }
         Ok(())
