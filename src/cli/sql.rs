@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long, value_name = "ID")]
     pub period: String,
     /// decree09 (default, or the pipeline file's) or calendar.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, alias = "convention")]
     pub period_convention: Option<Convention>,
     /// The shared root as the engine reaches it (default: the pipeline file's output, else
     /// ./data), e.g. s3://bucket/motcua for DuckDB, s3a://bucket/motcua for Spark.

@@ -3,6 +3,7 @@
 
 pub mod agency;
 pub mod level;
+pub mod logic;
 pub mod period;
 pub mod reject;
 pub mod rules;

@@ -14,6 +14,11 @@
 //! The rest of motcua sees the single-province paths: [`Province::physical`] and
 //! [`Province::logical`] translate at the store.
 
+use std::path::PathBuf;
+
+use object_store::path::Path;
+
+use super::Store;
 use crate::error::{Error, Result};
 
 /// The folder levels of a table under the root: `kpi/<table>`, `dim/<table>`; one elsewhere.
@@ -80,6 +85,72 @@ impl Province {
         let mut out = parts[..depth].to_vec();
         out.extend(&parts[depth + 1..]);
         Some(out.join("/"))
+    }
+}
+
+/// A store's paths in a shared root: the rest of `Store` reads and writes through these.
+impl Store {
+    /// This store as one province's part of a shared root (`store/province.rs`): every path
+    /// stays the single-province one, the objects live under `province=<code>` folders.
+    pub fn for_province(mut self, province: Option<Province>) -> Store {
+        self.province = province;
+        self
+    }
+
+    /// The province of a shared root this store is for.
+    pub fn province(&self) -> Option<&Province> {
+        self.province.as_ref()
+    }
+
+    /// Where the object or folder `path` is in the root.
+    pub(super) fn physical(&self, path: &str) -> String {
+        match &self.province {
+            Some(p) => p.physical(path).unwrap_or_else(|| path.to_string()),
+            None => path.to_string(),
+        }
+    }
+
+    /// Where the object `path` is in the root, for people and run records.
+    pub fn located(&self, path: &str) -> String {
+        self.physical(path)
+    }
+
+    /// The object `path`.
+    pub(super) fn at(&self, path: &str) -> Path {
+        Path::from(self.physical(path))
+    }
+
+    /// The file of `path` in a local root.
+    pub(super) fn fs_path(&self, root: &std::path::Path, path: &str) -> PathBuf {
+        root.join(self.physical(path))
+    }
+
+    /// The objects under `prefix`, each with its path as the rest of motcua sees it.
+    pub(super) fn list_under(
+        &self,
+        prefix: &str,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
+        let Some(p) = self.province.clone() else {
+            return self.os.list(Some(&Path::from(prefix)));
+        };
+        let listed = p.physical(prefix).unwrap_or_else(|| prefix.to_string());
+        self.os
+            .list(Some(&Path::from(listed)))
+            .filter_map(move |m| {
+                let m = match m {
+                    Ok(mut m) => match p.logical(m.location.as_ref()) {
+                        Some(l) => {
+                            m.location = Path::from(l);
+                            Some(Ok(m))
+                        }
+                        None => None,
+                    },
+                    Err(e) => Some(Err(e)),
+                };
+                std::future::ready(m)
+            })
+            .boxed()
     }
 }
 

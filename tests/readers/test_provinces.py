@@ -22,7 +22,7 @@ from conftest import PII_KEY, TOKEN, binary, demo_source
 
 # code -> (seed, scale, agency code letters)
 PROVINCES = {"01": (101, 0.03, "H01"), "46": (146, 0.05, "H46"), "79": (179, 0.04, "H79")}
-PERIODS = ["2024-Q3", "2024-07", "2025-Q3"]
+PERIODS = ["2024-Q3", "2024-07", "2025-Q3", "2024"]  # a year: Spark would infer 2024 as an int
 KPI_TABLES = ["cases_by_agency", "cases_by_level", "cases_by_agency_restated",
               "cases_by_level_restated", "catalog_by_level"]
 COUNTS = ["received_online", "received_offline", "received_new", "carried_over", "received_total",
@@ -181,7 +181,8 @@ def test_motcua_sql_on_spark_gives_every_figure_of_motcuas_tables(root, spark, p
 def test_the_trino_statements_parse_as_trino(root):
     import sqlglot
     from sqlglot.errors import ErrorLevel
-    script = motcua_sql(root, "trino", "2024-Q3", "--trino-schema", "hive.motcua")
+    script = motcua_sql(root, "trino", "2024-Q3", "--trino-schema", "hive.motcua", "--convention", "calendar")
+    assert "DATE '2024-07-01'" in script and "DATE '2024-09-30'" in script
     named, other = statements(script)
     assert [t for t, _ in named] == ["cases_by_agency", "cases_by_level"] and not other
     for table, sql in named:
