@@ -204,3 +204,40 @@ def test_wrong_credentials_say_so(s3s, example_source):
     assert run.returncode != 0
     assert "SignatureDoesNotMatch" in run.stderr and "AWS_ACCESS_KEY_ID" in run.stderr, run.stderr
     assert "not-the-secret" not in run.stderr
+
+
+def test_provinces_share_one_bucket_run_at_once_and_read_as_one_table(s3, demo_source, example_source):
+    """Three provinces' jobs at once into one S3 root (schemas/root-layout.md): each has its own
+    lock, so all three publish; pyarrow reads every province from the bucket as one table."""
+    import pyarrow.dataset as ds
+    import pyarrow as pa
+    from pyarrow import fs
+    client, env = s3
+    jobs = {"01": demo_source, "46": example_source, "79": demo_source}
+    procs = {p: motcua(src, "s3://motcua/national", env, ("run", "--period", "2024-Q3", "--province", p), popen=True)
+             for p, src in jobs.items()}
+    for p, proc in procs.items():
+        _, err = proc.communicate()
+        assert proc.returncode == 0, (p, err[-2000:])
+    keys = S3Reader(client, "motcua", "national").keys()
+    for p in jobs:
+        assert f"_state/province={p}/cursor.json" in keys and f"_state/province={p}/lock" not in keys
+        assert any(k.startswith(f"_runs/province={p}/") for k in keys)
+        assert f"kpi/cases_by_level/province={p}/period=2024-Q3/part-0.parquet" in keys
+    assert all(k.split("/")[2 if k.startswith(("kpi/", "dim/", "quality/")) else 1].startswith("province=")
+               for k in keys), "every object under a province= folder"
+
+    s3fs = fs.S3FileSystem(access_key="test", secret_key="test", region="us-east-1", scheme="http",
+                           endpoint_override=env["AWS_ENDPOINT_URL"].removeprefix("http://"))
+    hive = ds.partitioning(pa.schema([("province", pa.string()), ("period", pa.string())]), flavor="hive")
+    table = ds.dataset("motcua/national/kpi/cases_by_level", filesystem=s3fs, format="parquet",
+                       partitioning=hive).to_table().to_pylist()
+    by = {}
+    for r in table:
+        by.setdefault(r["province"], {})[r["level"]] = r["received_total"]
+    assert set(by) == set(jobs)
+    assert by["01"] == by["79"] and by["01"] != by["46"], "each province its own figures"
+    for p in jobs:
+        one = pq.read_table(io.BytesIO(S3Reader(client, "motcua", "national").get(
+            f"kpi/cases_by_level/province={p}/period=2024-Q3/part-0.parquet"))).to_pylist()
+        assert by[p] == {r["level"]: r["received_total"] for r in one}
