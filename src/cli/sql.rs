@@ -58,6 +58,9 @@ pub async fn run(a: Args) -> Result<()> {
             "output {root:?}: a root with quotes cannot be written into SQL"
         )));
     }
+    if let Some(msg) = not_shared(&root) {
+        return Err(Error::Usage(msg));
+    }
     print!(
         "{}",
         script(&SqlOptions {
@@ -68,4 +71,26 @@ pub async fn run(a: Args) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// A local root whose staging is one province's (`cases/case_month=…`), not a shared root's:
+/// the statements read `cases/province=…/…` and would find nothing. Roots the engine reaches
+/// elsewhere (`s3://`, `s3a://`) are not looked at.
+fn not_shared(root: &str) -> Option<String> {
+    let dir = std::path::Path::new(root.strip_prefix("file://").unwrap_or(root)).join("cases");
+    if root.contains("://") && !root.starts_with("file://") {
+        return None;
+    }
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let shared = names.iter().any(|n| n.starts_with("province="));
+    (!shared && !names.is_empty()).then(|| {
+        format!(
+            "{} holds one province's staging (no province= folders): `motcua sql` reads a root shared by provinces, written by jobs with --province (README, \"Past one machine\")",
+            dir.display()
+        )
+    })
 }
