@@ -23,6 +23,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod kpi;
+pub mod memory;
 pub mod normalise;
 pub mod parquet;
 pub mod pipeline;

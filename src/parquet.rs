@@ -189,11 +189,22 @@ impl<W: std::io::Write> RowGroupWriter<W> {
     }
 }
 
-/// Statistics, and pages as large as a column chunk (one page each: see the notes).
+/// Statistics (not in scratch files, which no reader prunes by), and pages as large as a
+/// column chunk (one page each: see the notes).
 fn write_options(compression: Compression) -> polars_parquet::write::WriteOptions {
     use polars_parquet::write::{CompressionOptions, StatisticsOptions, Version, WriteOptions};
+    let none = StatisticsOptions {
+        min_value: false,
+        max_value: false,
+        distinct_count: false,
+        null_count: false,
+        binary_statistics_truncate_length: None,
+    };
     WriteOptions {
-        statistics: StatisticsOptions::default(),
+        statistics: match compression {
+            Compression::Zstd => StatisticsOptions::default(),
+            Compression::Lz4 => none,
+        },
         version: Version::V1,
         compression: match compression {
             Compression::Zstd => CompressionOptions::Zstd(None),

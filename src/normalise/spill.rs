@@ -26,6 +26,11 @@ pub const BATCH_RECORDS: usize = 100_000;
 /// is ended and the partition's next rows start a file of their own.
 const OPEN_FILES: usize = 128;
 
+/// Row groups a spill file takes before it is ended and the partition's next rows start
+/// another: a file's row-group metadata stays in memory until it is ended, and a pull of ten
+/// million records writes a row group per partition per batch.
+const FILE_GROUPS: usize = 16;
+
 /// The spilled records, by partition.
 pub struct Spill {
     dir: tempfile::TempDir,
@@ -41,6 +46,7 @@ struct Open {
     writer: RowGroupWriter<BufWriter<std::fs::File>>,
     path: PathBuf,
     last_batch: usize,
+    groups: usize,
 }
 
 const ROOM: &str = "is the temp dir full? set TMPDIR to a folder with room for a pull";
@@ -100,6 +106,7 @@ impl Spill {
                     writer,
                     path,
                     last_batch: batch,
+                    groups: 0,
                 },
             );
         }
@@ -110,10 +117,15 @@ impl Spill {
             return Err(Error::Internal("a spill file vanished".into()));
         };
         open.last_batch = batch;
+        open.groups += 1;
         open.writer.push(part)?;
         open.writer
             .flush()
-            .map_err(|e| e.doing(format!("writing {} ({ROOM})", open.path.display())))
+            .map_err(|e| e.doing(format!("writing {} ({ROOM})", open.path.display())))?;
+        if open.groups >= FILE_GROUPS {
+            self.end(partition)?;
+        }
+        Ok(())
     }
 
     fn end_least_recent(&mut self) -> Result<()> {
@@ -311,5 +323,30 @@ mod tests {
         assert_eq!(spilled.spill.read(&none).unwrap().height(), 0);
         drop(spilled);
         assert!(!dir.exists(), "the scratch folder is removed");
+    }
+
+    /// A partition that takes more batches than a file holds row groups continues in another
+    /// file, and reads back every row once.
+    #[test]
+    fn a_long_pull_ends_full_spill_files_and_reads_them_all_back() {
+        let mut n = Normaliser::new(PiiKey::new(b"k"), "r");
+        let body = r#"{"error_code":"0","data":[{"MaHoSo":"000.00.01.H57-240702-0001","MaDonVi":"X","TrangThaiHoSo":"4","NgayTiepNhan":"20240702080000","NgayCapNhat":"20240702090000"}]}"#;
+        n.add_body("raw/p", body.as_bytes());
+        let frame = n.take_frame().unwrap();
+        let mut spill = Spill::new().unwrap();
+        let batches = FILE_GROUPS + 4;
+        for _ in 0..batches {
+            spill.add(frame.clone()).unwrap();
+        }
+        spill.seal().unwrap();
+        let [p] = spill.partitions()[..] else {
+            panic!("one partition: {:?}", spill.partitions());
+        };
+        assert_eq!(
+            spill.files(&p).unwrap().len(),
+            2,
+            "{FILE_GROUPS} row groups, then the rest"
+        );
+        assert_eq!(spill.read(&p).unwrap().height(), batches);
     }
 }

@@ -321,7 +321,8 @@ async fn pull_and_stage(
         clock = Instant::now();
     };
     let full_refresh = command.full_refresh();
-    let (agencies, procedures, cases, cursor) = match (command, full_refresh) {
+    crate::memory::keep_freed();
+    let read = match (command, full_refresh) {
         (Command::Replay { run_id, .. }, _) => {
             let (a, p, n) = replay::from_raw(settings, store, record, run_id.as_deref()).await?;
             lap(record, "replay_raw");
@@ -333,6 +334,8 @@ async fn pull_and_stage(
             (p.agencies, p.catalog, p.cases, p.cursor)
         }
     };
+    crate::memory::return_freed();
+    let (agencies, procedures, cases, cursor) = read;
     lock.ensure_held().await?;
     stage(store, enc, record, cases, full_refresh.is_none()).await?;
     lap(record, "stage");

@@ -1,0 +1,51 @@
+//! How freed memory goes back to the system, by phase (mimalloc's purge delay).
+//!
+//! Merging staging and counting the KPIs are held to a memory budget (256 MiB at ten million
+//! cases): there memory freed goes back at once (`motcua`'s default). Reading records — a pull
+//! or a replay's read of raw — frees and reallocates the same buffers page after page: giving
+//! every freed page back and faulting it in again cost a replay of two million records 77 GiB
+//! of purges and a third of its CPU in the kernel. So while records are read, freed pages are
+//! kept for a second (mimalloc's own default) and reused; [`return_freed`] hands everything
+//! held back before the merge. `MIMALLOC_PURGE_DELAY` (milliseconds), when set, fixes the delay
+//! for the whole run instead.
+
+use std::ffi::{c_int, c_long};
+
+extern "C" {
+    /// mimalloc's `mi_option_set` (linked by libmimalloc-sys).
+    fn mi_option_set(option: c_int, value: c_long);
+    /// mimalloc's `mi_collect`: with `force`, returns every free page it can now.
+    fn mi_collect(force: bool);
+}
+
+/// `mi_option_purge_delay` (mimalloc.h, v2 and v3 alike).
+const MI_OPTION_PURGE_DELAY: c_int = 15;
+
+/// How long freed pages are kept while records are read (mimalloc's default), milliseconds.
+const READING_DELAY_MS: c_long = 1000;
+
+/// Whether the delay was fixed by `MIMALLOC_PURGE_DELAY`.
+fn fixed() -> bool {
+    std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
+}
+
+fn set_delay(ms: c_long) {
+    if !fixed() {
+        // SAFETY: sets a plain integer option; mimalloc allows it at any time.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
+    }
+}
+
+/// While records are read: keep freed pages a while, for reuse.
+pub fn keep_freed() {
+    set_delay(READING_DELAY_MS);
+}
+
+/// From now on memory freed goes back to the system at once, and what is held goes back now.
+pub fn return_freed() {
+    set_delay(0);
+    if !fixed() {
+        // SAFETY: mi_collect only frees pages mimalloc holds unused; callable from any thread.
+        unsafe { mi_collect(true) };
+    }
+}
