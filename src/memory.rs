@@ -11,6 +11,10 @@
 
 use std::ffi::{c_int, c_long};
 
+// The allocator's C library, linked into every binary of the crate (tests included), whichever
+// allocator the binary uses: the calls below then only set options of an idle mimalloc.
+extern crate mimalloc as _;
+
 extern "C" {
     /// mimalloc's `mi_option_set` (linked by libmimalloc-sys).
     fn mi_option_set(option: c_int, value: c_long);
