@@ -12,10 +12,12 @@
 //! | publish | [`publish`] | writes the KPI partitions, the rejects and the report atomically |
 //!
 //! [`domain`] holds the rules of `kpi.md` (periods, reject rules, measures, rates, identities,
-//! levels), [`wire`] the API's wire format; [`pipeline`] orchestrates a run and writes its
-//! record; [`state`] holds the cursor and the lock; [`store`] is the output root; [`parquet`]
-//! encodes and decodes; [`report`] draws the figures for people; [`cli`] is the command line;
-//! [`error`] every way it can stop; [`demo`] the demo source.
+//! levels), which [`sql`] renders as SQL for other engines; [`wire`] the API's wire format;
+//! [`pipeline`] orchestrates a run and writes its record; [`state`] holds the cursor and the
+//! lock; [`store`] is the output root (one province's, or its part of a shared root);
+//! [`memory`] says when freed memory goes back to the system; [`parquet`] encodes and decodes;
+//! [`report`] draws the figures for people; [`cli`] is the command line; [`error`] every way
+//! it can stop; [`demo`] the demo source.
 
 pub mod cli;
 pub mod config;
