@@ -89,11 +89,22 @@ impl<W: std::io::Write> RowGroupWriter<W> {
         row_group_rows: usize,
         compression: Compression,
     ) -> Result<Self> {
-        use polars_parquet::write::{get_dtype_encoding, FileWriter};
+        use polars_parquet::write::{get_dtype_encoding, Encoding, FileWriter};
         let arrow = schema.to_arrow(CompatLevel::oldest());
+        // Scratch files are written once and read once: plain pages, without the dictionary
+        // (whose cardinality estimate alone was 2 % of a replay).
+        let scratch = |e: Encoding| match (compression, e) {
+            (Compression::Lz4, Encoding::RleDictionary) => Encoding::Plain,
+            _ => e,
+        };
         let encodings = arrow
             .iter_values()
-            .map(|f| get_dtype_encoding(&f.dtype))
+            .map(|f| {
+                get_dtype_encoding(&f.dtype)
+                    .into_iter()
+                    .map(scratch)
+                    .collect()
+            })
             .collect();
         let options = write_options(compression);
         Ok(RowGroupWriter {

@@ -13,19 +13,36 @@ pub fn parse_instant(s: &str) -> Option<i64> {
             .single()
             .map(|t| t.timestamp_micros())
     };
-    if s.len() == 14 && s.bytes().all(|b| b.is_ascii_digit()) {
-        return NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S")
-            .ok()
+    let b = s.as_bytes();
+    if b.len() == 14 && b.iter().all(u8::is_ascii_digit) {
+        // yyyyMMddHHmmss
+        let d = ymd(&b[0..4], &b[4..6], &b[6..8])?;
+        return local(hms(d, &b[8..10], &b[10..12], &b[12..14])?);
+    }
+    if b.len() == 19 && b[2] == b'/' {
+        // dd/MM/yyyy HH:mm:ss, by hand when laid out exactly so; chrono reads the rest.
+        let exact = b[5] == b'/' && b[10] == b' ' && b[13] == b':' && b[16] == b':';
+        let fast = || {
+            hms(
+                ymd(&b[6..10], &b[3..5], &b[0..2])?,
+                &b[11..13],
+                &b[14..16],
+                &b[17..19],
+            )
+        };
+        return exact
+            .then(fast)
+            .flatten()
+            .or_else(|| NaiveDateTime::parse_from_str(s, "%d/%m/%Y %H:%M:%S").ok())
             .and_then(local);
     }
-    if s.len() == 19 && s.as_bytes()[2] == b'/' {
-        return NaiveDateTime::parse_from_str(s, "%d/%m/%Y %H:%M:%S")
-            .ok()
-            .and_then(local);
-    }
-    if s.len() == 10 && s.as_bytes()[2] == b'/' {
-        return NaiveDate::parse_from_str(s, "%d/%m/%Y")
-            .ok()
+    if b.len() == 10 && b[2] == b'/' {
+        // dd/MM/yyyy
+        let fast = || ymd(&b[6..10], &b[3..5], &b[0..2]);
+        return (b[5] == b'/')
+            .then(fast)
+            .flatten()
+            .or_else(|| NaiveDate::parse_from_str(s, "%d/%m/%Y").ok())
             .and_then(|d| local(d.and_hms_opt(0, 0, 0)?));
     }
     if s.len() >= 20 && s.as_bytes()[4] == b'-' && s.as_bytes()[10] == b'T' {
@@ -36,14 +53,41 @@ pub fn parse_instant(s: &str) -> Option<i64> {
     None
 }
 
+/// The number written by `digits`, all ASCII digits (parsed by hand: chrono's
+/// `parse_from_str` reads its format string again for every value, a few percent of a pull).
+fn number(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+    })
+}
+
+fn ymd(year: &[u8], month: &[u8], day: &[u8]) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(number(year)? as i32, number(month)?, number(day)?)
+}
+
+/// The date at `HH:mm:ss`; second 60 is a leap second, as chrono reads it.
+fn hms(d: NaiveDate, h: &[u8], m: &[u8], s: &[u8]) -> Option<NaiveDateTime> {
+    match number(s)? {
+        60 => d.and_hms_milli_opt(number(h)?, number(m)?, 59, 1_000),
+        s => d.and_hms_opt(number(h)?, number(m)?, s),
+    }
+}
+
 /// A local date in any shape the source writes dates: `yyyyMMdd`, `yyyy-MM-dd`, `dd/MM/yyyy`,
 /// or any date-time shape of [`parse_instant`] (its Vietnam-local date).
 pub fn parse_date(s: &str) -> Option<NaiveDate> {
-    if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()) {
-        return NaiveDate::parse_from_str(s, "%Y%m%d").ok();
+    let b = s.as_bytes();
+    if b.len() == 8 && b.iter().all(u8::is_ascii_digit) {
+        // yyyyMMdd
+        return ymd(&b[0..4], &b[4..6], &b[6..8]);
     }
-    if s.len() == 10 && s.as_bytes()[4] == b'-' {
-        return NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+    if b.len() == 10 && b[4] == b'-' {
+        // yyyy-MM-dd, by hand when laid out exactly so; chrono reads the rest.
+        let fast = || ymd(&b[0..4], &b[5..7], &b[8..10]);
+        return (b[7] == b'-')
+            .then(fast)
+            .flatten()
+            .or_else(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok());
     }
     parse_instant(s).map(local_date)
 }
@@ -119,6 +163,73 @@ mod tests {
         }
         for bad in ["20251301", "2025-13-01", "July", "2025070", ""] {
             assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+
+    /// The hand parsers read exactly what chrono's `parse_from_str` read before them (only
+    /// on all-digit values, for the compact shapes), on valid and invalid values alike.
+    #[test]
+    fn the_hand_parsers_agree_with_chrono() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let pad = |v: u64, w: usize| format!("{v:0w$}");
+        for _ in 0..20_000 {
+            let (y, mo, d) = (1990 + next(50), next(14), next(33));
+            let (h, mi, s) = (next(26), next(62), next(62));
+            let mut compact = format!(
+                "{}{}{}{}{}{}",
+                pad(y, 4),
+                pad(mo, 2),
+                pad(d, 2),
+                pad(h, 2),
+                pad(mi, 2),
+                pad(s, 2)
+            );
+            if next(10) == 0 {
+                let i = next(14) as usize;
+                compact.replace_range(i..i + 1, ["x", " ", "-", "+"][next(4) as usize]);
+            }
+            let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+            let chrono = NaiveDateTime::parse_from_str(&compact, "%Y%m%d%H%M%S")
+                .ok()
+                .filter(|_| digits(&compact));
+            let local = |t: NaiveDateTime| {
+                Ho_Chi_Minh
+                    .from_local_datetime(&t)
+                    .single()
+                    .map(|t| t.timestamp_micros())
+            };
+            assert_eq!(parse_instant(&compact), chrono.and_then(local), "{compact}");
+            let slashed = format!(
+                "{}/{}/{} {}:{}:{}",
+                pad(d, 2),
+                pad(mo, 2),
+                pad(y, 4),
+                pad(h, 2),
+                pad(mi, 2),
+                pad(s, 2)
+            );
+            let chrono = NaiveDateTime::parse_from_str(&slashed, "%d/%m/%Y %H:%M:%S").ok();
+            assert_eq!(parse_instant(&slashed), chrono.and_then(local), "{slashed}");
+            let day = &compact[..8];
+            assert_eq!(
+                parse_date(day),
+                NaiveDate::parse_from_str(day, "%Y%m%d")
+                    .ok()
+                    .filter(|_| digits(day)),
+                "{day}"
+            );
+            let dashed = format!("{}-{}-{}", pad(y, 4), pad(mo, 2), pad(d, 2));
+            assert_eq!(
+                parse_date(&dashed),
+                NaiveDate::parse_from_str(&dashed, "%Y-%m-%d").ok(),
+                "{dashed}"
+            );
         }
     }
 
