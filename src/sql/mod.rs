@@ -109,24 +109,28 @@ impl Engine {
         }
     }
 
-    /// The staged cases of every province, with `province` as a string column.
-    fn cases(self, o: &SqlOptions) -> String {
+    /// The table at `folder` of the shared root, every province, with the partition values as
+    /// string columns: `depth` folder levels under it, and its name in the Trino schema.
+    fn table(self, o: &SqlOptions, folder: &str, depth: usize, trino: &str) -> String {
         let root = o.root.trim_end_matches('/');
         match self {
-            Engine::Duckdb => format!("read_parquet('{root}/cases/*/*/*/*.parquet', hive_partitioning = true, hive_types_autocast = false)"),
-            Engine::Spark => format!("parquet.`{root}/cases`"),
-            Engine::Trino => format!("{}.cases", o.trino_schema),
+            Engine::Duckdb => format!(
+                "read_parquet('{root}/{folder}/{}*.parquet', hive_partitioning = true, hive_types_autocast = false)",
+                "*/".repeat(depth)
+            ),
+            Engine::Spark => format!("parquet.`{root}/{folder}`"),
+            Engine::Trino => format!("{}.{trino}", o.trino_schema),
         }
     }
 
-    /// `dim/agencies` of every province.
+    /// The staged cases (`province=/case_month=/bucket=`).
+    fn cases(self, o: &SqlOptions) -> String {
+        self.table(o, "cases", 3, "cases")
+    }
+
+    /// `dim/agencies` (`province=`).
     fn agencies(self, o: &SqlOptions) -> String {
-        let root = o.root.trim_end_matches('/');
-        match self {
-            Engine::Duckdb => format!("read_parquet('{root}/dim/agencies/*/*.parquet', hive_partitioning = true, hive_types_autocast = false)"),
-            Engine::Spark => format!("parquet.`{root}/dim/agencies`"),
-            Engine::Trino => format!("{}.agencies", o.trino_schema),
-        }
+        self.table(o, "dim/agencies", 1, "agencies")
     }
 
     /// The agency that handed the case over in its first hand-over after `day` (the earliest,
