@@ -106,8 +106,9 @@ async fn a_late_change_reaches_its_published_quarter_through_an_incremental_pull
         all_count(t2, "received_online").to_string()
     );
 
-    // From staging alone, every count comes from the cache, and the tables are the same; with
-    // the cache damaged, everything is counted again, to the same tables.
+    // From staging alone, every count comes from the cache (its sums: staging is as they sum
+    // it), and the tables are the same; with the cache damaged, everything is counted again,
+    // to the same tables.
     let offline = Options {
         from_staging: true,
         ..Options::default()
@@ -121,12 +122,27 @@ async fn a_late_change_reaches_its_published_quarter_through_an_incremental_pull
     assert_eq!(cached.record.counts.kpi_partitions_counted, 0);
     assert_eq!(figures(&cached.tables[0].by_agency), figures(&t2.by_agency));
     assert_eq!(figures(&cached.tables[0].by_level), figures(&t2.by_level));
-    let cache = std::fs::read_dir(out.path().join("_state/kpi-cache"))
+    // The sums damaged: the counts come from the cache per partition, to the same tables.
+    let cache_dir = out.path().join("_state/kpi-cache");
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(&cache_dir)
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
-    std::fs::write(cache.path(), b"not parquet").unwrap();
+        .map(|e| e.unwrap().path())
+        .collect();
+    let (sums, per_partition): (Vec<_>, Vec<_>) = kept
+        .iter()
+        .partition(|p| p.to_string_lossy().ends_with(".sum.parquet"));
+    assert_eq!((sums.len(), per_partition.len()), (1, 1), "{kept:?}");
+    std::fs::write(sums[0], b"not parquet").unwrap();
+    let from_cache = run::execute(&s, &cmd, offline).await.unwrap();
+    assert_eq!(from_cache.record.counts.kpi_partitions_counted, 0);
+    assert_eq!(
+        figures(&from_cache.tables[0].by_agency),
+        figures(&t2.by_agency)
+    );
+    // Both damaged: everything counted again.
+    for p in &kept {
+        std::fs::write(p, b"not parquet").unwrap();
+    }
     let recounted = run::execute(&s, &cmd, offline).await.unwrap();
     assert_eq!(recounted.record.counts.kpi_partitions_cached, 0);
     assert_eq!(

@@ -33,7 +33,7 @@ pub fn path(p: &Period) -> String {
 }
 
 /// What the counts were made under: the rules and every agency's validity.
-fn fingerprint(agencies: &Agencies) -> String {
+pub(super) fn fingerprint(agencies: &Agencies) -> String {
     let mut h = Sha256::new();
     h.update(RULES);
     for a in agencies.catalog.all() {
@@ -220,7 +220,7 @@ fn count_col(m: usize) -> String {
 
 /// Period `i` of `partial` as cache rows: `g` rows per agency × field, `u` rows per agency ×
 /// procedure (the count in `c00`).
-fn frame(
+pub(super) fn frame(
     fp: &str,
     partition: &str,
     version: &str,
@@ -282,7 +282,7 @@ fn frame(
 }
 
 /// Adds the cache rows of `df` (period `i`) that belong to `partitions` to `total`.
-fn add_rows(
+pub(super) fn add_rows(
     total: &mut Partial,
     i: usize,
     df: &DataFrame,
