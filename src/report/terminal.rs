@@ -18,39 +18,64 @@ pub fn level_table(t: &KpiTables) -> Result<String> {
     Ok(out)
 }
 
-/// One table: its title, the column heads, a line per level.
+/// The column heads, with each column's least width (the figures of a province of ten million
+/// cases are wider, and widen their column).
+const HEADS: [(&str, usize); 11] = [
+    ("level", 9),
+    ("received", 8),
+    ("online", 7),
+    ("onl%", 7),
+    ("resolvd", 8),
+    ("early", 7),
+    ("on time", 8),
+    ("late", 6),
+    ("ontm%", 7),
+    ("in prg", 7),
+    ("wait", 6),
+];
+
+/// One table: its title, the column heads, a line per level; every figure at least one space
+/// from the one before.
 fn table(title: &str, df: &polars::prelude::DataFrame) -> Result<String> {
-    let mut out = format!("{title}\n");
-    out.push_str(&format!(
-        "{:<9}{:>8}{:>7}{:>7}{:>8}{:>7}{:>8}{:>6}{:>7}{:>7}{:>6}\n",
-        "level",
-        "received",
-        "online",
-        "onl%",
-        "resolvd",
-        "early",
-        "on time",
-        "late",
-        "ontm%",
-        "in prg",
-        "wait"
-    ));
     let levels = df.column("level")?.str()?;
+    let mut rows = vec![HEADS.iter().map(|h| h.0.to_string()).collect::<Vec<_>>()];
     for row in 0..df.height() {
-        out.push_str(&format!(
-            "{:<9}{:>8}{:>7}{:>7}{:>8}{:>7}{:>8}{:>6}{:>7}{:>7}{:>6}\n",
-            levels.get(row).unwrap_or("?"),
-            int(df, "received_new", row)?,
-            int(df, "received_online", row)?,
+        rows.push(vec![
+            levels.get(row).unwrap_or("?").to_string(),
+            int(df, "received_new", row)?.to_string(),
+            int(df, "received_online", row)?.to_string(),
             pct(df, "online_rate", row)?,
-            int(df, "resolved_total", row)?,
-            int(df, "resolved_early", row)?,
-            int(df, "resolved_on_time", row)?,
-            int(df, "resolved_overdue", row)?,
+            int(df, "resolved_total", row)?.to_string(),
+            int(df, "resolved_early", row)?.to_string(),
+            int(df, "resolved_on_time", row)?.to_string(),
+            int(df, "resolved_overdue", row)?.to_string(),
             pct(df, "on_time_rate", row)?,
-            int(df, "in_progress_total", row)?,
-            int(df, "waiting_acceptance", row)?,
-        ));
+            int(df, "in_progress_total", row)?.to_string(),
+            int(df, "waiting_acceptance", row)?.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = HEADS
+        .iter()
+        .enumerate()
+        .map(|(c, (head, least))| {
+            let widest = rows[1..]
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0);
+            (*least).max(widest + 1).max(head.len())
+        })
+        .collect();
+    let mut out = format!("{title}\n");
+    for r in &rows {
+        for (c, cell) in r.iter().enumerate() {
+            let w = widths[c];
+            match c {
+                0 => out.push_str(&format!("{cell:<w$}")),
+                _ => out.push_str(&format!("{cell:>w$}")),
+            }
+        }
+        out.push('\n');
     }
     Ok(out)
 }
@@ -83,5 +108,49 @@ mod tests {
             lines[5].starts_with("all") && lines[5].split_whitespace().nth(1) == Some("1"),
             "{text}"
         );
+    }
+
+    /// A province of millions keeps its figures apart: every column at least a space wide of
+    /// the one before, whatever the number of digits.
+    #[test]
+    fn figures_of_millions_stay_apart() {
+        use polars::prelude::*;
+        let big = |v: i64| Column::new("x".into(), vec![v, 7]);
+        let mut cols = vec![Column::new("level".into(), vec!["district", "commune"])];
+        for (name, v) in [
+            ("received_new", 4_431_000),
+            ("received_online", 2_875_362),
+            ("resolved_total", 38_969_702),
+            ("resolved_early", 35_114_025),
+            ("resolved_on_time", 1_402_506),
+            ("resolved_overdue", 137_172),
+            ("in_progress_total", 472_206),
+            ("waiting_acceptance", 72_240),
+        ] {
+            cols.push(big(v).with_name(name.into()));
+        }
+        for name in ["online_rate", "on_time_rate"] {
+            cols.push(Column::new(name.into(), vec![Some(0.6489), None]));
+        }
+        let df = DataFrame::new(2, cols).unwrap();
+        let text = table("t", &df).unwrap();
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .skip(2)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines[0],
+            [
+                "district", "4431000", "2875362", "64.89", "38969702", "35114025", "1402506",
+                "137172", "64.89", "472206", "72240"
+            ],
+            "{text}"
+        );
+        assert_eq!(lines[1][1], "7", "{text}");
+        assert_eq!(lines[1][3], "-", "{text}");
+        // Small figures keep the 80-column layout.
+        let small = text.lines().nth(1).unwrap();
+        assert!(small.starts_with("level    received"), "{text}");
     }
 }
