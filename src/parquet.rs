@@ -55,7 +55,12 @@ impl ParquetEncoder {
 
     /// A writer of one file of `schema` in memory, fed a frame at a time.
     pub fn writer(&self, schema: &Schema) -> Result<RowGroupWriter<Vec<u8>>> {
-        RowGroupWriter::new(Vec::new(), schema, self.row_group_rows, Compression::Zstd)
+        self.writer_of_groups(schema, self.row_group_rows)
+    }
+
+    /// As [`ParquetEncoder::writer`], in row groups of `rows`.
+    pub fn writer_of_groups(&self, schema: &Schema, rows: usize) -> Result<RowGroupWriter<Vec<u8>>> {
+        RowGroupWriter::new(Vec::new(), schema, rows, Compression::Zstd)
     }
 }
 

@@ -129,6 +129,22 @@ impl CaseColumns {
         self.order.push(order);
     }
 
+    /// Makes room for `n` more rows in every column.
+    pub fn reserve(&mut self, n: usize) {
+        fn all<T>(a: &mut [Vec<T>], n: usize) {
+            a.iter_mut().for_each(|v| v.reserve(n));
+        }
+        all(&mut self.strings, n);
+        all(&mut self.ints, n);
+        all(&mut self.instants, n);
+        self.supplement_requests.reserve(n);
+        all(&mut self.flags, n);
+        all(&mut self.dates, n);
+        self.transfer_counts.reserve(n);
+        self.source_run_id.reserve(n);
+        self.order.reserve(n);
+    }
+
     /// Appends `other`'s rows after these, its arrival order shifted by `offset`.
     pub fn append(&mut self, other: CaseColumns, offset: i64) {
         fn all<T>(a: &mut [Vec<T>], b: impl IntoIterator<Item = Vec<T>>) {

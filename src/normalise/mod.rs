@@ -157,7 +157,7 @@ impl Normaliser {
         if !page.succeeded() {
             return None;
         }
-        let records = page.data.unwrap_or_default();
+        let records = page.data.unwrap_or_default().0;
         let n = records.len();
         for (i, rec) in records.into_iter().enumerate() {
             self.add_record(raw_path, i as i64, rec);
@@ -195,6 +195,11 @@ impl Normaliser {
         }
         self.stats.valid += 1;
         self.cols.push(row, &self.run_id, self.stats.records as i64);
+    }
+
+    /// Makes room for `n` more records, so a batch's columns are not grown by doubling.
+    pub fn reserve(&mut self, n: usize) {
+        self.cols.reserve(n);
     }
 
     /// Records normalised and not yet taken as a frame.

@@ -20,7 +20,7 @@ use crate::stage::layout::Partition;
 use crate::stage::schema::{by_partition, spill_schema};
 
 /// Records per batch.
-pub const BATCH_RECORDS: usize = 100_000;
+pub const BATCH_RECORDS: usize = 50_000;
 
 /// Partition files open for appending at once, at most; past it, the least recently appended
 /// is ended and the partition's next rows start a file of their own.
@@ -217,6 +217,7 @@ impl Batches {
                 for batch in rx {
                     spill.add(batch)?;
                 }
+                crate::memory::release_thread();
                 Ok(spill)
             })
             .doing("starting the spill thread")?;
@@ -235,6 +236,10 @@ impl Batches {
 
     /// Appends a page normalised elsewhere (in arrival order).
     pub fn absorb(&mut self, other: Normaliser) -> Result<()> {
+        if self.normaliser.pending() == 0 {
+            // A batch begins: room for all of it (and the page that ends it) at once.
+            self.normaliser.reserve(BATCH_RECORDS + other.pending());
+        }
         self.normaliser.absorb(other);
         self.flush_full()
     }

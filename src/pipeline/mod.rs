@@ -20,6 +20,7 @@ pub mod periods;
 pub mod pull;
 pub mod record;
 pub mod replay;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -11,9 +11,12 @@ use crate::normalise::{
     agencies, procedures, Agency, Batches, Normaliser, PiiKey, Procedure, Spilled,
 };
 use crate::parquet::blocking;
-use crate::raw::replay::{files, runs, usable};
+use crate::raw::replay::{files, runs, usable_into};
 use crate::store::Store;
 use crate::wire::{records_of, Endpoint};
+
+/// Raw files read and normalised at once (threads; twice as many are fetched ahead).
+const READERS: usize = 2;
 
 /// One raw file, read back.
 enum RawFile {
@@ -28,18 +31,29 @@ enum RawFile {
 /// Reads a raw file of run `run` at `path`: gunzip, judge the body as the pull did, and
 /// normalise a page of cases.
 fn read(key: &PiiKey, run: &str, path: &str, gz: &[u8]) -> Result<RawFile> {
-    let Some((endpoint, body)) = usable(path, gz)? else {
-        return Ok(RawFile::Unusable);
-    };
-    Ok(match endpoint {
-        Endpoint::Agencies => RawFile::Agencies(agencies(&records_of(&body)).agencies),
-        Endpoint::Catalog => RawFile::Catalog(procedures(&records_of(&body)).0),
+    thread_local! {
+        /// The bodies this thread decompresses, one after another (1–2 MB each).
+        static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BODY.with_borrow_mut(|body| {
+        let Some(endpoint) = usable_into(path, gz, body)? else {
+            return Ok(RawFile::Unusable);
+        };
+        Ok(of_body(key, run, path, endpoint, body))
+    })
+}
+
+/// A usable body of `endpoint`, read.
+fn of_body(key: &PiiKey, run: &str, path: &str, endpoint: Endpoint, body: &[u8]) -> RawFile {
+    match endpoint {
+        Endpoint::Agencies => RawFile::Agencies(agencies(&records_of(body)).agencies),
+        Endpoint::Catalog => RawFile::Catalog(procedures(&records_of(body)).0),
         Endpoint::Cases => {
             let mut n = Normaliser::new(key.clone(), run);
-            n.add_body(path, &body);
+            n.add_body(path, body);
             RawFile::Cases(Box::new(n))
         }
-    })
+    }
 }
 
 /// The runs to replay: all, or those up to `upto`.
@@ -88,18 +102,21 @@ pub async fn from_raw(
     let mut batches = Batches::new(settings.pii_key.clone(), &record.run_id)?;
     let (mut agencies, mut catalog) = (None, None);
     // Files are read and normalised a few at a time on the blocking pool, then taken in order.
+    // On threads that end with the reading, handing back what they kept (`workers`).
+    let workers = super::workers::Workers::new("motcua-replay", READERS)?;
     let mut read_all = futures::stream::iter(jobs)
         .map(|(run, path)| {
             let key = settings.pii_key.clone();
+            let workers = &workers;
             async move {
                 let gz = store
                     .get(&path)
                     .await?
                     .ok_or_else(|| Error::Missing(format!("{path} vanished during replay")))?;
-                blocking(move || read(&key, &run, &path, &gz)).await
+                workers.run(move || read(&key, &run, &path, &gz)).await
             }
         })
-        .buffered(4);
+        .buffered(READERS * 2);
     while let Some(file) = read_all.next().await {
         bar.inc(1);
         match file? {
@@ -114,6 +131,8 @@ pub async fn from_raw(
         record.counts.raw_files_replayed += 1;
     }
     bar.finish_and_clear();
+    drop(read_all);
+    drop(workers);
     let missing = |what: &str| Error::Missing(format!("the replayed runs hold no {what} response"));
     let agencies = agencies.ok_or_else(|| missing("/v1/donvi"))?;
     let catalog = catalog.ok_or_else(|| missing("/v1/tthc"))?;

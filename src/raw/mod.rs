@@ -154,10 +154,29 @@ pub fn gzip(body: &[u8]) -> Result<Vec<u8>> {
 
 pub fn gunzip(gz: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    GzDecoder::new(gz)
-        .read_to_end(&mut out)
-        .doing("a raw file is not valid gzip")?;
+    gunzip_into(gz, &mut out)?;
     Ok(out)
+}
+
+/// Room reserved at once from a gzip trailer's size, at most (a larger body grows as read).
+const SIZE_HINT_MAX: usize = 64 << 20;
+
+/// Decompresses `gz` into `out`, emptied first and its room kept: a reader that decompresses
+/// file after file into one buffer allocates it once. The room is taken at once from the size
+/// the gzip trailer states (capped: the trailer is input), not grown by doubling and copying.
+pub fn gunzip_into(gz: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    let stated = gz
+        .len()
+        .checked_sub(4)
+        .and_then(|i| gz.get(i..))
+        .and_then(|t| <[u8; 4]>::try_from(t).ok())
+        .map_or(0, |t| u32::from_le_bytes(t) as usize);
+    out.reserve(stated.min(SIZE_HINT_MAX));
+    GzDecoder::new(gz)
+        .read_to_end(out)
+        .doing("a raw file is not valid gzip")?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -195,5 +214,14 @@ mod tests {
         let back = gunzip(&store.get(&paths[7]).await.unwrap().unwrap()).unwrap();
         assert_eq!(back, br#"{"error_code":"0","data":[7]}"#);
         assert!(gunzip(b"not gzip").is_err());
+        // Into a buffer used before: emptied, then the body alone; a trailer that states
+        // more than the body holds reserves room, nothing more.
+        let mut buf = b"left over".to_vec();
+        gunzip_into(&store.get(&paths[7]).await.unwrap().unwrap(), &mut buf).unwrap();
+        assert_eq!(buf, back);
+        let mut lying = gzip(b"short").unwrap().to_vec();
+        let n = lying.len();
+        lying[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(gunzip_into(&lying, &mut buf).is_err(), "a wrong stated size fails the check");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::gunzip;
+use super::gunzip_into;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::wire::{classify_body, BodyVerdict, Endpoint};
@@ -37,15 +37,21 @@ pub async fn files(store: &Store, run: &str) -> Result<Vec<String>> {
 /// A raw body read back: its endpoint and the body, when the pull could use it (a torn body or
 /// a "system busy" answer, which the pull retried, and a body it refused are not).
 pub fn usable(path: &str, gz: &[u8]) -> Result<Option<(Endpoint, Vec<u8>)>> {
-    let body = gunzip(gz).map_err(|e| Error::Io {
+    let mut body = vec![];
+    Ok(usable_into(path, gz, &mut body)?.map(|e| (e, body)))
+}
+
+/// As [`usable`], the body decompressed into `body` (a buffer reused file after file).
+pub fn usable_into(path: &str, gz: &[u8], body: &mut Vec<u8>) -> Result<Option<Endpoint>> {
+    gunzip_into(gz, body).map_err(|e| Error::Io {
         what: format!("{path} is damaged"),
         source: std::io::Error::other(e.to_string()),
     })?;
     let Some(endpoint) = Endpoint::of_raw_path(path) else {
         return Ok(None);
     };
-    Ok(match classify_body(&body) {
-        BodyVerdict::Usable { .. } => Some((endpoint, body)),
+    Ok(match classify_body(body) {
+        BodyVerdict::Usable { .. } => Some(endpoint),
         _ => None,
     })
 }

@@ -8,7 +8,35 @@ use super::scalar::Scalar;
 use super::Envelope;
 
 /// A `/v1/hoso` body read the typed way.
-pub type CasePage<'a> = Envelope<'a, Vec<CaseRecord<'a>>>;
+pub type CasePage<'a> = Envelope<'a, Records<'a>>;
+
+/// The records of a page, in a vector made room for a page at once: grown by doubling, the
+/// vector of a thousand records was copied ten times over and faulted in anew every page.
+#[derive(Debug, Default)]
+pub struct Records<'a>(pub Vec<CaseRecord<'a>>);
+
+/// Records a page is made room for at first (the pull's pages are a thousand; more grow).
+const PAGE_ROOM: usize = 1024;
+
+impl<'de: 'a, 'a> Deserialize<'de> for Records<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Seq<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Seq<'a> {
+            type Value = Vec<CaseRecord<'a>>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of case records")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(PAGE_ROOM).min(PAGE_ROOM));
+                while let Some(r) = seq.next_element()? {
+                    out.push(r);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Seq(std::marker::PhantomData)).map(Records)
+    }
+}
 
 /// The fields of a `/v1/hoso` record that motcua reads (`source-api.md`); every other field —
 /// names, phone numbers, addresses of applicants among them — is skipped unread.
