@@ -26,7 +26,7 @@ extern "C" {
 const MI_OPTION_PURGE_DELAY: c_int = 15;
 
 /// How long freed pages are kept while records are read (mimalloc's default), milliseconds.
-const READING_DELAY_MS: c_long = 1000;
+const READING_DELAY_MS: c_long = 200;
 
 /// Whether the delay was fixed by `MIMALLOC_PURGE_DELAY`.
 fn fixed() -> bool {

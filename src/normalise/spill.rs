@@ -183,6 +183,17 @@ impl Spill {
             .collect()
     }
 
+    /// The bytes of the files of `partition` (after [`Spill::seal`]).
+    pub fn bytes(&self, partition: &Partition) -> u64 {
+        self.files
+            .get(partition)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// Every record spilled to `partition`, whole, with `_order` (for tests and small spills).
     pub fn read(&self, partition: &Partition) -> Result<DataFrame> {
         let mut out = DataFrame::empty_with_schema(&self.schema);

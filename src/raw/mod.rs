@@ -222,6 +222,9 @@ mod tests {
         let mut lying = gzip(b"short").unwrap().to_vec();
         let n = lying.len();
         lying[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(gunzip_into(&lying, &mut buf).is_err(), "a wrong stated size fails the check");
+        assert!(
+            gunzip_into(&lying, &mut buf).is_err(),
+            "a wrong stated size fails the check"
+        );
     }
 }

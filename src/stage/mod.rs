@@ -85,6 +85,9 @@ const MERGING: usize = 2;
 /// at once). At 65,536 rows those copies of two merges took 500 MiB at ten million cases.
 const GROUP_ROWS: usize = 16_384;
 
+/// Room given a partition's new file at once, at most (a larger one grows as written).
+const ROOM_MAX: usize = 256 << 20;
+
 /// Merges partition `p` and writes its file; the file and the records superseded.
 async fn merge_one(
     store: &Store,
@@ -123,6 +126,7 @@ fn merged(
             p.path()
         ))
     };
+    let old_bytes = old.as_ref().map_or(0, |b| b.len());
     let old = old.map(ParquetFile::open).transpose().map_err(unreadable)?;
     let new = spill.files(p)?;
     let old_keys = match &old {
@@ -136,20 +140,20 @@ fn merged(
         None => DataFrame::empty_with_schema(&keys_schema()),
     };
     let old_rows = old_keys.height();
-    let mut keys = old_keys;
+    // Each file's keys with a trust flag in place of the run id, so only ids, stamps, flags
+    // and arrival orders are held for the whole partition.
+    let mut keys = upsert::with_trust(old_keys)?;
     let with_order: Vec<&str> = KEYS.iter().copied().chain([ORDER]).collect();
     for f in &new {
+        let read = f.read(Some(&with_order), (0, f.rows()))?;
         keys.vstack_mut_owned(
-            f.read(Some(&with_order), (0, f.rows()))?
-                .select(with_order.clone())?,
+            upsert::with_trust(read.select(with_order.clone())?)?
+                .select(keys.get_column_names_owned())?,
         )?;
     }
     let new_rows = keys.height() - old_rows;
-    let new_cases = keys
-        .slice(old_rows as i64, new_rows)
-        .column("case_id")?
-        .n_unique()?;
-    let kept = upsert::latest_rows(&keys)?;
+    let (kept, new_cases) = upsert::latest_rows_counted(&keys, old_rows)?;
+    drop(keys);
     let (mut keep_old, mut keep_new): (Vec<usize>, Vec<usize>) = (vec![], vec![]);
     for i in kept.into_no_null_iter().map(|i| i as usize) {
         match i < old_rows {
@@ -159,7 +163,14 @@ fn merged(
     }
     keep_old.sort_unstable();
     keep_new.sort_unstable();
-    let mut w = enc.writer_of_groups(&schema::staging_polars_schema(), GROUP_ROWS)?;
+    // Room for the file at once: the old file's size and half the spill's (plain LZ4 pages:
+    // 1,461 MB of spill made 691 MB of staging at ten million cases), capped.
+    let room = old_bytes + spill.bytes(p) as usize / 2;
+    let mut w = enc.writer_of_groups(
+        &schema::staging_polars_schema(),
+        GROUP_ROWS,
+        room.min(ROOM_MAX),
+    )?;
     if let Some(f) = &old {
         copy_kept(&mut w, std::slice::from_ref(f), &keep_old).map_err(unreadable)?;
     }
@@ -237,7 +248,9 @@ mod tests {
     #[test]
     fn picked_rows_are_the_rows_asked_for() {
         let n = 100usize;
-        let lists: Vec<Series> = (0..n).map(|i| Series::new("".into(), vec![i as i64; i % 3])).collect();
+        let lists: Vec<Series> = (0..n)
+            .map(|i| Series::new("".into(), vec![i as i64; i % 3]))
+            .collect();
         let df = df!(
             "id" => (0..n).map(|i| format!("case-{i}")).collect::<Vec<_>>(),
             "l" => lists,

@@ -16,48 +16,81 @@ use crate::error::Result;
 /// a case's current version, and its correction, stamped at the source's own time, is counted.
 /// Rejected records never get here, so they never replace a valid version.
 pub fn latest_rows(all: &DataFrame) -> Result<IdxCa> {
+    Ok(latest_rows_counted(all, all.height())?.0)
+}
+
+/// [`latest_rows`], and how many cases the rows from `new_from` on are versions of (a merge's
+/// new records: their versions beyond one a case are superseded within the run). `all` may
+/// carry [`UNTRUSTED`] in place of `source_run_id` ([`with_trust`]).
+pub fn latest_rows_counted(all: &DataFrame, new_from: usize) -> Result<(IdxCa, usize)> {
     let updated: Vec<Option<i64>> = all
         .column("updated_at")?
         .datetime()?
         .physical()
         .iter()
         .collect();
-    let untrusted = untrusted(&updated, all.column("source_run_id")?.str()?);
-    let keys = DataFrame::new(
-        all.height(),
-        vec![
-            all.column("case_id")?.clone(),
-            all.column("_order")?.clone(),
-        ],
-    )?
-    .with_row_index("_row".into(), None)?
-    .lazy()
-    .sort(
-        ["case_id", "_order"],
-        SortMultipleOptions::default().with_maintain_order(true),
-    )
-    .collect()?;
-    let ids = keys.column("case_id")?.str()?;
-    let rows = keys.column("_row")?.idx()?;
+    let untrusted: Vec<bool> = match all.column(UNTRUSTED) {
+        Ok(c) => c.bool()?.iter().map(|b| b.unwrap_or(false)).collect(),
+        Err(_) => untrusted(&updated, all.column("source_run_id")?.str()?),
+    };
+    // Each row's (case id, arrival order, row), sorted stably: a case's versions together, in
+    // the order they arrived. Sorted here rather than by polars, whose multi-column sort
+    // encodes every row and copies the ids (80 MB for a partition of 430 thousand rows).
+    let orders: Vec<Option<i64>> = all.column("_order")?.i64()?.iter().collect();
+    let mut keys: Vec<(Option<&str>, Option<i64>, usize)> = all
+        .column("case_id")?
+        .str()?
+        .iter()
+        .zip(orders)
+        .enumerate()
+        .map(|(row, (id, order))| (id, order, row))
+        .collect();
+    keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let mut keep: Vec<IdxSize> = Vec::with_capacity(all.height());
-    let mut current: Option<(Option<&str>, usize)> = None;
-    for (id, row) in ids.iter().zip(rows.iter()) {
-        let Some(row) = row else { continue };
-        let row = row as usize;
-        match current {
-            Some((kept_id, kept)) if kept_id == id => {
-                if untrusted[kept] || updated[row] >= updated[kept] {
-                    current = Some((id, row));
+    let mut new_cases = 0;
+    // The case whose versions are being read: its id, the row kept so far, whether a new one.
+    let mut current: Option<(Option<&str>, usize, bool)> = None;
+    for (id, _, row) in keys {
+        let new = row >= new_from;
+        match &mut current {
+            Some((kept_id, kept, any_new)) if *kept_id == id => {
+                if untrusted[*kept] || updated[row] >= updated[*kept] {
+                    *kept = row;
                 }
+                *any_new |= new;
             }
             _ => {
-                keep.extend(current.map(|(_, kept)| kept as IdxSize));
-                current = Some((id, row));
+                if let Some((_, kept, any_new)) = current {
+                    keep.push(kept as IdxSize);
+                    new_cases += usize::from(any_new);
+                }
+                current = Some((id, row, new));
             }
         }
     }
-    keep.extend(current.map(|(_, kept)| kept as IdxSize));
-    Ok(IdxCa::from_vec("_row".into(), keep))
+    if let Some((_, kept, any_new)) = current {
+        keep.push(kept as IdxSize);
+        new_cases += usize::from(any_new);
+    }
+    Ok((IdxCa::from_vec("_row".into(), keep), new_cases))
+}
+
+/// The column that stands for `source_run_id` in the keys of a merge: whether each version's
+/// stamp is untrusted (see [`latest_rows`]).
+pub const UNTRUSTED: &str = "_untrusted";
+
+/// `keys` with [`UNTRUSTED`] in place of `source_run_id`: a flag a row instead of a string.
+pub fn with_trust(keys: DataFrame) -> Result<DataFrame> {
+    let updated: Vec<Option<i64>> = keys
+        .column("updated_at")?
+        .datetime()?
+        .physical()
+        .iter()
+        .collect();
+    let flags = untrusted(&updated, keys.column("source_run_id")?.str()?);
+    let mut keys = keys.drop("source_run_id")?;
+    keys.with_column(Column::new(UNTRUSTED.into(), flags))?;
+    Ok(keys)
 }
 
 /// Whether each version was stamped after the start of the run that pulled it (ids that are

@@ -26,15 +26,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for Records<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an array of case records")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(PAGE_ROOM).min(PAGE_ROOM));
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out =
+                    Vec::with_capacity(seq.size_hint().unwrap_or(PAGE_ROOM).min(PAGE_ROOM));
                 while let Some(r) = seq.next_element()? {
                     out.push(r);
                 }
                 Ok(out)
             }
         }
-        d.deserialize_seq(Seq(std::marker::PhantomData)).map(Records)
+        d.deserialize_seq(Seq(std::marker::PhantomData))
+            .map(Records)
     }
 }
 
