@@ -241,6 +241,10 @@ impl Batches {
 
     /// Normalises a usable `/v1/hoso` body (see [`Normaliser::add_body`]).
     pub fn add_body(&mut self, raw_path: &str, body: &[u8]) -> Result<()> {
+        if self.normaliser.pending() == 0 {
+            // A batch begins: room for all of it (and a page of the pull's size) at once.
+            self.normaliser.reserve(BATCH_RECORDS + 1024);
+        }
         self.normaliser.add_body(raw_path, body);
         self.flush_full()
     }

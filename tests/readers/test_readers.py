@@ -222,9 +222,10 @@ def test_dim_agencies_joins_cases_by_agency_as_the_readme_shows(published):
 
 @pytest.fixture(scope="module")
 def one_big_partition(tmp_path_factory):
-    """A staging partition of 150,000 cases (three row groups, column chunks of megabytes, nulls
-    in many columns), written by motcua from a raw layer of one run: large enough that a page
-    size left at the default would split chunks into several pages."""
+    """A staging partition of 150,000 cases (ten row groups, a column chunk of more than a
+    megabyte — each case's agency name text is its own, about 100 bytes —, nulls in many
+    columns), written by motcua from a raw layer of one run: large enough that a page size left
+    at the default (1 MiB) would split a chunk into several pages."""
     root = tmp_path_factory.mktemp("big")
     run = root / "raw" / "run_id=20240915T000000000Z-b1b1"
     for d in ("v1-donvi", "v1-tthc", "v1-hoso"):
@@ -239,7 +240,8 @@ def one_big_partition(tmp_path_factory):
         ended = i % 3 == 0
         rec = {"MaHoSo": f"000.00.01.H57-240701-{i:07}", "MaDonVi": f"000.00.{1 + i % 8:02}.H57",
                "TrangThaiHoSo": "9" if ended else "4", "NgayTiepNhan": "20240701080000",
-               "NgayCapNhat": f"202407{2 + i % 9:02}09{i % 60:02}00"}
+               "NgayCapNhat": f"202407{2 + i % 9:02}09{i % 60:02}00",
+               "DonViXuLy": f"Bộ phận tiếp nhận và trả kết quả số {i:07} của Ủy ban nhân dân phường thử nghiệm"}
         if ended:
             rec["NgayKetThucXuLy"] = "20240720100000"
         if i % 5:
