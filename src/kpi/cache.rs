@@ -339,12 +339,13 @@ pub(super) fn add_rows(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::period::{Convention, PeriodId};
     use crate::kpi::partial::Totals;
 
-    fn periods() -> Vec<Period> {
+    /// Two quarters, for the tests of the cache and of its sums.
+    pub(crate) fn periods() -> Vec<Period> {
         ["2024-Q2", "2024-Q3"]
             .iter()
             .map(|p| p.parse::<PeriodId>().unwrap().resolve(Convention::Decree09))

@@ -178,15 +178,8 @@ fn file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::period::{Convention, PeriodId};
+    use crate::kpi::cache::tests::periods;
     use crate::kpi::partial::{Row, PER_PERIOD};
-
-    fn periods() -> Vec<Period> {
-        ["2024-Q2", "2024-Q3"]
-            .iter()
-            .map(|p| p.parse::<PeriodId>().unwrap().resolve(Convention::Decree09))
-            .collect()
-    }
 
     fn partial(n: i64) -> Partial {
         let mut p = Partial::new(2);
