@@ -63,12 +63,22 @@ pub fn moved_rows(cases: &DataFrame) -> Result<Vec<(usize, Vec<Transfer>)>> {
     let mut out = vec![];
     let mut row = 0;
     for arr in lists.downcast_iter() {
-        for n in arr.offsets().lengths() {
-            if n > 0 {
-                out.push((row, transfers_of(lists, row)?));
+        let offsets = arr.offsets();
+        if offsets.first() != offsets.last() {
+            // The hand-overs of the chunk's rows, field by field, once; each row's are a run.
+            let items = Series::try_from((PlSmallStr::from("transfers"), arr.values().clone()))?;
+            let Some(fields) = Fields::of(&items)? else {
+                row += arr.len();
+                continue;
+            };
+            for (i, w) in offsets.buffer().windows(2).enumerate() {
+                let (from, to) = (w[0] as usize, w[1] as usize);
+                if to > from && arr.validity().is_none_or(|v| v.get_bit(i)) {
+                    out.push((row + i, (from..to).filter_map(|k| fields.get(k)).collect()));
+                }
             }
-            row += 1;
         }
+        row += arr.len();
     }
     Ok(out)
 }
@@ -81,29 +91,40 @@ pub fn agency_on_day<'a>(now: &'a str, transfers: &'a [Transfer], on: i32) -> &'
     }
 }
 
-/// The hand-overs of one staged case.
-fn transfers_of(list: &ListChunked, row: usize) -> Result<Vec<Transfer>> {
-    let Some(items) = list.get_as_series(row) else {
-        return Ok(vec![]);
-    };
-    let items = items.struct_()?;
-    let fields = items.fields_as_series();
-    let field = |name: &str| fields.iter().find(|f| f.name().as_str() == name).cloned();
-    let (Some(from), Some(on)) = (field("from_agency"), field("transferred_on")) else {
-        return Ok(vec![]);
-    };
-    let to = field("to_agency");
-    let from = from.str()?.clone();
-    // Days since 1970 (the list hands its struct fields over physical or as dates).
-    let on = on.cast(&DataType::Int32)?.i32()?.clone();
-    let to = to.map(|t| t.str().cloned()).transpose()?;
-    Ok((0..items.len())
-        .filter_map(|k| {
-            Some(Transfer {
-                from: from.get(k)?.to_string(),
-                to: to.as_ref().and_then(|t| t.get(k)).map(str::to_string),
-                on: day(on.get(k)?)?,
-            })
+/// The fields of a run of staged hand-overs.
+struct Fields {
+    from: StringChunked,
+    to: Option<StringChunked>,
+    /// Days since 1970.
+    on: Int32Chunked,
+}
+
+impl Fields {
+    /// `None` when the hand-overs lack their giving agency or date (none to follow).
+    fn of(items: &Series) -> Result<Option<Fields>> {
+        let fields = items.struct_()?.fields_as_series();
+        let field = |name: &str| fields.iter().find(|f| f.name().as_str() == name).cloned();
+        let (Some(from), Some(on)) = (field("from_agency"), field("transferred_on")) else {
+            return Ok(None);
+        };
+        // The list hands its struct fields over physical or as dates.
+        let on = on.cast(&DataType::Int32)?.i32()?.rechunk().into_owned();
+        let to = field("to_agency")
+            .map(|t| t.str().map(|t| t.rechunk().into_owned()))
+            .transpose()?;
+        Ok(Some(Fields {
+            from: from.str()?.rechunk().into_owned(),
+            to,
+            on,
+        }))
+    }
+
+    /// Hand-over `k`, when it has its giving agency and a date.
+    fn get(&self, k: usize) -> Option<Transfer> {
+        Some(Transfer {
+            from: self.from.get(k)?.to_string(),
+            to: self.to.as_ref().and_then(|t| t.get(k)).map(str::to_string),
+            on: day(self.on.get(k)?)?,
         })
-        .collect())
+    }
 }

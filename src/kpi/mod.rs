@@ -142,26 +142,36 @@ pub async fn count_staging(
         counted: todo.len() as u64,
         cached: kept.len() as u64,
     };
-    let versions: std::collections::BTreeMap<&str, &str> = listing
-        .iter()
-        .map(|(p, v)| (p.as_str(), v.as_str()))
-        .collect();
+    let versions: std::collections::BTreeMap<String, String> = listing.iter().cloned().collect();
+    // The next cache is encoded on a thread of its own, beside the counting.
+    let (to_cache, cached) = std::sync::mpsc::channel::<(String, String, Partial)>();
     let mut next = NextCache {
-        cache: &cache,
-        enc,
-        kept: &kept,
+        cache,
+        enc: enc.clone(),
+        kept,
         writer: None,
         broken: false,
     };
+    let caching = tokio::task::spawn_blocking(move || {
+        for (path, version, p) in cached {
+            next.push(&path, &version, &p);
+        }
+        next
+    });
     scan::count(store, todo, periods, agencies.clone(), bar, |path, p| {
         total.add(&p);
-        if let Some(v) = versions.get(path.as_str()) {
-            next.push(&path, v, &p);
+        if let Some(v) = versions.get(&path) {
+            // The cache thread gone (it panicked) only loses the cache: noticed below.
+            let _ = to_cache.send((path, v.clone(), p));
         }
         Ok(())
     })
     .await?;
-    next.save(store).await;
+    drop(to_cache);
+    match caching.await {
+        Ok(next) => next.save(store).await,
+        Err(_) => tracing::warn!("the KPI cache could not be written: the next run counts again"),
+    }
     sums::save(store, enc, periods, &agencies, &listing, &total).await;
     let periods = periods.to_vec();
     let totals = crate::parquet::blocking(move || total.total(&periods)).await?;
@@ -169,18 +179,18 @@ pub async fn count_staging(
 }
 
 /// The next KPI cache, begun when a partition is counted (or at the end, if partitions went).
-struct NextCache<'a> {
-    cache: &'a cache::Cache,
-    enc: &'a crate::parquet::ParquetEncoder,
-    kept: &'a std::collections::BTreeSet<String>,
+struct NextCache {
+    cache: cache::Cache,
+    enc: crate::parquet::ParquetEncoder,
+    kept: std::collections::BTreeSet<String>,
     writer: Option<cache::CacheWriter>,
     broken: bool,
 }
 
-impl NextCache<'_> {
+impl NextCache {
     fn begin(&mut self) {
         if self.writer.is_none() && !self.broken {
-            match self.cache.writer(self.enc, self.kept) {
+            match self.cache.writer(&self.enc, &self.kept) {
                 Ok(w) => self.writer = Some(w),
                 Err(e) => self.fail(e),
             }
@@ -200,7 +210,7 @@ impl NextCache<'_> {
     }
 
     async fn save(mut self, store: &crate::store::Store) {
-        if self.cache.stale(self.kept) {
+        if self.cache.stale(&self.kept) {
             self.begin();
         }
         if let Some(w) = self.writer {

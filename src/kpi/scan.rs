@@ -1,12 +1,13 @@
 //! Reading the staging table for the KPIs: each partition asked for, once, only
 //! [`super::INPUT_COLUMNS`], a row group at a time (so memory holds a slice, never a whole
-//! partition), each slice counted as the next is decoded, and the counts of a partition
-//! summed.
+//! partition), slices counted on two threads as the next is decoded, and the counts of a
+//! partition summed.
 
 use polars::prelude::DataFrame;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::attribution::Agencies;
@@ -43,7 +44,7 @@ struct Slice {
 /// down `tx`.
 async fn read_all(store: Store, paths: Vec<String>, tx: mpsc::Sender<Result<Slice>>) {
     for path in paths {
-        let b = match store.get(&path).await {
+        let b = match store.get_mapped(&path).await {
             Ok(Some(b)) => b,
             Ok(None) => {
                 let e = Error::Internal(format!(
@@ -93,9 +94,13 @@ async fn read_all(store: Store, paths: Vec<String>, tx: mpsc::Sender<Result<Slic
     }
 }
 
+/// Slices counted at once, each on a blocking thread of its own, while the next is decoded.
+const COUNTING: usize = 2;
+
 /// The partial counts, for every one of `periods`, of each partition of `paths`, handed to
-/// `done` as each partition completes: one task reads and decodes while the slice before is
-/// counted. `bar` advances a partition at a time.
+/// `done` as each partition completes: one task reads and decodes while up to [`COUNTING`]
+/// slices before are counted, their counts taken in the order they were read. `bar` advances
+/// a partition at a time.
 pub async fn count(
     store: &Store,
     paths: Vec<String>,
@@ -104,17 +109,19 @@ pub async fn count(
     bar: &indicatif::ProgressBar,
     mut done: impl FnMut(String, Partial) -> Result<()>,
 ) -> Result<()> {
-    let (tx, mut rx) = mpsc::channel(2);
+    let (tx, mut rx) = mpsc::channel(1);
     let reader = tokio::spawn(read_all(store.clone(), paths, tx));
     let n = periods.len();
     let mut current = Partial::new(n);
-    let mut counting: Option<JoinHandle<Result<Counted>>> = None;
+    let mut counting: VecDeque<JoinHandle<Result<Counted>>> = VecDeque::new();
     while let Some(slice) = rx.recv().await.transpose()? {
-        if let Some(c) = counting.take() {
-            absorb(joined(c).await?, &mut current, &mut done, bar)?;
+        if counting.len() == COUNTING {
+            if let Some(c) = counting.pop_front() {
+                absorb(joined(c).await?, &mut current, &mut done, bar)?;
+            }
         }
         let (periods, agencies) = (periods.to_vec(), agencies.clone());
-        counting = Some(tokio::task::spawn_blocking(move || {
+        counting.push_back(tokio::task::spawn_blocking(move || {
             let p = match slice.df.height() {
                 0 => Partial::new(periods.len()),
                 _ => partial(&slice.df, &periods, &agencies)?,
@@ -122,7 +129,7 @@ pub async fn count(
             Ok((p, slice.last.then_some(slice.path)))
         }));
     }
-    if let Some(c) = counting.take() {
+    while let Some(c) = counting.pop_front() {
         absorb(joined(c).await?, &mut current, &mut done, bar)?;
     }
     reader
