@@ -48,7 +48,7 @@ test-deps:
 	  CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/s3s-fs $(CARGO) install s3s-fs --version 0.14.1 --features binary --locked --quiet; }
 
 ## make bench: release build, then pull, nightly run, KPI step (beside the DuckDB command line)
-## and replay on demo provinces of SIZES records (default one and ten million: about 30 minutes,
+## and replay on demo provinces of SIZES records (default one and ten million: 6 to 40 minutes,
 ## 25 GB of temp disk). BENCH_OUT=file also writes the table there.
 SIZES ?= 1000000,10000000
 BENCH_OUT ?=
