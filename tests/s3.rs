@@ -159,7 +159,9 @@ async fn large_objects_go_up_in_parts_and_the_lock_is_a_conditional_create() {
         .await
         .unwrap();
     let first = store.get("_state/lock").await.unwrap().unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The lock's times are whole seconds: a renewal shows once one comes a second or more after
+    // the lock was taken (heartbeats every 300 ms; 1.2 s once left the bytes unchanged).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     held.ensure_held().await.unwrap();
     assert_ne!(
         store.get("_state/lock").await.unwrap().unwrap(),
