@@ -14,6 +14,7 @@
 
 pub mod attribution;
 pub mod cache;
+mod columns;
 pub mod identities;
 pub mod partial;
 pub mod restate;

@@ -1,0 +1,117 @@
+//! The columns of a staging slice the counting reads ([`super::INPUT_COLUMNS`]), read in place:
+//! each column in one chunk (a row group, as read), borrowed as its array and read a row at a
+//! time, so nothing is copied out of the decoded slice.
+
+use polars::prelude::*;
+
+use crate::domain::rules::Case;
+use crate::error::Result;
+
+/// The columns of a slice the counting reads, each in one chunk (a slice is a row group, so
+/// they mostly are already): [`Columns`] reads them row by row from there.
+pub(super) struct Chunks<'a> {
+    strings: [std::borrow::Cow<'a, StringChunked>; 5],
+    ints: [std::borrow::Cow<'a, Int32Chunked>; 7],
+    supplements: std::borrow::Cow<'a, Int64Chunked>,
+    flags: [std::borrow::Cow<'a, BooleanChunked>; 2],
+}
+
+impl<'a> Chunks<'a> {
+    pub(super) fn of(df: &'a DataFrame) -> Result<Chunks<'a>> {
+        let string = |name: &str| -> Result<_> { Ok(df.column(name)?.str()?.rechunk()) };
+        let date = |name: &str| -> Result<_> { Ok(df.column(name)?.date()?.physical().rechunk()) };
+        let int = |name: &str| -> Result<_> { Ok(df.column(name)?.i32()?.rechunk()) };
+        let flag = |name: &str| -> Result<_> { Ok(df.column(name)?.bool()?.rechunk()) };
+        Ok(Chunks {
+            strings: [
+                string("agency_code")?,
+                string("field_code")?,
+                string("procedure_code")?,
+                string("agency_name_text")?,
+                string("field_name")?,
+            ],
+            ints: [
+                int("status")?,
+                int("channel")?,
+                date("submitted_date")?,
+                date("accepted_date")?,
+                date("refused_date")?,
+                date("end_date")?,
+                date("due_date")?,
+            ],
+            supplements: df.column("supplement_requests")?.i64()?.rechunk(),
+            flags: [flag("paid_online")?, flag("digitized")?],
+        })
+    }
+}
+
+/// The one array of a column in one chunk.
+fn array<T: PolarsDataType>(ca: &ChunkedArray<T>) -> Result<&T::Array> {
+    ca.downcast_iter().next().ok_or_else(|| {
+        crate::error::Error::Internal(format!("the column {} has no values", ca.name()))
+    })
+}
+
+type Strings = <StringType as PolarsDataType>::Array;
+type Ints = <Int32Type as PolarsDataType>::Array;
+type Longs = <Int64Type as PolarsDataType>::Array;
+type Flags = <BooleanType as PolarsDataType>::Array;
+
+/// The columns of a slice the counting reads, borrowed as arrays and read a row at a time:
+/// nothing is copied out of the decoded slice (copying each column into vectors faulted in
+/// four gigabytes over a count of ten million cases).
+pub(super) struct Columns<'a> {
+    pub agency: &'a Strings,
+    pub field: &'a Strings,
+    pub procedure: &'a Strings,
+    pub agency_name: &'a Strings,
+    pub field_name: &'a Strings,
+    /// status, channel, then the dates of [`Case`] in its order.
+    ints: [&'a Ints; 7],
+    supplements: &'a Longs,
+    paid: &'a Flags,
+    digitized: &'a Flags,
+}
+
+impl<'a> Columns<'a> {
+    pub(super) fn of(c: &'a Chunks<'a>) -> Result<Columns<'a>> {
+        let [a, f, p, an, fnm] = &c.strings;
+        let i = &c.ints;
+        Ok(Columns {
+            agency: array(a)?,
+            field: array(f)?,
+            procedure: array(p)?,
+            agency_name: array(an)?,
+            field_name: array(fnm)?,
+            ints: [
+                array(&i[0])?,
+                array(&i[1])?,
+                array(&i[2])?,
+                array(&i[3])?,
+                array(&i[4])?,
+                array(&i[5])?,
+                array(&i[6])?,
+            ],
+            supplements: array(&c.supplements)?,
+            paid: array(&c.flags[0])?,
+            digitized: array(&c.flags[1])?,
+        })
+    }
+
+    /// The case of row `i`.
+    pub(super) fn case(&self, i: usize) -> Case {
+        let [status, channel, sub, acc, refd, end, due] = self.ints.map(|a| a.get(i));
+        Case {
+            status,
+            channel,
+            sub,
+            acc,
+            refd,
+            end,
+            due,
+            supplement_requests: self.supplements.get(i),
+            paid_online: self.paid.get(i),
+            digitized: self.digitized.get(i),
+        }
+    }
+}
