@@ -128,3 +128,68 @@ impl Fields {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::schema::{transfers_column, StagedTransfer};
+
+    fn staged(from: &str, to: Option<&str>, day: &str) -> StagedTransfer {
+        let d: NaiveDate = day.parse().unwrap();
+        let at = d.and_hms_opt(3, 0, 0).unwrap().and_utc().timestamp_micros();
+        StagedTransfer {
+            from: from.into(),
+            to: to.map(str::to_string),
+            at,
+        }
+    }
+
+    fn transfer(from: &str, to: Option<&str>, day: &str) -> Transfer {
+        Transfer {
+            from: from.into(),
+            to: to.map(str::to_string),
+            on: day.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn moved_rows_are_found_in_every_chunk_with_their_hand_overs() {
+        let frame = |all: &[StagedTransfer], counts: &[u32]| {
+            DataFrame::new(counts.len(), vec![transfers_column(all, counts).unwrap()]).unwrap()
+        };
+        // Three chunks: rows 0–2 (row 1 moved twice), row 3 (not moved), rows 4–5 (row 5 moved;
+        // row 4 a null list, as no staging writes but a reader must bear).
+        let mut df = frame(
+            &[
+                staged("A", Some("B"), "2024-03-01"),
+                staged("B", None, "2024-08-20"),
+            ],
+            &[0, 2, 0],
+        );
+        df.vstack_mut(&frame(&[], &[0])).unwrap();
+        let moved = frame(&[staged("C", Some("D"), "2025-07-01")], &[1]);
+        let dtype = moved.column("transfers").unwrap().dtype().clone();
+        let null = Series::full_null("transfers".into(), 1, &dtype).into_column();
+        let mut last = DataFrame::new(1, vec![null]).unwrap();
+        last.vstack_mut(&moved).unwrap();
+        last.rechunk_mut();
+        df.vstack_mut(&last).unwrap();
+        assert!(df.first_col_n_chunks() >= 3);
+        assert_eq!(df.height(), 6);
+
+        let moved = moved_rows(&df).unwrap();
+        assert_eq!(
+            moved,
+            vec![
+                (
+                    1,
+                    vec![
+                        transfer("A", Some("B"), "2024-03-01"),
+                        transfer("B", None, "2024-08-20"),
+                    ]
+                ),
+                (5, vec![transfer("C", Some("D"), "2025-07-01")]),
+            ]
+        );
+    }
+}
