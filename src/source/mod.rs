@@ -29,12 +29,12 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::Value;
 use tracing::warn;
 
-pub use paging::{stamps, Stamps, Window};
+pub use paging::{stamps, Stamp, Stamps, Window};
 pub use retry::{classify_status, Backoff, StatusVerdict};
 
 pub use crate::error::SourceError;
 use crate::raw::RawLog;
-use crate::wire::{classify_body, records_of, BodyVerdict, Endpoint, Envelope};
+use crate::wire::{classify_reading, records_of, BodyVerdict, Endpoint, Envelope};
 
 /// How to reach the source and how patient to be with it.
 #[derive(Debug, Clone)]
@@ -74,11 +74,13 @@ impl SourceConfig {
     }
 }
 
-/// A successful response: where its body landed in `raw/`, the body, and its `total`.
+/// A successful response: where its body landed in `raw/`, the body, its `total`, and the
+/// stamps of its records (read with the envelope, in the same pass).
 pub struct Response {
     pub raw_path: String,
     pub body: Bytes,
     pub total: Option<u64>,
+    pub stamps: Stamps,
 }
 
 impl Response {
@@ -250,7 +252,7 @@ impl Source {
                     message: e.to_string(),
                 })?;
         self.stats.bytes += body.len() as u64;
-        Self::check_body(raw_path, body, request)
+        Self::check_body(raw_path, body, request, self.bound)
     }
 
     /// What the status calls for, as [`retry::classify_status`] decides.
@@ -275,19 +277,30 @@ impl Source {
         }
     }
 
-    /// What the body calls for, as [`classify_body`] decides.
+    /// What the body calls for, as [`crate::wire::classify_body`] decides; the stamps of its
+    /// records are read in the same pass (apart from `bound`, see [`Stamps`]).
     fn check_body(
         raw_path: String,
         body: Bytes,
         request: &str,
+        bound: Option<i64>,
     ) -> Result<Result<Response, Transient>, SourceError> {
         let request = request.to_string();
-        match classify_body(&body) {
-            BodyVerdict::Usable { total } => Ok(Ok(Response {
-                raw_path,
-                body,
-                total,
-            })),
+        let (verdict, data) = classify_reading::<Vec<Stamp>>(&body);
+        match verdict {
+            BodyVerdict::Usable { total } => {
+                let stamps = match data {
+                    Some(records) => Stamps::of(records, bound),
+                    // An odd record: read as JSON trees.
+                    None => stamps(&body, bound),
+                };
+                Ok(Ok(Response {
+                    raw_path,
+                    body,
+                    total,
+                    stamps,
+                }))
+            }
             BodyVerdict::Retry(why) => Ok(Err(Transient::new(why))),
             BodyVerdict::Application { code, message } => Err(SourceError::Application {
                 request,

@@ -56,34 +56,43 @@ impl Stamps {
     }
 }
 
-/// The [`Stamps`] of a body. Read typed, skipping every other field; as JSON trees if a record
-/// is odd.
-pub fn stamps(body: &[u8], bound: Option<i64>) -> Stamps {
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct Stamp<'a> {
-        #[serde(rename = "MaHoSo", borrow)]
-        key: Option<Scalar<'a>>,
-        #[serde(rename = "NgayCapNhat", borrow)]
-        updated: Option<Scalar<'a>>,
-    }
-    let mut out = Stamps::default();
-    match serde_json::from_slice::<Envelope<Vec<Stamp>>>(body) {
-        Ok(p) => {
-            for s in p.data.unwrap_or_default() {
-                let t = scalar_instant(s.updated).ok().flatten();
-                let beyond = bound.is_some_and(|b| t.is_some_and(|t| t >= b));
-                out.add(beyond.then(|| scalar_text(s.key)).flatten(), t, bound);
-            }
+/// What the cursor reads of a record: its key and `NgayCapNhat`, every other field skipped.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct Stamp<'a> {
+    #[serde(rename = "MaHoSo", borrow)]
+    key: Option<Scalar<'a>>,
+    #[serde(rename = "NgayCapNhat", borrow)]
+    updated: Option<Scalar<'a>>,
+}
+
+impl Stamps {
+    /// The [`Stamps`] of records read typed.
+    pub fn of(records: Vec<Stamp>, bound: Option<i64>) -> Stamps {
+        let mut out = Stamps::default();
+        for s in records {
+            let t = scalar_instant(s.updated).ok().flatten();
+            let beyond = bound.is_some_and(|b| t.is_some_and(|t| t >= b));
+            out.add(beyond.then(|| scalar_text(s.key)).flatten(), t, bound);
         }
+        out
+    }
+}
+
+/// The [`Stamps`] of a body. Read typed, skipping every other field; as JSON trees if a record
+/// is odd. (The pull reads them with the envelope, in one pass: [`crate::wire::classify_reading`].)
+pub fn stamps(body: &[u8], bound: Option<i64>) -> Stamps {
+    match serde_json::from_slice::<Envelope<Vec<Stamp>>>(body) {
+        Ok(p) => Stamps::of(p.data.unwrap_or_default(), bound),
         Err(_) => {
+            let mut out = Stamps::default();
             for d in records_of(body) {
                 let t = instant(d.get("NgayCapNhat")).ok().flatten();
                 out.add(text(d.get("MaHoSo")), t, bound);
             }
+            out
         }
     }
-    out
 }
 
 impl Source {
@@ -113,9 +122,8 @@ impl Source {
                     self.progress.set_length(before + total);
                 }
             }
-            let s = stamps(&r.body, self.bound);
-            let (n, last) = (s.records, s.last);
-            self.take(r, s, &mut on_page);
+            let (n, last) = (r.stamps.records, r.stamps.last);
+            self.take(r, &mut on_page);
             if self.stats.pages.is_multiple_of(50) {
                 let rate = self.stats.records as f64 / started.elapsed().as_secs_f64().max(1e-3);
                 info!(
@@ -146,7 +154,8 @@ impl Source {
     }
 
     /// Counts a page and hands it on.
-    fn take(&mut self, r: Response, s: Stamps, on_page: &mut impl FnMut(Response)) {
+    fn take(&mut self, mut r: Response, on_page: &mut impl FnMut(Response)) {
+        let s = std::mem::take(&mut r.stamps);
         self.stats.pages += 1;
         self.stats.records += s.records as u64;
         self.progress.inc(s.records as u64);
@@ -186,8 +195,7 @@ impl Source {
                         fresh += 1;
                     }
                 }
-                let s = stamps(&r.body, self.bound);
-                self.take(r, s, on_page);
+                self.take(r, on_page);
                 if (data.len() as u32) < size {
                     break;
                 }
@@ -252,5 +260,16 @@ mod tests {
         );
         // Without a bound, every stamp may move the cursor.
         assert_eq!(stamps(body, None).last_before_bound, s.last);
+        // Read with the envelope, in one pass, the stamps are the same.
+        let (_, data) = crate::wire::classify_reading::<Vec<Stamp>>(body);
+        assert_eq!(Stamps::of(data.unwrap(), bound), s);
+        // A record that is not an object leaves the one pass to the JSON trees: counted all the same.
+        let odd = br#"{"error_code":"0","data":[{"MaHoSo":"A","NgayCapNhat":"20240701080000"},7]}"#;
+        assert!(crate::wire::classify_reading::<Vec<Stamp>>(odd).1.is_none());
+        let s = stamps(odd, bound);
+        assert_eq!(
+            (s.records, s.last),
+            (2, crate::wire::parse_instant("20240701080000"))
+        );
     }
 }

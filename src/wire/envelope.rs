@@ -35,49 +35,54 @@ impl<D> Envelope<'_, D> {
     }
 }
 
-/// Whether a JSON value is an array, read without keeping it.
+/// A `data` value: an array, read as `T`, or what else it is.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Shape {
-    Array,
+pub enum Shaped<T> {
+    Array(T),
     Other(&'static str),
 }
 
-impl<'de> Deserialize<'de> for Shape {
+/// Whether a JSON value is an array, read without keeping it.
+pub type Shape = Shaped<serde::de::IgnoredAny>;
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Shaped<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Shape;
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Shaped<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON value")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Shape, A::Error> {
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Shape::Array)
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Shaped<T>, A::Error> {
+                T::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(Shaped::Array)
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Shape, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Shaped<T>, A::Error> {
                 while a
                     .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
                     .is_some()
                 {}
-                Ok(Shape::Other("an object"))
+                Ok(Shaped::Other("an object"))
             }
-            fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
-                Ok(Shape::Other("a string"))
+            fn visit_str<E>(self, _: &str) -> Result<Shaped<T>, E> {
+                Ok(Shaped::Other("a string"))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
-                Ok(Shape::Other("a boolean"))
+            fn visit_bool<E>(self, _: bool) -> Result<Shaped<T>, E> {
+                Ok(Shaped::Other("a boolean"))
             }
-            fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
-                Ok(Shape::Other("a number"))
+            fn visit_i64<E>(self, _: i64) -> Result<Shaped<T>, E> {
+                Ok(Shaped::Other("a number"))
             }
-            fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
-                Ok(Shape::Other("a number"))
+            fn visit_u64<E>(self, _: u64) -> Result<Shaped<T>, E> {
+                Ok(Shaped::Other("a number"))
             }
-            fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
-                Ok(Shape::Other("a number"))
+            fn visit_f64<E>(self, _: f64) -> Result<Shaped<T>, E> {
+                Ok(Shaped::Other("a number"))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -98,8 +103,7 @@ pub enum BodyVerdict {
 /// on it, and a replay of `raw/` uses only the bodies it finds usable, as the pull did.
 pub fn classify_body(body: &[u8]) -> BodyVerdict {
     // serde would read a JSON array as the envelope's fields in order: only an object is one.
-    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if !object && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+    if !is_object(body) && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
         return BodyVerdict::Contract("not the JSON envelope: JSON, but not an object".into());
     }
     let head: Envelope<Shape> = match serde_json::from_slice(body) {
@@ -117,15 +121,38 @@ pub fn classify_body(body: &[u8]) -> BodyVerdict {
             ));
         }
     };
+    verdict(head).0
+}
+
+/// [`classify_body`] and the `data` array read as `T`, in one pass over the body (the pull
+/// reads its cursor so). The data is `None` when the body is not usable, or when its array
+/// could not be read as `T`: the verdict is then [`classify_body`]'s, and the caller reads the
+/// records another way.
+pub fn classify_reading<'a, T: Deserialize<'a>>(body: &'a [u8]) -> (BodyVerdict, Option<T>) {
+    if is_object(body) {
+        if let Ok(head) = serde_json::from_slice::<Envelope<Shaped<T>>>(body) {
+            return verdict(head);
+        }
+    }
+    (classify_body(body), None)
+}
+
+fn is_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// What a parsed envelope calls for, and its data when it is usable.
+fn verdict<T>(head: Envelope<Shaped<T>>) -> (BodyVerdict, Option<T>) {
     let message = scalar_text(head.message.clone()).unwrap_or_default();
-    match scalar_text(head.error_code.clone()).as_deref() {
+    let total = head.total();
+    let v = match scalar_text(head.error_code.clone()).as_deref() {
         None => BodyVerdict::Contract("the envelope has no error_code".into()),
         Some("1") => BodyVerdict::Retry(format!("error_code \"1\" ({message})")),
         Some("0") => match head.data {
-            Some(Shape::Array) => BodyVerdict::Usable {
-                total: head.total(),
-            },
-            Some(Shape::Other(what)) => {
+            Some(Shaped::Array(data)) => {
+                return (BodyVerdict::Usable { total }, Some(data));
+            }
+            Some(Shaped::Other(what)) => {
                 BodyVerdict::Contract(format!("its data is {what}, not an array"))
             }
             None => BodyVerdict::Contract("error_code \"0\" but no data array".into()),
@@ -134,7 +161,8 @@ pub fn classify_body(body: &[u8]) -> BodyVerdict {
             code: code.to_string(),
             message,
         },
-    }
+    };
+    (v, None)
 }
 
 /// The `data` records of a successful body as JSON trees (none when it is not one).
@@ -203,6 +231,37 @@ mod tests {
                 message: "no such endpoint".into()
             }
         );
+    }
+
+    #[test]
+    fn a_body_read_in_one_pass_is_classified_as_alone() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Key {
+            #[serde(rename = "MaHoSo")]
+            key: String,
+        }
+        let (v, data) = classify_reading::<Vec<Key>>(
+            br#"{"error_code":"0","total":2,"data":[{"MaHoSo":"A","x":[1]},{"MaHoSo":"B"}]}"#,
+        );
+        assert_eq!(v, BodyVerdict::Usable { total: Some(2) });
+        let keys: Vec<String> = data.unwrap().into_iter().map(|k| k.key).collect();
+        assert_eq!(keys, ["A", "B"]);
+        // Every body gets classify_body's verdict; data only from a usable one read as asked.
+        for b in [
+            r#"{"error_code":"0","data":[{"MaHoSo":"A"},2]}"#,
+            r#"{"error_code":"0","data":[{"x":1}]}"#,
+            r#"{"error_code":"0","data":[{"MaHoSo":"A"}],"data":[]}"#,
+            r#"{"error_code":"0","data":{"MaHoSo":"A"}}"#,
+            r#"{"error_code":"1","data":[{"MaHoSo":"A"}]}"#,
+            r#"{"error_code":"7","data":[]}"#,
+            r#"[{"error_code":"0","data":[]}]"#,
+            r#"{"error_code":"0","data":[{"MaHoSo":"#,
+            "<html>",
+        ] {
+            let (v, data) = classify_reading::<Vec<Key>>(b.as_bytes());
+            assert_eq!(v, classify_body(b.as_bytes()), "{b}");
+            assert!(data.is_none(), "{b}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod record;
 pub mod scalar;
 pub mod time;
 
-pub use envelope::{classify_body, records_of, BodyVerdict, Envelope};
+pub use envelope::{classify_body, classify_reading, records_of, BodyVerdict, Envelope};
 pub use record::{CasePage, CaseRecord, Supplement, TransferRecord};
 pub use scalar::{
     enum_code, flag, instant, scalar_enum, scalar_flag, scalar_instant, scalar_text, text, Scalar,
