@@ -367,7 +367,8 @@ impl Base for DiskBase {
                 let (start, buf) = &bufs[&(self.run[i] as usize)];
                 let at = (self.offset[i] - start) as usize;
                 let bytes = &buf[at..at + self.len[i] as usize];
-                String::from_utf8(bytes.to_vec())
+                simdutf8::basic::from_utf8(bytes)
+                    .map(str::to_owned)
                     .map_err(|_| Error::Internal("a demo record is not UTF-8".into()))
             })
             .collect()

@@ -153,7 +153,7 @@ impl Normaliser {
     /// typed reader does not take (then nothing was added; read it as trees with
     /// [`Normaliser::add_records`]).
     pub fn add_page(&mut self, raw_path: &str, body: &[u8]) -> Option<usize> {
-        let page: CasePage = serde_json::from_slice(body).ok()?;
+        let page: CasePage = crate::wire::from_json(body).ok()?;
         if !page.succeeded() {
             return None;
         }

@@ -82,7 +82,7 @@ impl Stamps {
 /// The [`Stamps`] of a body. Read typed, skipping every other field; as JSON trees if a record
 /// is odd. (The pull reads them with the envelope, in one pass: [`crate::wire::classify_reading`].)
 pub fn stamps(body: &[u8], bound: Option<i64>) -> Stamps {
-    match serde_json::from_slice::<Envelope<Vec<Stamp>>>(body) {
+    match crate::wire::from_json::<Envelope<Vec<Stamp>>>(body) {
         Ok(p) => Stamps::of(p.data.unwrap_or_default(), bound),
         Err(_) => {
             let mut out = Stamps::default();

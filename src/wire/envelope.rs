@@ -106,7 +106,7 @@ pub fn classify_body(body: &[u8]) -> BodyVerdict {
     if !is_object(body) && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
         return BodyVerdict::Contract("not the JSON envelope: JSON, but not an object".into());
     }
-    let head: Envelope<Shape> = match serde_json::from_slice(body) {
+    let head: Envelope<Shape> = match super::from_json(body) {
         Ok(h) => h,
         Err(e) if e.is_data() => {
             return BodyVerdict::Contract(format!("not the JSON envelope: {e}"));
@@ -130,7 +130,7 @@ pub fn classify_body(body: &[u8]) -> BodyVerdict {
 /// records another way.
 pub fn classify_reading<'a, T: Deserialize<'a>>(body: &'a [u8]) -> (BodyVerdict, Option<T>) {
     if is_object(body) {
-        if let Ok(head) = serde_json::from_slice::<Envelope<Shaped<T>>>(body) {
+        if let Ok(head) = super::from_json::<Envelope<Shaped<T>>>(body) {
             return verdict(head);
         }
     }
@@ -167,7 +167,7 @@ fn verdict<T>(head: Envelope<Shaped<T>>) -> (BodyVerdict, Option<T>) {
 
 /// The `data` records of a successful body as JSON trees (none when it is not one).
 pub fn records_of(body: &[u8]) -> Vec<Value> {
-    match serde_json::from_slice::<Envelope<Vec<Value>>>(body) {
+    match super::from_json::<Envelope<Vec<Value>>>(body) {
         Ok(e) if e.succeeded() => e.data.unwrap_or_default(),
         _ => vec![],
     }
