@@ -165,6 +165,26 @@ impl Normaliser {
         Some(n)
     }
 
+    /// Judges a `/v1/hoso` body as the pull did ([`crate::wire::classify_body`]) and, when it
+    /// is usable, normalises it, reading it once for both (a replay of `raw/` does so): typed,
+    /// or as JSON trees when a record has an odd shape. Whether it was usable.
+    pub fn add_if_usable(&mut self, raw_path: &str, body: &[u8]) -> bool {
+        let (verdict, records) =
+            crate::wire::classify_reading::<crate::wire::record::Records>(body);
+        if !matches!(verdict, crate::wire::BodyVerdict::Usable { .. }) {
+            return false;
+        }
+        match records {
+            Some(records) => {
+                for (i, rec) in records.0.into_iter().enumerate() {
+                    self.add_record(raw_path, i as i64, rec);
+                }
+            }
+            None => self.add_records(raw_path, &records_of(body)),
+        }
+        true
+    }
+
     /// Normalises a usable `/v1/hoso` body: typed, or as JSON trees when a record has an odd
     /// shape.
     pub fn add_body(&mut self, raw_path: &str, body: &[u8]) {
@@ -362,5 +382,47 @@ mod tests {
             assert_eq!(n.add_page("raw/p", odd.as_bytes()), None, "{odd}");
             assert_eq!(n.pending() + n.rejects.len(), 0);
         }
+    }
+
+    /// Judged and read in one pass, a body is judged as `classify_body` judges it and read as
+    /// `add_body` reads a usable one: the same rows, rejects and counts.
+    #[test]
+    fn a_body_judged_as_it_is_read_is_judged_and_read_as_in_two_steps() {
+        let good = r#"{"MaHoSo":"A1","MaDonVi":"X","TrangThaiHoSo":"4","NgayTiepNhan":"01/07/2024 08:00:00","NgayCapNhat":"20240702090000"}"#;
+        let bad = r#"{"MaHoSo":null,"MaDonVi":"X","NgayCapNhat":"20240702090000"}"#;
+        let odd = r#"{"MaHoSo":"A3","MaDonVi":"X","TrangThaiHoSo":"1","DanhSachHoSoBoSung":"none","NgayCapNhat":"20240702090000"}"#;
+        for body in [
+            format!(r#"{{"error_code":"0","total":2,"data":[{good},{bad}]}}"#),
+            format!(r#"{{"error_code":"0","data":[{good},{odd},7]}}"#),
+            r#"{"error_code":"0","data":[]}"#.to_string(),
+            format!(r#"{{"error_code":"1","data":[{good}]}}"#),
+            format!(r#"{{"data":[{good}]}}"#),
+            r#"{"error_code":"0","data":null}"#.to_string(),
+            format!(r#"{{"error_code":"0","data":[{good}"#),
+        ] {
+            let usable = matches!(
+                crate::wire::classify_body(body.as_bytes()),
+                crate::wire::BodyVerdict::Usable { .. }
+            );
+            let mut once = Normaliser::new(PiiKey::new(b"k"), "r");
+            assert_eq!(
+                once.add_if_usable("raw/p", body.as_bytes()),
+                usable,
+                "{body}"
+            );
+            let mut twice = Normaliser::new(PiiKey::new(b"k"), "r");
+            if usable {
+                twice.add_body("raw/p", body.as_bytes());
+            }
+            let (a, b) = (once.finish().unwrap(), twice.finish().unwrap());
+            assert!(a.cases.equals_missing(&b.cases), "{body}");
+            assert_eq!(a.rejects, b.rejects, "{body}");
+            assert_eq!(a.stats.records, b.stats.records, "{body}");
+        }
+        // And it reads what it judges: the first body gives a row and a reject.
+        let mut n = Normaliser::new(PiiKey::new(b"k"), "r");
+        let body = format!(r#"{{"error_code":"0","data":[{good},{bad}]}}"#);
+        assert!(n.add_if_usable("raw/p", body.as_bytes()));
+        assert_eq!((n.pending(), n.rejects.len()), (1, 1));
     }
 }

@@ -11,9 +11,9 @@ use crate::normalise::{
     agencies, procedures, Agency, Batches, Normaliser, PiiKey, Procedure, Spilled,
 };
 use crate::parquet::blocking;
-use crate::raw::replay::{files, runs, usable_into};
+use crate::raw::replay::{body_into, files, runs};
 use crate::store::Store;
-use crate::wire::{records_of, Endpoint};
+use crate::wire::{classify_body, records_of, BodyVerdict, Endpoint};
 
 /// Raw files read and normalised at once (threads; twice as many are fetched ahead).
 const READERS: usize = 2;
@@ -36,22 +36,28 @@ fn read(key: &PiiKey, run: &str, path: &str, gz: &[u8]) -> Result<RawFile> {
         static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     BODY.with_borrow_mut(|body| {
-        let Some(endpoint) = usable_into(path, gz, body)? else {
+        let Some(endpoint) = body_into(path, gz, body)? else {
             return Ok(RawFile::Unusable);
         };
         Ok(of_body(key, run, path, endpoint, body))
     })
 }
 
-/// A usable body of `endpoint`, read.
+/// A body of `endpoint`, judged as the pull judged it and read when usable.
 fn of_body(key: &PiiKey, run: &str, path: &str, endpoint: Endpoint, body: &[u8]) -> RawFile {
+    let usable = || matches!(classify_body(body), BodyVerdict::Usable { .. });
     match endpoint {
-        Endpoint::Agencies => RawFile::Agencies(agencies(&records_of(body)).agencies),
-        Endpoint::Catalog => RawFile::Catalog(procedures(&records_of(body)).0),
+        Endpoint::Agencies if usable() => RawFile::Agencies(agencies(&records_of(body)).agencies),
+        Endpoint::Catalog if usable() => RawFile::Catalog(procedures(&records_of(body)).0),
+        Endpoint::Agencies | Endpoint::Catalog => RawFile::Unusable,
         Endpoint::Cases => {
+            // Judged and normalised in one read of the body.
             let mut n = Normaliser::new(key.clone(), run);
-            n.add_body(path, body);
-            RawFile::Cases(Box::new(n))
+            if n.add_if_usable(path, body) {
+                RawFile::Cases(Box::new(n))
+            } else {
+                RawFile::Unusable
+            }
         }
     }
 }

@@ -43,17 +43,19 @@ pub fn usable(path: &str, gz: &[u8]) -> Result<Option<(Endpoint, Vec<u8>)>> {
 
 /// As [`usable`], the body decompressed into `body` (a buffer reused file after file).
 pub fn usable_into(path: &str, gz: &[u8], body: &mut Vec<u8>) -> Result<Option<Endpoint>> {
+    Ok(body_into(path, gz, body)?
+        .filter(|_| matches!(classify_body(body), BodyVerdict::Usable { .. })))
+}
+
+/// A raw body decompressed into `body`, and the endpoint it answered (`None` for a file of no
+/// endpoint), not yet judged: a page of cases is judged as it is normalised
+/// ([`crate::normalise::Normaliser::add_if_usable`]), in one read.
+pub fn body_into(path: &str, gz: &[u8], body: &mut Vec<u8>) -> Result<Option<Endpoint>> {
     gunzip_into(gz, body).map_err(|e| Error::Io {
         what: format!("{path} is damaged"),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let Some(endpoint) = Endpoint::of_raw_path(path) else {
-        return Ok(None);
-    };
-    Ok(match classify_body(body) {
-        BodyVerdict::Usable { .. } => Some(endpoint),
-        _ => None,
-    })
+    Ok(Endpoint::of_raw_path(path))
 }
 
 #[cfg(test)]
