@@ -85,7 +85,8 @@ pub struct RowGroupWriter<W: std::io::Write> {
     rows: u64,
 }
 
-/// How the pages of a file are compressed: zstd for what readers get, LZ4 for scratch files.
+/// How the pages of a file are compressed: zstd (level 1) for what readers get, LZ4 for scratch
+/// files.
 #[derive(Debug, Clone, Copy)]
 pub enum Compression {
     Zstd,
@@ -213,8 +214,14 @@ impl<W: std::io::Write> RowGroupWriter<W> {
 
 /// Statistics (not in scratch files, which no reader prunes by), and pages as large as a
 /// column chunk (one page each: see the notes).
+///
+/// zstd at level 1, not the default 3: staging is written every night and by every replay, and
+/// level 3's compression was a sixth of a replay's merge; level 1 writes it ~10 % faster for
+/// ~5 % more bytes (73.4 → 77.2 MB at a million cases), and reads as fast.
 fn write_options(compression: Compression) -> polars_parquet::write::WriteOptions {
-    use polars_parquet::write::{CompressionOptions, StatisticsOptions, Version, WriteOptions};
+    use polars_parquet::write::{
+        CompressionOptions, StatisticsOptions, Version, WriteOptions, ZstdLevel,
+    };
     let none = StatisticsOptions {
         min_value: false,
         max_value: false,
@@ -229,7 +236,7 @@ fn write_options(compression: Compression) -> polars_parquet::write::WriteOption
         },
         version: Version::V1,
         compression: match compression {
-            Compression::Zstd => CompressionOptions::Zstd(None),
+            Compression::Zstd => CompressionOptions::Zstd(ZstdLevel::try_new(1).ok()),
             Compression::Lz4 => CompressionOptions::Lz4Raw,
         },
         data_page_size: Some(DATA_PAGE_BYTES),
