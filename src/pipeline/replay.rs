@@ -181,3 +181,46 @@ pub async fn catalogs_from_raw(
     }
     Err(Error::Missing("--from-staging needs the agencies and catalog of an earlier pull, and raw/ holds no /v1/donvi and /v1/tthc responses (pruned by raw_retention?): run without --from-staging".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw::gzip;
+
+    /// A raw file counts only when the pull could use its body (a torn body or a "system busy"
+    /// answer, which the pull retried, and a body it refused do not), whatever its endpoint.
+    #[test]
+    fn only_usable_bodies_count() {
+        let key = PiiKey::new(b"k");
+        let read = |path: &str, b: &str| read(&key, "r", path, &gzip(b.as_bytes()).unwrap());
+        let cases = "raw/run_id=r/v1-hoso/000001_page=1.json.gz";
+        let agencies = "raw/run_id=r/v1-donvi/000000.json.gz";
+        let page = r#"{"error_code":"0","data":[{"MaHoSo":"A","MaDonVi":"X","TrangThaiHoSo":"1","NgayNopHoSo":"20240703080000","NgayCapNhat":"20240703080000"}]}"#;
+        match read(cases, page).unwrap() {
+            RawFile::Cases(n) => assert_eq!(n.pending(), 1),
+            _ => panic!("a usable page of cases"),
+        }
+        assert!(matches!(
+            read(agencies, r#"{"error_code":"0","data":[]}"#).unwrap(),
+            RawFile::Agencies(_)
+        ));
+        for b in [
+            r#"{"error_code":"1","message":"busy"}"#,
+            r#"{"error_code":"0","data":{}}"#,
+            r#"{"data":[{"MaHoSo":"A"}]}"#,
+            "<html>",
+            r#"{"error_code":"0","data":[{"MaH"#,
+        ] {
+            assert!(matches!(read(cases, b).unwrap(), RawFile::Unusable), "{b}");
+            assert!(
+                matches!(read(agencies, b).unwrap(), RawFile::Unusable),
+                "{b}"
+            );
+        }
+        assert!(matches!(
+            read("raw/run_id=r/elsewhere/1.json.gz", page).unwrap(),
+            RawFile::Unusable
+        ));
+        assert!(super::read(&key, "r", cases, b"not gzip").is_err());
+    }
+}

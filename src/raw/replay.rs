@@ -1,12 +1,13 @@
 //! Reading the raw layer back, for `replay` and `--from-staging`: the runs it holds, each run's
-//! bodies in arrival order, and each body as the pull judged it (only a usable one counts).
+//! bodies in arrival order, each body decompressed with the endpoint it answered. Which bodies
+//! count, as the pull judged them, `pipeline::replay` decides as it reads them.
 
 use std::collections::BTreeSet;
 
 use super::gunzip_into;
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::wire::{classify_body, BodyVerdict, Endpoint};
+use crate::wire::Endpoint;
 
 /// The run ids under `raw/`, oldest first.
 pub async fn runs(store: &Store) -> Result<Vec<String>> {
@@ -34,19 +35,6 @@ pub async fn files(store: &Store, run: &str) -> Result<Vec<String>> {
     Ok(files)
 }
 
-/// A raw body read back: its endpoint and the body, when the pull could use it (a torn body or
-/// a "system busy" answer, which the pull retried, and a body it refused are not).
-pub fn usable(path: &str, gz: &[u8]) -> Result<Option<(Endpoint, Vec<u8>)>> {
-    let mut body = vec![];
-    Ok(usable_into(path, gz, &mut body)?.map(|e| (e, body)))
-}
-
-/// As [`usable`], the body decompressed into `body` (a buffer reused file after file).
-pub fn usable_into(path: &str, gz: &[u8], body: &mut Vec<u8>) -> Result<Option<Endpoint>> {
-    Ok(body_into(path, gz, body)?
-        .filter(|_| matches!(classify_body(body), BodyVerdict::Usable { .. })))
-}
-
 /// A raw body decompressed into `body`, and the endpoint it answered (`None` for a file of no
 /// endpoint), not yet judged: a page of cases is judged as it is normalised
 /// ([`crate::normalise::Normaliser::add_if_usable`]), in one read.
@@ -61,7 +49,7 @@ pub fn body_into(path: &str, gz: &[u8], body: &mut Vec<u8>) -> Result<Option<End
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raw::{gzip, RawLog};
+    use crate::raw::RawLog;
     use bytes::Bytes;
 
     #[tokio::test]
@@ -87,34 +75,9 @@ mod tests {
         assert_eq!(files.len(), 12);
         for (i, f) in files.iter().enumerate() {
             let gz = store.get(f).await.unwrap().unwrap();
-            let (e, body) = usable(f, &gz).unwrap().unwrap();
-            assert_eq!(e, Endpoint::Cases);
+            let mut body = vec![];
+            assert_eq!(body_into(f, &gz, &mut body).unwrap(), Some(Endpoint::Cases));
             assert!(String::from_utf8(body).unwrap().contains(&format!("[{i}]")));
         }
-    }
-
-    #[test]
-    fn only_usable_bodies_count() {
-        let p = "raw/run_id=r/v1-hoso/000001_page=1.json.gz";
-        let gz = |b: &str| gzip(b.as_bytes()).unwrap();
-        assert!(usable(p, &gz(r#"{"error_code":"0","data":[]}"#))
-            .unwrap()
-            .is_some());
-        for b in [
-            r#"{"error_code":"1","message":"busy"}"#,
-            r#"{"error_code":"0","data":{}}"#,
-            r#"{"data":[{"MaHoSo":"A"}]}"#,
-            "<html>",
-            r#"{"error_code":"0","data":[{"MaH"#,
-        ] {
-            assert!(usable(p, &gz(b)).unwrap().is_none(), "{b}");
-        }
-        assert!(usable(
-            "raw/run_id=r/elsewhere/1.json.gz",
-            &gz(r#"{"error_code":"0","data":[]}"#)
-        )
-        .unwrap()
-        .is_none());
-        assert!(usable(p, b"not gzip").is_err());
     }
 }
