@@ -273,6 +273,15 @@ pub fn counted_on(c: &Case, p: Bounds) -> ([bool; COUNTED], i32) {
     (measures(&x, &t), day)
 }
 
+/// Every measure of a period F … L needs one of these dates on or before L: a case whose four
+/// are absent or after L counts as one of which nothing is known ([`Case::default`]), on L.
+pub const COUNTING_DATES: [&str; 4] = [
+    "submitted_date",
+    "accepted_date",
+    "refused_date",
+    "end_date",
+];
+
 /// Which of the counted measures ([`counted_names`]) case `c` meets in the period `p`.
 pub fn counted(c: &Case, p: Bounds) -> [bool; COUNTED] {
     counted_on(c, p).0

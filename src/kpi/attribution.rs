@@ -24,27 +24,32 @@ impl Agencies {
 /// Each agency's validity as days since 1970, looked up once per code.
 pub struct ValidityCache<'c> {
     catalog: &'c Catalog,
-    seen: PlHashMap<String, (Option<i32>, Option<i32>)>,
+    /// Per agency, by its id in the counting: its validity as days, once looked up.
+    seen: Vec<Option<(Option<i32>, Option<i32>)>>,
 }
 
 impl<'c> ValidityCache<'c> {
     pub fn new(agencies: &'c Agencies) -> Self {
         ValidityCache {
             catalog: &agencies.catalog,
-            seen: PlHashMap::new(),
+            seen: Vec::new(),
         }
     }
 
-    /// Whether `agency` exists on `day` (an agency the catalog does not know, or knows without
-    /// dates, always does).
-    pub fn valid(&mut self, agency: &str, day: i32) -> bool {
-        let (from, to) = match self.seen.get(agency) {
-            Some(v) => *v,
+    /// Whether `agency`, of id `id` in the counting (each id one code), exists on `day` (an
+    /// agency the catalog does not know, or knows without dates, always does).
+    pub fn valid(&mut self, id: u32, agency: &str, day: i32) -> bool {
+        let at = id as usize;
+        if self.seen.len() <= at {
+            self.seen.resize(at + 1, None);
+        }
+        let (from, to) = match self.seen[at] {
+            Some(v) => v,
             None => {
                 let v = self.catalog.get(agency).map_or((None, None), |a| {
                     (a.valid_from.map(days), a.valid_to.map(days))
                 });
-                self.seen.insert(agency.to_string(), v);
+                self.seen[at] = Some(v);
                 v
             }
         };

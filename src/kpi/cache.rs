@@ -234,12 +234,12 @@ pub(super) fn frame(
         .collect();
     let agency: Vec<&str> = groups
         .iter()
-        .map(|g| g.0)
+        .map(|g| g.agency)
         .chain(used.iter().map(|u| u.0))
         .collect();
     let key: Vec<Option<&str>> = groups
         .iter()
-        .map(|g| g.1)
+        .map(|g| g.field)
         .chain(used.iter().map(|u| u.1))
         .collect();
     let mut cols = vec![
@@ -253,24 +253,24 @@ pub(super) fn frame(
     for m in 0..PER_PERIOD {
         let v: Vec<i64> = groups
             .iter()
-            .map(|g| g.2[m])
+            .map(|g| g.counts[m])
             .chain(used.iter().map(|u| if m == 0 { u.2 } else { 0 }))
             .collect();
         cols.push(Column::new(count_col(m).into(), v));
     }
     let names: Vec<Option<&str>> = groups
         .iter()
-        .map(|g| g.3.agency_name.as_deref())
+        .map(|g| g.agency_name)
         .chain(used.iter().map(|_| None))
         .collect();
     let fields: Vec<Option<&str>> = groups
         .iter()
-        .map(|g| g.3.field_name.as_deref())
+        .map(|g| g.field_name)
         .chain(used.iter().map(|_| None))
         .collect();
     let cases: Vec<i64> = groups
         .iter()
-        .map(|g| g.3.cases)
+        .map(|g| g.cases)
         .chain(used.iter().map(|_| 0))
         .collect();
     cols.extend([

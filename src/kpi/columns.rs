@@ -4,6 +4,7 @@
 
 use polars::prelude::*;
 
+use super::partial::{Partial, ABSENT};
 use crate::domain::rules::Case;
 use crate::error::Result;
 
@@ -43,6 +44,35 @@ impl<'a> Chunks<'a> {
             flags: [flag("paid_online")?, flag("digitized")?],
         })
     }
+}
+
+/// The columns of a case that say what it counts as, with their staging types: all the
+/// inputs but who holds it.
+const COUNTED_COLUMNS: [(&str, DataType); 11] = [
+    ("procedure_code", DataType::String),
+    ("channel", DataType::Int32),
+    ("status", DataType::Int32),
+    ("supplement_requests", DataType::Int64),
+    ("paid_online", DataType::Boolean),
+    ("digitized", DataType::Boolean),
+    ("submitted_date", DataType::Date),
+    ("accepted_date", DataType::Date),
+    ("refused_date", DataType::Date),
+    ("end_date", DataType::Date),
+    ("due_date", DataType::Date),
+];
+
+/// Adds to a slice read with only who holds its cases (`scan`: cases that count in no
+/// period) the columns of what they count as, all null: counted as cases of which nothing is
+/// known (`rules::COUNTING_DATES`).
+pub(super) fn fill_uncounted(df: &mut DataFrame) -> Result<()> {
+    let rows = df.height();
+    for (name, dtype) in &COUNTED_COLUMNS {
+        if df.column(name).is_err() {
+            df.with_column(Column::full_null((*name).into(), rows, dtype))?;
+        }
+    }
+    Ok(())
 }
 
 /// The one array of a column in one chunk.
@@ -113,6 +143,46 @@ impl<'a> Columns<'a> {
             paid_online: self.paid.get(i),
             digitized: self.digitized.get(i),
         }
+    }
+}
+
+/// The ids of one string column's values within one chunk, remembered by their views: equal
+/// views in one array are equal strings (the same inline bytes, or the same bytes of the same
+/// buffer), and a dictionary-encoded column decodes each value of its dictionary to one view,
+/// so a chunk hashes each distinct value's text once, not each row's.
+#[derive(Default)]
+pub(super) struct Interned {
+    last: Option<(u128, u32)>,
+    seen: PlHashMap<u128, u32>,
+}
+
+impl Interned {
+    /// The id, in `partial`, of row `row` of `strings` ([`ABSENT`] when null).
+    pub(super) fn id(
+        &mut self,
+        strings: &<StringType as PolarsDataType>::Array,
+        row: usize,
+        partial: &mut Partial,
+    ) -> u32 {
+        let Some(text) = strings.get(row) else {
+            return ABSENT;
+        };
+        let view = strings.views()[row].as_u128();
+        if let Some((v, id)) = self.last {
+            if v == view {
+                return id;
+            }
+        }
+        let id = match self.seen.get(&view) {
+            Some(id) => *id,
+            None => {
+                let id = partial.id(Some(text));
+                self.seen.insert(view, id);
+                id
+            }
+        };
+        self.last = Some((view, id));
+        id
     }
 }
 

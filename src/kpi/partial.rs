@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use polars::prelude::*;
 
 use super::attribution::{self, Agencies};
-use super::columns::{Chunks, Columns};
+use super::columns::{Chunks, Columns, Interned};
 use super::tables::period_tables;
 use super::{KpiTables, Stamp};
 use crate::domain::period::Period;
@@ -29,25 +29,25 @@ fn suffix(i: usize) -> String {
 /// under an agency on a day outside its validity.
 pub const PER_PERIOD: usize = COUNTED + 1;
 
-/// One agency × field: its counts for every period, the least `agency_name_text` and
-/// `field_name` of its cases, and the cases it holds now.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Group {
-    /// For each period: the counted measures, then `_outside`.
-    pub counts: Vec<i64>,
-    pub agency_name: Option<String>,
-    pub field_name: Option<String>,
+/// One agency × field: the least `agency_name_text` and `field_name` of its cases (as ids of
+/// its [`Partial`]'s codes), and the cases it holds now; its counts are kept beside.
+#[derive(Debug, Clone, PartialEq)]
+struct Group {
+    agency_name: u32,
+    field_name: u32,
     /// Cases held now (period aside).
     pub cases: i64,
 }
 
-/// The lesser of two names, absent ones aside (as polars' `min`).
-fn least(kept: &mut Option<String>, seen: Option<&str>) {
-    if let Some(s) = seen {
-        if kept.as_deref().is_none_or(|k| s < k) {
-            *kept = Some(s.to_string());
-        }
-    }
+/// One group as rows are read out of a [`Partial`]: its codes and names as text.
+pub struct GroupRow<'a> {
+    pub agency: &'a str,
+    pub field: Option<&'a str>,
+    /// The counts of the period asked for ([`PER_PERIOD`]).
+    pub counts: &'a [i64],
+    pub agency_name: Option<&'a str>,
+    pub field_name: Option<&'a str>,
+    pub cases: i64,
 }
 
 /// One counted row of a period, as the KPI cache keeps it.
@@ -64,18 +64,22 @@ pub struct Row<'a> {
 }
 
 /// The id of an absent code.
-const ABSENT: u32 = u32::MAX;
+pub(super) const ABSENT: u32 = u32::MAX;
 
 /// Partial counts for the periods of a run: of a slice, a partition or all of staging. Codes
-/// (agencies, fields, procedures) are interned, so a row allocates nothing once its group
-/// exists, and adding counts together costs a lookup per code, not per row.
+/// (agencies, fields, procedures, names) are interned, so a row allocates nothing once its
+/// group exists, and adding counts together costs a lookup per code, not per row.
 #[derive(Debug, Clone, Default)]
 pub struct Partial {
     periods: usize,
     ids: PlHashMap<String, u32>,
     codes: Vec<String>,
-    /// Per (agency, field).
-    groups: PlHashMap<(u32, u32), Group>,
+    /// Per (agency, field): its place in `groups`.
+    index: PlHashMap<(u32, u32), u32>,
+    groups: Vec<((u32, u32), Group)>,
+    /// The counts of each group, in its order: for each period, the counted measures, then
+    /// `_outside` ([`PER_PERIOD`]).
+    counts: Vec<i64>,
     /// Per (agency, procedure), for each period: the cases in received_new.
     used: PlHashMap<(u32, u32), Vec<i64>>,
 }
@@ -93,7 +97,7 @@ impl Partial {
         self.periods
     }
 
-    fn id(&mut self, code: Option<&str>) -> u32 {
+    pub(super) fn id(&mut self, code: Option<&str>) -> u32 {
         let Some(code) = code else { return ABSENT };
         if let Some(id) = self.ids.get(code) {
             return *id;
@@ -104,16 +108,54 @@ impl Partial {
         id
     }
 
+    /// Where the counts of period `i` of the group at `at` are in `counts`.
+    fn span(&self, at: usize, i: usize) -> std::ops::Range<usize> {
+        let start = at * self.periods * PER_PERIOD + i * PER_PERIOD;
+        start..start + PER_PERIOD
+    }
+
     fn code(&self, id: u32) -> Option<&str> {
         (id != ABSENT).then(|| self.codes[id as usize].as_str())
     }
 
-    fn group(&mut self, agency: u32, field: u32) -> &mut Group {
-        let n = self.periods * PER_PERIOD;
-        self.groups.entry((agency, field)).or_insert_with(|| Group {
-            counts: vec![0; n],
-            ..Default::default()
-        })
+    /// The place of group (agency, field) in `groups`, made when new.
+    fn group_at(&mut self, agency: u32, field: u32) -> usize {
+        if let Some(at) = self.index.get(&(agency, field)) {
+            return *at as usize;
+        }
+        let at = self.groups.len();
+        let group = Group {
+            agency_name: ABSENT,
+            field_name: ABSENT,
+            cases: 0,
+        };
+        self.groups.push(((agency, field), group));
+        self.counts
+            .resize(self.counts.len() + self.periods * PER_PERIOD, 0);
+        self.index.insert((agency, field), at as u32);
+        at
+    }
+
+    /// The lesser of two names (ids), absent ones aside (as polars' `min`).
+    fn least(&self, kept: u32, seen: u32) -> u32 {
+        if seen == ABSENT || seen == kept {
+            kept
+        } else if kept == ABSENT || self.codes[seen as usize] < self.codes[kept as usize] {
+            seen
+        } else {
+            kept
+        }
+    }
+
+    /// Takes names `(agency, field)` (ids) into the least names of the group at `at`.
+    fn names_seen(&mut self, at: usize, (agency, field): (u32, u32)) {
+        let g = &self.groups[at].1;
+        let (a, f) = (
+            self.least(g.agency_name, agency),
+            self.least(g.field_name, field),
+        );
+        let g = &mut self.groups[at].1;
+        (g.agency_name, g.field_name) = (a, f);
     }
 
     /// Adds `other` (of the same periods) to this one.
@@ -126,14 +168,18 @@ impl Partial {
                 map[id as usize]
             }
         };
-        for ((a, f), g) in &other.groups {
-            let mine = self.group(at(*a), at(*f));
-            for (x, y) in mine.counts.iter_mut().zip(&g.counts) {
+        let width = self.periods * PER_PERIOD;
+        for (k, ((a, f), g)) in other.groups.iter().enumerate() {
+            let mine = self.group_at(at(*a), at(*f));
+            let theirs = &other.counts[k * width..(k + 1) * width];
+            for (x, y) in self.counts[mine * width..(mine + 1) * width]
+                .iter_mut()
+                .zip(theirs)
+            {
                 *x += y;
             }
-            least(&mut mine.agency_name, g.agency_name.as_deref());
-            least(&mut mine.field_name, g.field_name.as_deref());
-            mine.cases += g.cases;
+            self.groups[mine].1.cases += g.cases;
+            self.names_seen(mine, (at(g.agency_name), at(g.field_name)));
         }
         let n = self.periods;
         for ((a, p), u) in &other.used {
@@ -156,36 +202,33 @@ impl Partial {
             self.used.entry((a, k)).or_insert_with(|| vec![0; n])[i] += row.counts[0];
             return;
         }
-        let g = self.group(a, k);
-        for (x, y) in g.counts[i * PER_PERIOD..(i + 1) * PER_PERIOD]
-            .iter_mut()
-            .zip(row.counts)
-        {
+        let at = self.group_at(a, k);
+        let names = (self.id(row.names.0), self.id(row.names.1));
+        let span = self.span(at, i);
+        for (x, y) in self.counts[span].iter_mut().zip(row.counts) {
             *x += y;
         }
-        least(&mut g.agency_name, row.names.0);
-        least(&mut g.field_name, row.names.1);
         if with_cases {
-            g.cases += row.cases;
+            self.groups[at].1.cases += row.cases;
         }
+        self.names_seen(at, names);
     }
 
-    /// The rows of period `i`: each group (agency, field, its counts of the period, names,
-    /// cases held now), then each use (agency, procedure, the period's count) that is not 0.
+    /// The rows of period `i`: each group, then each use (agency, procedure, the period's
+    /// count) that is not 0.
     #[allow(clippy::type_complexity)]
-    pub fn rows(
-        &self,
-        i: usize,
-    ) -> (
-        Vec<(&str, Option<&str>, &[i64], &Group)>,
-        Vec<(&str, Option<&str>, i64)>,
-    ) {
+    pub fn rows(&self, i: usize) -> (Vec<GroupRow<'_>>, Vec<(&str, Option<&str>, i64)>) {
         let groups = self
             .groups
             .iter()
-            .map(|((a, f), g)| {
-                let counts = &g.counts[i * PER_PERIOD..(i + 1) * PER_PERIOD];
-                (self.code(*a).unwrap_or_default(), self.code(*f), counts, g)
+            .enumerate()
+            .map(|(at, ((a, f), g))| GroupRow {
+                agency: self.code(*a).unwrap_or_default(),
+                field: self.code(*f),
+                counts: &self.counts[self.span(at, i)],
+                agency_name: self.code(g.agency_name),
+                field_name: self.code(g.field_name),
+                cases: g.cases,
             })
             .collect();
         let used = self
@@ -229,19 +272,24 @@ impl Partial {
         let cols = Columns::of(&chunks)?;
         let moved = attribution::moved_rows(cases)?;
         let mut validity = attribution::ValidityCache::new(agencies);
+        let [mut agencies_seen, mut fields, mut procedures, mut agency_names, mut field_names] =
+            std::array::from_fn(|_| Interned::default());
         let mut moved_at = 0;
         for row in 0..cases.height() {
-            let Some(now) = cols.agency.get(row) else {
+            let now_id = agencies_seen.id(cols.agency, row, self);
+            if now_id == ABSENT {
                 continue;
-            };
+            }
             let case = &cols.case(row);
-            let (now_id, field) = (self.id(Some(now)), self.id(cols.field.get(row)));
-            let (agency_name, field_name) = (cols.agency_name.get(row), cols.field_name.get(row));
+            let field = fields.id(cols.field, row, self);
+            let names = (
+                agency_names.id(cols.agency_name, row, self),
+                field_names.id(cols.field_name, row, self),
+            );
             // Held now, under the agency holding it.
-            let g = self.group(now_id, field);
-            g.cases += 1;
-            least(&mut g.agency_name, agency_name);
-            least(&mut g.field_name, field_name);
+            let now_at = self.group_at(now_id, field);
+            self.groups[now_at].1.cases += 1;
+            self.names_seen(now_at, names);
             let transfers = match moved.get(moved_at) {
                 Some((r, t)) if *r == row => {
                     moved_at += 1;
@@ -251,24 +299,29 @@ impl Partial {
             };
             for (i, p) in bounds.iter().enumerate() {
                 let (hits, on) = rules::counted_on(case, *p);
-                let agency = match transfers {
-                    Some(t) => attribution::agency_on_day(now, t, on),
-                    None => now,
+                let (agency_id, at) = match transfers {
+                    Some(t) => {
+                        let now = &self.codes[now_id as usize];
+                        let agency = attribution::agency_on_day(now, t, on).to_string();
+                        let id = self.id(Some(&agency));
+                        let at = self.group_at(id, field);
+                        if id != now_id {
+                            self.names_seen(at, names);
+                        }
+                        (id, at)
+                    }
+                    None => (now_id, now_at),
                 };
-                let outside = hits.iter().any(|h| *h) && !validity.valid(agency, on);
-                let agency_id = self.id(Some(agency));
-                let g = self.group(agency_id, field);
-                if agency_id != now_id {
-                    least(&mut g.agency_name, agency_name);
-                    least(&mut g.field_name, field_name);
-                }
-                let counts = &mut g.counts[i * PER_PERIOD..(i + 1) * PER_PERIOD];
+                let outside = hits.iter().any(|h| *h)
+                    && !validity.valid(agency_id, &self.codes[agency_id as usize], on);
+                let span = self.span(at, i);
+                let counts = &mut self.counts[span];
                 for (n, h) in counts.iter_mut().zip(hits) {
                     *n += h as i64;
                 }
                 counts[COUNTED] += outside as i64;
                 if hits[RECEIVED_NEW] {
-                    let procedure = self.id(cols.procedure.get(row));
+                    let procedure = procedures.id(cols.procedure, row, self);
                     let n = self.periods;
                     self.used
                         .entry((agency_id, procedure))
@@ -290,10 +343,11 @@ impl Partial {
 
     /// Per agency × field: `<measure>#<i>` and `_outside#<i>` for each period, names, `_cases`.
     fn counts_frame(&self) -> Result<DataFrame> {
-        let mut groups: Vec<(&str, Option<&str>, &Group)> = self
+        let mut groups: Vec<(&str, Option<&str>, &Group, usize)> = self
             .groups
             .iter()
-            .map(|((a, f), g)| (self.code(*a).unwrap_or_default(), self.code(*f), g))
+            .enumerate()
+            .map(|(at, ((a, f), g))| (self.code(*a).unwrap_or_default(), self.code(*f), g, at))
             .collect();
         groups.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
         let mut cols = vec![
@@ -311,13 +365,13 @@ impl Partial {
             for (m, name) in names.enumerate() {
                 let v: Vec<i64> = groups
                     .iter()
-                    .map(|g| g.2.counts[i * PER_PERIOD + m])
+                    .map(|g| self.counts[self.span(g.3, i).start + m])
                     .collect();
                 cols.push(Column::new(format!("{name}{}", suffix(i)).into(), v));
             }
         }
-        let names: Vec<Option<&str>> = groups.iter().map(|g| g.2.agency_name.as_deref()).collect();
-        let fields: Vec<Option<&str>> = groups.iter().map(|g| g.2.field_name.as_deref()).collect();
+        let names: Vec<Option<&str>> = groups.iter().map(|g| self.code(g.2.agency_name)).collect();
+        let fields: Vec<Option<&str>> = groups.iter().map(|g| self.code(g.2.field_name)).collect();
         cols.extend([
             Column::new("agency_name_text".into(), names),
             Column::new("field_name".into(), fields),
