@@ -1,9 +1,13 @@
 //! Counts that do not need counting again. A partition's partial counts for a period depend
 //! only on the partition's file, the period's bounds, the agencies' validity and the rules; so
-//! each period's counts are kept per partition in `_state/kpi-cache/<F>_<L>.parquet`, beside
+//! each period's counts are kept per partition in `_state/kpi-cache/<F>_<L>.counts`, beside
 //! the version of the file they came from. A run counts only the partitions whose file
-//! changed since (a night's: a few), and adds the others' cached rows, read a row group at a
-//! time.
+//! changed since (a night's: a few), and adds the others' kept counts.
+//!
+//! A file is `MAGIC`, then one zstd stream: the fingerprint, then a record per partition (its
+//! path, the version counted, and its counts as [`Kept`], bincode), then an end mark. Records
+//! are read one at a time, so memory holds one partition's counts, and a partition carried
+//! over to the next cache is copied, not decoded.
 //!
 //! The cache is state read back from storage, so it is input: a file that is unreadable, of
 //! another shape, or made under other agencies or rules is ignored (and rewritten), never
@@ -11,24 +15,35 @@
 //! publishes, and the next one counts again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
 
 use bytes::Bytes;
-use polars::prelude::*;
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::attribution::Agencies;
-use super::partial::{Partial, PER_PERIOD};
+use super::partial::{Kept, Partial};
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
-use crate::parquet::{ParquetEncoder, ParquetFile, RowGroupWriter, ROW_GROUP_ROWS};
 use crate::store::Store;
 
 /// Changes whenever what a partial count means changes: the rules, the columns kept.
 const RULES: &str = "counted-v2";
+/// The first bytes of a cache file: what it is and the version of its layout.
+const MAGIC: &[u8] = b"motcua kpi-cache 3\n";
+/// The end mark, where a record's first length would be.
+const END: u64 = u64::MAX;
+/// The most bytes a field of a record may claim: a damaged length is refused before anything
+/// is allocated for it.
+const MOST: u64 = 1 << 30;
 
 /// Where period `p`'s counts are kept.
 pub fn path(p: &Period) -> String {
+    format!("_state/kpi-cache/{}_{}.counts", p.start, p.end)
+}
+
+/// Where a motcua before this layout kept them (Parquet); removed when the cache is written.
+fn older_path(p: &Period) -> String {
     format!("_state/kpi-cache/{}_{}.parquet", p.start, p.end)
 }
 
@@ -42,9 +57,94 @@ pub(super) fn fingerprint(agencies: &Agencies) -> String {
     hex::encode(&h.finalize()[..12])
 }
 
-/// One period's cache file as read: the file and, per partition, the version counted.
+fn damaged(what: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("a damaged KPI cache: {what}"))
+}
+
+fn put(w: &mut impl Write, bytes: &[u8]) -> Result<()> {
+    w.write_all(&(bytes.len() as u64).to_le_bytes())
+        .and_then(|()| w.write_all(bytes))
+        .map_err(|e| Error::Internal(format!("writing the KPI cache: {e}")))
+}
+
+/// A length, or `None` at the end mark.
+fn length(r: &mut impl Read) -> Result<Option<u64>> {
+    let mut n = [0u8; 8];
+    r.read_exact(&mut n).map_err(damaged)?;
+    match u64::from_le_bytes(n) {
+        END => Ok(None),
+        n if n > MOST => Err(damaged(format!("a field of {n} bytes"))),
+        n => Ok(Some(n)),
+    }
+}
+
+fn bytes_of(r: &mut impl Read, n: u64) -> Result<Vec<u8>> {
+    let mut b = vec![0u8; n as usize];
+    r.read_exact(&mut b).map_err(damaged)?;
+    Ok(b)
+}
+
+fn field(r: &mut impl Read) -> Result<Vec<u8>> {
+    match length(r)? {
+        Some(n) => bytes_of(r, n),
+        None => Err(damaged("an end mark inside a record")),
+    }
+}
+
+fn text(b: Vec<u8>) -> Result<String> {
+    String::from_utf8(b).map_err(|_| damaged("text that is not UTF-8"))
+}
+
+/// One partition's counts in a cache file, as read: still encoded.
+struct Record {
+    partition: String,
+    version: String,
+    kept: Vec<u8>,
+}
+
+/// The records of a cache file, in order, after its fingerprint.
+struct Records<'a> {
+    z: zstd::stream::read::Decoder<'a, &'a [u8]>,
+    done: bool,
+}
+
+impl<'a> Records<'a> {
+    /// The records of `bytes`, or `None` when made under another fingerprint.
+    fn of(bytes: &'a [u8], fingerprint: &str) -> Result<Option<Records<'a>>> {
+        let body = bytes
+            .strip_prefix(MAGIC)
+            .ok_or_else(|| damaged("not a KPI cache file of this motcua"))?;
+        let mut z = zstd::stream::read::Decoder::with_buffer(body).map_err(damaged)?;
+        let fp = text(field(&mut z)?)?;
+        Ok((fp == fingerprint).then_some(Records { z, done: false }))
+    }
+
+    fn next(&mut self) -> Result<Option<Record>> {
+        if self.done {
+            return Ok(None);
+        }
+        let Some(n) = length(&mut self.z)? else {
+            self.done = true;
+            return Ok(None);
+        };
+        let partition = text(bytes_of(&mut self.z, n)?)?;
+        let version = text(field(&mut self.z)?)?;
+        let kept = field(&mut self.z)?;
+        Ok(Some(Record {
+            partition,
+            version,
+            kept,
+        }))
+    }
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+/// One period's cache file as read: its bytes and, per partition, the version counted.
 struct PeriodFile {
-    file: ParquetFile,
+    bytes: Bytes,
     versions: BTreeMap<String, String>,
 }
 
@@ -96,49 +196,42 @@ impl Cache {
             .collect()
     }
 
-    /// Adds the cached counts of `partitions` to `total`, a row group at a time.
+    /// Adds the cached counts of `partitions` to `total`, a partition at a time.
     pub fn add_to(&self, total: &mut Partial, partitions: &BTreeSet<String>) -> Result<()> {
         for (i, f) in self.files.iter().enumerate() {
             let Some(f) = f else { continue };
-            let columns: Vec<String> = f.file.columns();
-            let wanted: Vec<&str> = columns
-                .iter()
-                .map(String::as_str)
-                .filter(|c| !matches!(*c, "fingerprint" | "version"))
-                .collect();
-            for range in f.file.ranges(ROW_GROUP_ROWS) {
-                let df = f.file.read(Some(&wanted), range)?;
-                add_rows(total, i, &df, partitions)?;
+            let Some(mut records) = Records::of(&f.bytes, &self.fingerprint)? else {
+                continue;
+            };
+            while let Some(r) = records.next()? {
+                if partitions.contains(&r.partition) {
+                    let (kept, _): (Kept, usize) =
+                        bincode::serde::decode_from_slice(&r.kept, config()).map_err(damaged)?;
+                    total.add_kept(i, &kept, i == 0)?;
+                }
             }
         }
         Ok(())
     }
 
-    /// A writer of the next cache, the cached rows of `kept` carried over (so make it only when
-    /// something changed: a partition counted, or [`Cache::stale`]).
-    pub fn writer(&self, enc: &ParquetEncoder, kept: &BTreeSet<String>) -> Result<CacheWriter> {
-        let schema = frame(&self.fingerprint, "", "", &Partial::new(1), 0)?
-            .schema()
-            .clone();
+    /// A writer of the next cache, the cached counts of `kept` carried over (so make it only
+    /// when something changed: a partition counted, or [`Cache::stale`]).
+    pub fn writer(&self, kept: &BTreeSet<String>) -> Result<CacheWriter> {
         let mut files = vec![];
         for f in &self.files {
-            let mut w = enc.writer(&schema)?;
+            let mut w = begin(&self.fingerprint)?;
             if let Some(f) = f {
-                for range in f.file.ranges(ROW_GROUP_ROWS) {
-                    let df = f.file.read(None, range)?;
-                    let mask = df
-                        .column("partition")?
-                        .str()?
-                        .iter()
-                        .map(|p| p.is_some_and(|p| kept.contains(p)))
-                        .collect::<BooleanChunked>();
-                    w.push(df.filter(&mask)?.select(schema.iter_names().cloned())?)?;
+                if let Some(mut records) = Records::of(&f.bytes, &self.fingerprint)? {
+                    while let Some(r) = records.next()? {
+                        if kept.contains(&r.partition) {
+                            record(&mut w, &r.partition, &r.version, &r.kept)?;
+                        }
+                    }
                 }
             }
             files.push(w);
         }
         Ok(CacheWriter {
-            fingerprint: self.fingerprint.clone(),
             periods: self.periods.clone(),
             files,
         })
@@ -154,18 +247,35 @@ impl Cache {
     }
 }
 
-/// The next cache being written: the rows carried over, then those of each partition counted.
+type Encoder = zstd::stream::write::Encoder<'static, Vec<u8>>;
+
+/// A cache file begun: its magic and fingerprint.
+fn begin(fingerprint: &str) -> Result<Encoder> {
+    let mut z = Encoder::new(MAGIC.to_vec(), 1)
+        .map_err(|e| Error::Internal(format!("starting the KPI cache: {e}")))?;
+    put(&mut z, fingerprint.as_bytes())?;
+    Ok(z)
+}
+
+fn record(w: &mut Encoder, partition: &str, version: &str, kept: &[u8]) -> Result<()> {
+    put(w, partition.as_bytes())?;
+    put(w, version.as_bytes())?;
+    put(w, kept)
+}
+
+/// The next cache being written: the counts carried over, then those of each partition counted.
 pub struct CacheWriter {
-    fingerprint: String,
     periods: Vec<Period>,
-    files: Vec<RowGroupWriter<Vec<u8>>>,
+    files: Vec<Encoder>,
 }
 
 impl CacheWriter {
     /// Keeps the counts of `partition` at `version`.
     pub fn push(&mut self, partition: &str, version: &str, partial: &Partial) -> Result<()> {
         for (i, w) in self.files.iter_mut().enumerate() {
-            w.push(frame(&self.fingerprint, partition, version, partial, i)?)?;
+            let kept = bincode::serde::encode_to_vec(partial.kept(i), config())
+                .map_err(|e| Error::Internal(format!("encoding the KPI cache: {e}")))?;
+            record(w, partition, version, &kept)?;
         }
         Ok(())
     }
@@ -173,176 +283,50 @@ impl CacheWriter {
     /// Writes the periods' files; a failure is a warning.
     pub async fn save(self, store: &Store) {
         for (w, p) in self.files.into_iter().zip(&self.periods) {
-            let written = match w.finish() {
+            let written = match end(w) {
                 Ok(b) => store.publish(&path(p), Bytes::from(b)).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = written {
                 warn!(file = %path(p), error = %e, "the KPI cache could not be written: the next run counts again");
+                continue;
+            }
+            if let Err(e) = store.delete(&older_path(p)).await {
+                warn!(file = %older_path(p), error = %e, "an older KPI cache file could not be removed");
             }
         }
     }
+}
+
+/// A cache file ended: its bytes.
+fn end(mut w: Encoder) -> Result<Vec<u8>> {
+    w.write_all(&END.to_le_bytes())
+        .map_err(|e| Error::Internal(format!("ending the KPI cache: {e}")))?;
+    w.finish()
+        .map_err(|e| Error::Internal(format!("ending the KPI cache: {e}")))
 }
 
 /// A period file's partitions and versions, or `None` when made under another fingerprint.
 fn open(bytes: Bytes, fingerprint: &str) -> Result<Option<PeriodFile>> {
-    let file = ParquetFile::open(bytes)?;
     let mut versions = BTreeMap::new();
-    for range in file.ranges(ROW_GROUP_ROWS) {
-        let df = file.read(Some(&["fingerprint", "partition", "version"]), range)?;
-        let fp = df.column("fingerprint")?.str()?;
-        if fp.iter().any(|f| f != Some(fingerprint)) {
+    {
+        let Some(mut records) = Records::of(&bytes, fingerprint)? else {
             return Ok(None);
-        }
-        let parts = df.column("partition")?.str()?;
-        let vs = df.column("version")?.str()?;
-        for (p, v) in parts.iter().zip(vs.iter()) {
-            let (Some(p), Some(v)) = (p, v) else {
-                return Err(Error::Internal(
-                    "a KPI cache row without its partition".into(),
-                ));
-            };
-            if versions.get(p).is_some_and(|w: &String| w != v) {
-                return Err(Error::Internal(format!("{p} cached at two versions")));
+        };
+        while let Some(r) = records.next()? {
+            if versions.insert(r.partition.clone(), r.version).is_some() {
+                return Err(damaged(format!("{} cached twice", r.partition)));
             }
-            versions
-                .entry(p.to_string())
-                .or_insert_with(|| v.to_string());
         }
     }
-    Ok(Some(PeriodFile { file, versions }))
-}
-
-/// The column of count `m` of a cached row.
-fn count_col(m: usize) -> String {
-    format!("c{m:02}")
-}
-
-/// Period `i` of `partial` as cache rows: `g` rows per agency × field, `u` rows per agency ×
-/// procedure (the count in `c00`).
-pub(super) fn frame(
-    fp: &str,
-    partition: &str,
-    version: &str,
-    partial: &Partial,
-    i: usize,
-) -> Result<DataFrame> {
-    let (groups, used) = partial.rows(i);
-    let n = groups.len() + used.len();
-    let kind: Vec<&str> = (0..n)
-        .map(|r| if r < groups.len() { "g" } else { "u" })
-        .collect();
-    let agency: Vec<&str> = groups
-        .iter()
-        .map(|g| g.agency)
-        .chain(used.iter().map(|u| u.0))
-        .collect();
-    let key: Vec<Option<&str>> = groups
-        .iter()
-        .map(|g| g.field)
-        .chain(used.iter().map(|u| u.1))
-        .collect();
-    let mut cols = vec![
-        Column::new("fingerprint".into(), vec![fp; n]),
-        Column::new("partition".into(), vec![partition; n]),
-        Column::new("version".into(), vec![version; n]),
-        Column::new("kind".into(), kind),
-        Column::new("agency_code".into(), agency),
-        Column::new("key".into(), key),
-    ];
-    for m in 0..PER_PERIOD {
-        let v: Vec<i64> = groups
-            .iter()
-            .map(|g| g.counts[m])
-            .chain(used.iter().map(|u| if m == 0 { u.2 } else { 0 }))
-            .collect();
-        cols.push(Column::new(count_col(m).into(), v));
-    }
-    let names: Vec<Option<&str>> = groups
-        .iter()
-        .map(|g| g.agency_name)
-        .chain(used.iter().map(|_| None))
-        .collect();
-    let fields: Vec<Option<&str>> = groups
-        .iter()
-        .map(|g| g.field_name)
-        .chain(used.iter().map(|_| None))
-        .collect();
-    let cases: Vec<i64> = groups
-        .iter()
-        .map(|g| g.cases)
-        .chain(used.iter().map(|_| 0))
-        .collect();
-    cols.extend([
-        Column::new("agency_name_text".into(), names),
-        Column::new("field_name".into(), fields),
-        Column::new("cases".into(), cases),
-    ]);
-    Ok(DataFrame::new(n, cols)?)
-}
-
-/// Adds the cache rows of `df` (period `i`) that belong to `partitions` to `total`.
-pub(super) fn add_rows(
-    total: &mut Partial,
-    i: usize,
-    df: &DataFrame,
-    partitions: &BTreeSet<String>,
-) -> Result<()> {
-    let text = |c: &str| -> Result<Vec<Option<&str>>> { Ok(df.column(c)?.str()?.iter().collect()) };
-    let (part, kind, agency, key) = (
-        text("partition")?,
-        text("kind")?,
-        text("agency_code")?,
-        text("key")?,
-    );
-    let (names, fields) = (text("agency_name_text")?, text("field_name")?);
-    let damaged = || Error::Internal("a damaged KPI cache row".into());
-    let ints = |c: &str| -> Result<Vec<i64>> {
-        let n = df.column(c)?.i64()?.rechunk();
-        Ok(n.cont_slice().map_err(|_| damaged())?.to_vec())
-    };
-    let counts: Vec<Vec<i64>> = (0..PER_PERIOD)
-        .map(|m| ints(&count_col(m)))
-        .collect::<Result<_>>()?;
-    let cases = ints("cases")?;
-    let mut row_counts = vec![0i64; PER_PERIOD];
-    // Rows come a partition at a time: decide once per run of rows.
-    let mut last: Option<(&str, bool)> = None;
-    for r in 0..df.height() {
-        let p = part[r].ok_or_else(damaged)?;
-        let wanted = match last {
-            Some((q, w)) if q == p => w,
-            _ => partitions.contains(p),
-        };
-        last = Some((p, wanted));
-        if !wanted {
-            continue;
-        }
-        for (m, c) in counts.iter().enumerate() {
-            row_counts[m] = c[r];
-        }
-        let used = match kind[r] {
-            Some("g") => false,
-            Some("u") => true,
-            _ => return Err(damaged()),
-        };
-        let row = super::partial::Row {
-            agency: agency[r].ok_or_else(damaged)?,
-            key: key[r],
-            counts: &row_counts,
-            names: (names[r], fields[r]),
-            cases: cases[r],
-        };
-        total.add_row(i, row, used, i == 0);
-    }
-    Ok(())
+    Ok(Some(PeriodFile { bytes, versions }))
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::domain::period::{Convention, PeriodId};
-    use crate::kpi::partial::Totals;
+    use crate::kpi::partial::{Totals, PER_PERIOD};
 
     /// Two quarters, for the tests of the cache and of its sums.
     pub(crate) fn periods() -> Vec<Period> {
@@ -392,7 +376,6 @@ pub(crate) mod tests {
     async fn counts_come_back_only_for_the_same_file_and_agencies() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().to_str().unwrap(), "t").unwrap();
-        let enc = ParquetEncoder::new().unwrap();
         let agencies = Agencies::default();
         let c = Cache::load(&store, &periods(), &agencies).await;
         let listing = vec![
@@ -400,7 +383,7 @@ pub(crate) mod tests {
             ("cases/y".to_string(), "v1".to_string()),
         ];
         assert!(c.usable(&listing).is_empty());
-        let mut w = c.writer(&enc, &BTreeSet::new()).unwrap();
+        let mut w = c.writer(&BTreeSet::new()).unwrap();
         w.push("cases/x", "v1", &partial(3)).unwrap();
         w.push("cases/y", "v1", &partial(5)).unwrap();
         w.save(&store).await;
@@ -419,7 +402,7 @@ pub(crate) mod tests {
         assert_eq!(got, sums(partial(3)));
         let c = Cache::load(&store, &periods(), &agencies).await;
         assert!(c.stale(&keep));
-        c.writer(&enc, &keep).unwrap().save(&store).await;
+        c.writer(&keep).unwrap().save(&store).await;
         assert!(!Cache::load(&store, &periods(), &agencies)
             .await
             .stale(&keep));
@@ -440,5 +423,46 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert!(cached(&store, &agencies, &listing).await.0.is_empty());
+    }
+
+    /// A file cut anywhere, or claiming a field longer than any, is unusable, never a panic
+    /// and never an allocation of what it claims; a file of the older Parquet layout is
+    /// removed when the cache is written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_or_cut_file_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), "t").unwrap();
+        let agencies = Agencies::default();
+        let listing = vec![("cases/x".to_string(), "v1".to_string())];
+        let older = older_path(&periods()[1]);
+        store
+            .publish(&older, Bytes::from_static(b"PAR1"))
+            .await
+            .unwrap();
+        let c = Cache::load(&store, &periods(), &agencies).await;
+        let mut w = c.writer(&BTreeSet::new()).unwrap();
+        w.push("cases/x", "v1", &partial(3)).unwrap();
+        w.save(&store).await;
+        assert_eq!(store.get(&older).await.unwrap(), None);
+        let (keep, got) = cached(&store, &agencies, &listing).await;
+        assert_eq!((keep.len(), got), (1, sums(partial(3))));
+
+        let whole = store.get(&path(&periods()[0])).await.unwrap().unwrap();
+        let fp = fingerprint(&agencies);
+        let mut usable = 0;
+        for cut in 0..whole.len() {
+            if let Ok(Some(_)) = open(whole.slice(..cut), &fp) {
+                usable += 1;
+            }
+        }
+        assert_eq!(usable, 0, "a cut file was taken as whole");
+        assert!(open(whole.clone(), &fp).unwrap().is_some());
+
+        // A record claiming a field of 2^40 bytes.
+        let mut z = begin(&fp).unwrap();
+        z.write_all(&(1u64 << 40).to_le_bytes()).unwrap();
+        let claimed = Bytes::from(end(z).unwrap());
+        let e = open(claimed, &fp).err().unwrap().to_string();
+        assert!(e.contains("damaged"), "{e}");
     }
 }

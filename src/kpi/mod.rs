@@ -148,7 +148,6 @@ pub async fn count_staging(
     let (to_cache, cached) = std::sync::mpsc::channel::<(String, String, Partial)>();
     let mut next = NextCache {
         cache,
-        enc: enc.clone(),
         kept,
         writer: None,
         broken: false,
@@ -182,7 +181,6 @@ pub async fn count_staging(
 /// The next KPI cache, begun when a partition is counted (or at the end, if partitions went).
 struct NextCache {
     cache: cache::Cache,
-    enc: crate::parquet::ParquetEncoder,
     kept: std::collections::BTreeSet<String>,
     writer: Option<cache::CacheWriter>,
     broken: bool,
@@ -191,7 +189,7 @@ struct NextCache {
 impl NextCache {
     fn begin(&mut self) {
         if self.writer.is_none() && !self.broken {
-            match self.cache.writer(&self.enc, &self.kept) {
+            match self.cache.writer(&self.kept) {
                 Ok(w) => self.writer = Some(w),
                 Err(e) => self.fail(e),
             }

@@ -8,18 +8,16 @@
 //! handed over that is the agency holding it now, whatever the period; for the few handed
 //! over, [`attribution`](super::attribution) finds the agency of each period.
 
-use std::collections::BTreeMap;
-
 use polars::prelude::*;
 
 use super::attribution::{self, Agencies};
 use super::columns::{Chunks, Columns, Interned};
-use super::tables::period_tables;
-use super::{KpiTables, Stamp};
 use crate::domain::period::Period;
-use crate::domain::rules::{self, counted_names, Bounds, COUNTED, RECEIVED_NEW};
+use crate::domain::rules::{self, Bounds, COUNTED, RECEIVED_NEW};
 use crate::error::Result;
-use crate::normalise::Procedure;
+
+mod totals;
+pub use totals::Totals;
 
 fn suffix(i: usize) -> String {
     format!("#{i}")
@@ -61,6 +59,19 @@ pub struct Row<'a> {
     pub names: (Option<&'a str>, Option<&'a str>),
     /// Cases held now.
     pub cases: i64,
+}
+
+/// One period of a [`Partial`] as the KPI cache keeps it (`cache.rs`): its codes, and each
+/// group and use by the ids of those codes ([`ABSENT`] for none).
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Kept {
+    codes: Vec<String>,
+    /// Per group: agency, field, least agency name, least field name, cases held now.
+    groups: Vec<(u32, u32, u32, u32, i64)>,
+    /// Per group, in order, its [`PER_PERIOD`] counts.
+    counts: Vec<i64>,
+    /// Per use with a count: agency, procedure, the count.
+    used: Vec<(u32, u32, i64)>,
 }
 
 /// The id of an absent code.
@@ -214,6 +225,77 @@ impl Partial {
         self.names_seen(at, names);
     }
 
+    /// Period `i` of these counts as the KPI cache keeps them.
+    pub fn kept(&self, i: usize) -> Kept {
+        let mut counts = Vec::with_capacity(self.groups.len() * PER_PERIOD);
+        for at in 0..self.groups.len() {
+            counts.extend_from_slice(&self.counts[self.span(at, i)]);
+        }
+        Kept {
+            codes: self.codes.clone(),
+            groups: self
+                .groups
+                .iter()
+                .map(|((a, f), g)| (*a, *f, g.agency_name, g.field_name, g.cases))
+                .collect(),
+            counts,
+            used: self
+                .used
+                .iter()
+                .filter(|(_, u)| u[i] > 0)
+                .map(|((a, p), u)| (*a, *p, u[i]))
+                .collect(),
+        }
+    }
+
+    /// Adds counts kept by the KPI cache as period `i`, and their cases held now when
+    /// `with_cases` (once per partition, not once per period). Counts that do not hold
+    /// together (a code beyond the codes, counts not [`PER_PERIOD`] a group) are an error,
+    /// with nothing added.
+    pub fn add_kept(&mut self, i: usize, kept: &Kept, with_cases: bool) -> Result<()> {
+        let n = kept.codes.len() as u32;
+        let known = |id: u32| id == ABSENT || id < n;
+        let whole = kept.counts.len() == kept.groups.len() * PER_PERIOD
+            && i < self.periods
+            && kept
+                .groups
+                .iter()
+                .all(|g| known(g.0) && known(g.1) && known(g.2) && known(g.3))
+            && kept.used.iter().all(|u| known(u.0) && known(u.1));
+        if !whole {
+            return Err(crate::error::Error::Internal(
+                "KPI cache counts that do not hold together".into(),
+            ));
+        }
+        let map: Vec<u32> = kept.codes.iter().map(|c| self.id(Some(c))).collect();
+        let at = |id: u32| {
+            if id == ABSENT {
+                ABSENT
+            } else {
+                map[id as usize]
+            }
+        };
+        for (k, (a, f, an, fnm, cases)) in kept.groups.iter().enumerate() {
+            let mine = self.group_at(at(*a), at(*f));
+            let span = self.span(mine, i);
+            let theirs = &kept.counts[k * PER_PERIOD..(k + 1) * PER_PERIOD];
+            for (x, y) in self.counts[span].iter_mut().zip(theirs) {
+                *x += y;
+            }
+            if with_cases {
+                self.groups[mine].1.cases += cases;
+            }
+            self.names_seen(mine, (at(*an), at(*fnm)));
+        }
+        let periods = self.periods;
+        for (a, p, u) in &kept.used {
+            self.used
+                .entry((at(*a), at(*p)))
+                .or_insert_with(|| vec![0; periods])[i] += u;
+        }
+        Ok(())
+    }
+
     /// The rows of period `i`: each group, then each use (agency, procedure, the period's
     /// count) that is not 0.
     #[allow(clippy::type_complexity)]
@@ -331,82 +413,6 @@ impl Partial {
         }
         Ok(())
     }
-
-    /// The sums, as frames.
-    pub fn total(self, periods: &[Period]) -> Result<Totals> {
-        Ok(Totals {
-            periods: periods.to_vec(),
-            counts: self.counts_frame()?,
-            used: self.used_frame()?,
-        })
-    }
-
-    /// Per agency × field: `<measure>#<i>` and `_outside#<i>` for each period, names, `_cases`.
-    fn counts_frame(&self) -> Result<DataFrame> {
-        let mut groups: Vec<(&str, Option<&str>, &Group, usize)> = self
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(at, ((a, f), g))| (self.code(*a).unwrap_or_default(), self.code(*f), g, at))
-            .collect();
-        groups.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
-        let mut cols = vec![
-            Column::new(
-                "agency_code".into(),
-                groups.iter().map(|g| g.0).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "field_code".into(),
-                groups.iter().map(|g| g.1).collect::<Vec<_>>(),
-            ),
-        ];
-        for i in 0..self.periods {
-            let names = counted_names().into_iter().chain(["_outside"]);
-            for (m, name) in names.enumerate() {
-                let v: Vec<i64> = groups
-                    .iter()
-                    .map(|g| self.counts[self.span(g.3, i).start + m])
-                    .collect();
-                cols.push(Column::new(format!("{name}{}", suffix(i)).into(), v));
-            }
-        }
-        let names: Vec<Option<&str>> = groups.iter().map(|g| self.code(g.2.agency_name)).collect();
-        let fields: Vec<Option<&str>> = groups.iter().map(|g| self.code(g.2.field_name)).collect();
-        cols.extend([
-            Column::new("agency_name_text".into(), names),
-            Column::new("field_name".into(), fields),
-            Column::new(
-                "_cases".into(),
-                groups.iter().map(|g| g.2.cases).collect::<Vec<_>>(),
-            ),
-        ]);
-        Ok(DataFrame::new(groups.len(), cols)?)
-    }
-
-    /// Per agency × procedure: `_used#<i>` for each period.
-    fn used_frame(&self) -> Result<DataFrame> {
-        let mut used: Vec<(&str, Option<&str>, &Vec<i64>)> = self
-            .used
-            .iter()
-            .map(|((a, p), u)| (self.code(*a).unwrap_or_default(), self.code(*p), u))
-            .collect();
-        used.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
-        let mut cols = vec![
-            Column::new(
-                "agency_code".into(),
-                used.iter().map(|u| u.0).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "procedure_code".into(),
-                used.iter().map(|u| u.1).collect::<Vec<_>>(),
-            ),
-        ];
-        for i in 0..self.periods {
-            let v: Vec<i64> = used.iter().map(|u| u.2[i]).collect();
-            cols.push(Column::new(format!("_used{}", suffix(i)).into(), v));
-        }
-        Ok(DataFrame::new(used.len(), cols)?)
-    }
 }
 
 /// Counts `cases` for every one of `periods`.
@@ -414,82 +420,4 @@ pub fn partial(cases: &DataFrame, periods: &[Period], agencies: &Agencies) -> Re
     let mut p = Partial::new(periods.len());
     p.count(cases, periods, agencies)?;
     Ok(p)
-}
-
-/// The partial counts of all slices, summed, as frames: `counts` per agency × field
-/// (`<measure>#<i>` and `_outside#<i>` for each period `i`, `agency_name_text`, `field_name`,
-/// `_cases`) and `used` per agency × procedure (`_used#<i>`).
-pub struct Totals {
-    periods: Vec<Period>,
-    counts: DataFrame,
-    used: DataFrame,
-}
-
-impl Totals {
-    /// The frames, for tests.
-    #[cfg(test)]
-    pub fn frames(&self) -> (&DataFrame, &DataFrame) {
-        (&self.counts, &self.used)
-    }
-
-    /// `column` summed per agency, where it is not zero.
-    fn per_agency(&self, column: &str) -> Result<BTreeMap<String, u64>> {
-        let codes = self.counts.column("agency_code")?.str()?;
-        let n = self.counts.column(column)?.i64()?;
-        let mut out: BTreeMap<String, u64> = BTreeMap::new();
-        for (c, n) in codes.iter().zip(n.iter()) {
-            if let (Some(c), Some(n)) = (c, n) {
-                if n > 0 {
-                    *out.entry(c.to_string()).or_default() += n as u64;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Cases in staging per agency code (the agency holding them now).
-    pub fn cases_per_agency(&self) -> Result<BTreeMap<String, u64>> {
-        self.per_agency("_cases")
-    }
-
-    /// Per agency, the cases of period `i` counted under it on a day outside its validity.
-    pub fn outside_validity(&self, i: usize) -> Result<BTreeMap<String, u64>> {
-        self.per_agency(&format!("_outside{}", suffix(i)))
-    }
-
-    /// Cases in staging.
-    pub fn cases(&self) -> Result<u64> {
-        Ok(self.counts.column("_cases")?.i64()?.sum().unwrap_or(0) as u64)
-    }
-
-    /// The tables of period number `i` (of the periods the accumulator was made for).
-    pub fn tables(
-        &self,
-        i: usize,
-        agencies: &Agencies,
-        catalog: &[Procedure],
-        stamp: &Stamp,
-    ) -> Result<KpiTables> {
-        let period = self.periods[i];
-        let sfx = suffix(i);
-        let mut cols = vec![
-            col("agency_code"),
-            col("field_code"),
-            col("agency_name_text"),
-            col("field_name").alias("case_field_name"),
-        ];
-        cols.extend(
-            counted_names()
-                .iter()
-                .map(|n| col(format!("{n}{sfx}")).alias(*n)),
-        );
-        let counts = self.counts.clone().lazy().select(cols);
-        let used = self
-            .used
-            .clone()
-            .lazy()
-            .filter(col(format!("_used{sfx}")).gt(lit(0i64)))
-            .select([col("agency_code"), col("procedure_code")]);
-        period_tables(counts, used, agencies, catalog, &period, stamp)
-    }
 }

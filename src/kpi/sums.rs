@@ -16,8 +16,9 @@ use polars::prelude::*;
 use tracing::{debug, warn};
 
 use super::attribution::Agencies;
-use super::cache::{add_rows, fingerprint, frame};
+use super::cache::fingerprint;
 use super::partial::Partial;
+use super::partial::PER_PERIOD;
 use crate::domain::period::Period;
 use crate::error::{Error, Result};
 use crate::parquet::{blocking, ParquetEncoder, ParquetFile, ROW_GROUP_ROWS};
@@ -173,6 +174,131 @@ fn file(
         .collect();
     df.vstack_mut_owned(DataFrame::new(n, cols)?)?;
     enc.encode(df)
+}
+
+/// The column of count `m` of a cached row.
+fn count_col(m: usize) -> String {
+    format!("c{m:02}")
+}
+
+/// Period `i` of `partial` as cache rows: `g` rows per agency × field, `u` rows per agency ×
+/// procedure (the count in `c00`).
+pub(super) fn frame(
+    fp: &str,
+    partition: &str,
+    version: &str,
+    partial: &Partial,
+    i: usize,
+) -> Result<DataFrame> {
+    let (groups, used) = partial.rows(i);
+    let n = groups.len() + used.len();
+    let kind: Vec<&str> = (0..n)
+        .map(|r| if r < groups.len() { "g" } else { "u" })
+        .collect();
+    let agency: Vec<&str> = groups
+        .iter()
+        .map(|g| g.agency)
+        .chain(used.iter().map(|u| u.0))
+        .collect();
+    let key: Vec<Option<&str>> = groups
+        .iter()
+        .map(|g| g.field)
+        .chain(used.iter().map(|u| u.1))
+        .collect();
+    let mut cols = vec![
+        Column::new("fingerprint".into(), vec![fp; n]),
+        Column::new("partition".into(), vec![partition; n]),
+        Column::new("version".into(), vec![version; n]),
+        Column::new("kind".into(), kind),
+        Column::new("agency_code".into(), agency),
+        Column::new("key".into(), key),
+    ];
+    for m in 0..PER_PERIOD {
+        let v: Vec<i64> = groups
+            .iter()
+            .map(|g| g.counts[m])
+            .chain(used.iter().map(|u| if m == 0 { u.2 } else { 0 }))
+            .collect();
+        cols.push(Column::new(count_col(m).into(), v));
+    }
+    let names: Vec<Option<&str>> = groups
+        .iter()
+        .map(|g| g.agency_name)
+        .chain(used.iter().map(|_| None))
+        .collect();
+    let fields: Vec<Option<&str>> = groups
+        .iter()
+        .map(|g| g.field_name)
+        .chain(used.iter().map(|_| None))
+        .collect();
+    let cases: Vec<i64> = groups
+        .iter()
+        .map(|g| g.cases)
+        .chain(used.iter().map(|_| 0))
+        .collect();
+    cols.extend([
+        Column::new("agency_name_text".into(), names),
+        Column::new("field_name".into(), fields),
+        Column::new("cases".into(), cases),
+    ]);
+    Ok(DataFrame::new(n, cols)?)
+}
+
+/// Adds the cache rows of `df` (period `i`) that belong to `partitions` to `total`.
+pub(super) fn add_rows(
+    total: &mut Partial,
+    i: usize,
+    df: &DataFrame,
+    partitions: &BTreeSet<String>,
+) -> Result<()> {
+    let text = |c: &str| -> Result<Vec<Option<&str>>> { Ok(df.column(c)?.str()?.iter().collect()) };
+    let (part, kind, agency, key) = (
+        text("partition")?,
+        text("kind")?,
+        text("agency_code")?,
+        text("key")?,
+    );
+    let (names, fields) = (text("agency_name_text")?, text("field_name")?);
+    let damaged = || Error::Internal("a damaged KPI cache row".into());
+    let ints = |c: &str| -> Result<Vec<i64>> {
+        let n = df.column(c)?.i64()?.rechunk();
+        Ok(n.cont_slice().map_err(|_| damaged())?.to_vec())
+    };
+    let counts: Vec<Vec<i64>> = (0..PER_PERIOD)
+        .map(|m| ints(&count_col(m)))
+        .collect::<Result<_>>()?;
+    let cases = ints("cases")?;
+    let mut row_counts = vec![0i64; PER_PERIOD];
+    // Rows come a partition at a time: decide once per run of rows.
+    let mut last: Option<(&str, bool)> = None;
+    for r in 0..df.height() {
+        let p = part[r].ok_or_else(damaged)?;
+        let wanted = match last {
+            Some((q, w)) if q == p => w,
+            _ => partitions.contains(p),
+        };
+        last = Some((p, wanted));
+        if !wanted {
+            continue;
+        }
+        for (m, c) in counts.iter().enumerate() {
+            row_counts[m] = c[r];
+        }
+        let used = match kind[r] {
+            Some("g") => false,
+            Some("u") => true,
+            _ => return Err(damaged()),
+        };
+        let row = super::partial::Row {
+            agency: agency[r].ok_or_else(damaged)?,
+            key: key[r],
+            counts: &row_counts,
+            names: (names[r], fields[r]),
+            cases: cases[r],
+        };
+        total.add_row(i, row, used, i == 0);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
