@@ -14,6 +14,8 @@ use polars_io::prelude::{FileMetadataRef, ParquetReader, SerReader};
 use crate::error::{Doing, Error, Result};
 use crate::store::{Store, WrittenFile};
 
+mod stats;
+
 /// Rows per row group: large enough for scans, small enough for readers' memory.
 pub const ROW_GROUP_ROWS: usize = 65_536;
 /// Far above any column chunk we write, so each chunk is one page (see the module notes).
@@ -303,31 +305,6 @@ impl ParquetFile {
             .collect()
     }
 
-    /// Whether, by its statistics, every value of the 32-bit integer (or `Date`) column
-    /// `column` in row group `rg` is null or later than `day`: its least value is later, or it
-    /// has no least value and is null on every row. `false` whenever that cannot be told (no
-    /// such row group or column, no statistics, another type, unreadable statistics).
-    pub fn all_null_or_after(&self, rg: usize, column: &str, day: i32) -> bool {
-        use polars_parquet::parquet::statistics::Statistics;
-        let Some(group) = self.metadata.row_groups.get(rg) else {
-            return false;
-        };
-        let Some(mut chunks) = group.columns_under_root_iter(column) else {
-            return false;
-        };
-        let (Some(chunk), None) = (chunks.next(), chunks.next()) else {
-            return false;
-        };
-        match chunk.statistics(&self.metadata.footer_buf) {
-            Some(Ok(Statistics::Int32(s))) => match (s.min_value, s.max_value) {
-                (Some(min), Some(_)) => min > day,
-                (None, None) => s.null_count == Some(group.num_rows() as i64),
-                _ => false,
-            },
-            _ => false,
-        }
-    }
-
     /// Row ranges `(offset, len)` of whole row groups, each up to `rows` rows (a row group
     /// larger than that is a range of its own).
     pub fn ranges(&self, rows: usize) -> Vec<(usize, usize)> {
@@ -423,37 +400,6 @@ pub fn utc_micros(name: &str, values: Vec<Option<i64>>) -> Column {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The statistics tell a row group whose values are all null or later than a day, and
-    /// never claim it of one that has a value on or before it, of another type, or of a
-    /// column or row group the file does not have.
-    #[test]
-    fn statistics_tell_row_groups_all_null_or_after_a_day() {
-        let day = |v: Vec<Option<i32>>| Column::new("x".into(), v).cast(&DataType::Date).unwrap();
-        let df = DataFrame::new(
-            6,
-            vec![
-                day(vec![Some(10), Some(20), None, Some(30), None, Some(40)]).with_name("d".into()),
-                day(vec![None; 6]).with_name("n".into()),
-                Column::new("s".into(), ["a", "b", "c", "d", "e", "f"]),
-                Column::new("i".into(), [5i32, 6, 7, 8, 9, 10]),
-            ],
-        )
-        .unwrap();
-        let enc = ParquetEncoder { row_group_rows: 3 };
-        let f = ParquetFile::open(Bytes::from(enc.encode(df).unwrap())).unwrap();
-        assert_eq!(f.row_group_rows(), [3, 3]);
-        assert!(f.all_null_or_after(0, "d", 9));
-        assert!(!f.all_null_or_after(0, "d", 10));
-        assert!(!f.all_null_or_after(0, "d", 25));
-        assert!(f.all_null_or_after(1, "d", 29));
-        assert!(!f.all_null_or_after(1, "d", 30));
-        assert!(f.all_null_or_after(0, "n", i32::MAX) && f.all_null_or_after(1, "n", 0));
-        assert!(f.all_null_or_after(1, "i", 7) && !f.all_null_or_after(1, "i", 8));
-        assert!(!f.all_null_or_after(0, "s", 0));
-        assert!(!f.all_null_or_after(0, "missing", 0));
-        assert!(!f.all_null_or_after(2, "d", 0));
-    }
 
     /// Encoded and decoded, a frame comes back equal; instants keep their zone.
     #[test]

@@ -352,7 +352,11 @@ impl Partial {
         }
         let chunks = Chunks::of(cases)?;
         let cols = Columns::of(&chunks)?;
-        let moved = attribution::moved_rows(cases)?;
+        // A slice read without its hand-overs has none to follow (`scan`).
+        let moved = match cases.column("transfers") {
+            Ok(_) => attribution::moved_rows(cases)?,
+            Err(_) => vec![],
+        };
         let mut validity = attribution::ValidityCache::new(agencies);
         let [mut agencies_seen, mut fields, mut procedures, mut agency_names, mut field_names] =
             std::array::from_fn(|_| Interned::default());

@@ -7,7 +7,8 @@
 //! ([`rules::COUNTING_DATES`] each null or later) counts in no period: of it only who holds
 //! each case is read (agency, field, their names, hand-overs), the rest counted as unknown,
 //! which [`rules::COUNTING_DATES`] shows is the same count. A backfill of a past quarter so
-//! decodes a fraction of the province's later history.
+//! decodes a fraction of the province's later history. Hand-overs (a nested column, slow to
+//! decode) are read only of row groups whose statistics show some.
 
 use polars::prelude::DataFrame;
 use tokio::sync::mpsc;
@@ -24,7 +25,6 @@ use crate::domain::period::Period;
 use crate::domain::rules::{self, Bounds};
 use crate::error::{Error, Result};
 use crate::parquet::{blocking, ParquetFile, ROW_GROUP_ROWS};
-use crate::stage::schema::transfers_column;
 use crate::stage::Partition;
 use crate::store::Store;
 
@@ -57,13 +57,20 @@ const HOLDER_COLUMNS: [&str; 5] = [
     "transfers",
 ];
 
-/// Slices `(offset, len, counted)` of a file whose row groups have `rows` rows and do
-/// (`counted`) or do not count in some period: consecutive row groups of one kind, up to
-/// `max` rows a slice (a larger row group alone).
-fn slices(rows: &[usize], counted: &[bool], max: usize) -> Vec<(usize, usize, bool)> {
-    let mut out: Vec<(usize, usize, bool)> = vec![];
+/// What is read of a row group: all the columns counted or only who holds each case, and the
+/// hand-overs or not (the row group has none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Kind {
+    counted: bool,
+    handed_over: bool,
+}
+
+/// Slices `(offset, len, kind)` of a file whose row groups have `rows` rows of `kinds`:
+/// consecutive row groups of one kind, up to `max` rows a slice (a larger row group alone).
+fn slices<K: Copy + PartialEq>(rows: &[usize], kinds: &[K], max: usize) -> Vec<(usize, usize, K)> {
+    let mut out: Vec<(usize, usize, K)> = vec![];
     let mut at = 0;
-    for (n, c) in rows.iter().zip(counted) {
+    for (n, c) in rows.iter().zip(kinds) {
         match out.last_mut() {
             Some((_, len, k)) if *k == *c && *len + n <= max => *len += n,
             _ => out.push((at, *n, *c)),
@@ -71,6 +78,23 @@ fn slices(rows: &[usize], counted: &[bool], max: usize) -> Vec<(usize, usize, bo
         at += n;
     }
     out
+}
+
+/// What to read of row group `rg` of `f`, for periods ending on `last` at the latest: a row
+/// group with every case dated after it counts in no period ([`rules::COUNTING_DATES`]); one
+/// whose hand-overs have no giving agency or no date at all has none the count follows
+/// (`attribution`: a hand-over counts with both).
+fn kind(f: &ParquetFile, rg: usize, last: Option<i32>) -> Kind {
+    let after = |day| {
+        rules::COUNTING_DATES
+            .iter()
+            .all(|c| f.all_null_or_after(rg, c, day))
+    };
+    Kind {
+        counted: !last.is_some_and(after),
+        handed_over: !(f.leaf_without_values(rg, "transfers", "from_agency")
+            || f.leaf_without_values(rg, "transfers", "transferred_on")),
+    }
 }
 
 /// Sends every slice of every partition of `paths`, with only the columns the KPIs read,
@@ -110,25 +134,19 @@ async fn read_all(
             let all: Vec<&str> = INPUT_COLUMNS.iter().copied().filter(has).collect();
             let holders: Vec<&str> = HOLDER_COLUMNS.iter().copied().filter(has).collect();
             let rows = f.row_group_rows();
-            let counted: Vec<bool> = (0..rows.len())
-                .map(|rg| {
-                    !last.is_some_and(|day| {
-                        rules::COUNTING_DATES
-                            .iter()
-                            .all(|c| f.all_null_or_after(rg, c, day))
-                    })
-                })
-                .collect();
-            let slices = slices(&rows, &counted, SLICE_ROWS);
+            let kinds: Vec<Kind> = (0..rows.len()).map(|rg| kind(&f, rg, last)).collect();
+            let slices = slices(&rows, &kinds, SLICE_ROWS);
             let n = slices.len();
-            for (k, (offset, len, counted)) in slices.into_iter().enumerate() {
-                let wanted = if counted { &all } else { &holders };
-                let mut df = f.read(Some(wanted), (offset, len)).map_err(unreadable)?;
-                if !present.iter().any(|p| p == "transfers") {
-                    // Staged by a motcua that kept no transfers: none to follow.
-                    df.with_column(transfers_column(&[], &vec![0; df.height()])?)?;
-                }
-                if !counted {
+            for (k, (offset, len, kind)) in slices.into_iter().enumerate() {
+                let wanted: Vec<&str> = if kind.counted { &all } else { &holders }
+                    .iter()
+                    .copied()
+                    .filter(|c| kind.handed_over || *c != "transfers")
+                    .collect();
+                // Without `transfers` (none in these row groups, or staged by a motcua that
+                // kept none), the count follows no hand-over.
+                let mut df = f.read(Some(&wanted), (offset, len)).map_err(unreadable)?;
+                if !kind.counted {
                     fill_uncounted(&mut df)?;
                 }
                 if t.blocking_send(Ok(Slice { path: p.clone(), df, last: k + 1 == n })).is_err() {
@@ -278,7 +296,7 @@ mod tests {
             got,
             [(0, 6, true), (6, 6, false), (12, 9, false), (21, 2, true)]
         );
-        assert!(slices(&[], &[], 6).is_empty());
+        assert!(slices::<bool>(&[], &[], 6).is_empty());
     }
 
     /// A partition whose later row groups hold only cases dated after the periods: those row
@@ -289,11 +307,34 @@ mod tests {
         let d = crate::demo::generator::generate(7, 0.03);
         let mut n = Normaliser::new(PiiKey::new(b"k"), "r");
         n.add_records("raw/x", &d.cases);
-        let cases = n
+        let mut cases = n
             .finish()
             .unwrap()
             .cases
             .sort(["submitted_date"], Default::default())
+            .unwrap();
+        // Hand-overs on every 700th case (some row groups have some, most none), one with no
+        // receiving agency, dated in and after the periods.
+        let mut counts = vec![0u32; cases.height()];
+        let mut handed = vec![];
+        for (k, c) in counts.iter_mut().enumerate().step_by(700) {
+            *c = 1;
+            let to = (k % 1400 != 0).then(|| "000.00.01.H57".to_string());
+            let day = if k % 2100 == 0 {
+                "2024-08-01"
+            } else {
+                "2025-03-01"
+            };
+            let d: chrono::NaiveDate = day.parse().unwrap();
+            let at = d.and_hms_opt(3, 0, 0).unwrap().and_utc().timestamp_micros();
+            handed.push(crate::stage::schema::StagedTransfer {
+                from: "000.00.99.H57".into(),
+                to,
+                at,
+            });
+        }
+        cases
+            .with_column(crate::stage::schema::transfers_column(&handed, &counts).unwrap())
             .unwrap();
         let periods: Vec<Period> = ["2024-Q2", "2024-Q3"]
             .map(|p| p.parse::<PeriodId>().unwrap().resolve(Convention::Decree09))
@@ -303,18 +344,22 @@ mod tests {
         };
         let bytes = enc.encode(cases.clone()).unwrap();
         let file = ParquetFile::open(bytes.clone().into()).unwrap();
-        let last = periods.iter().map(|p| Bounds::of(p).l).max().unwrap();
+        let last = periods.iter().map(|p| Bounds::of(p).l).max();
         let groups = file.row_group_rows().len();
-        let after = (0..groups)
-            .filter(|rg| {
-                rules::COUNTING_DATES
-                    .iter()
-                    .all(|c| file.all_null_or_after(*rg, c, last))
-            })
-            .count();
+        let kinds: Vec<Kind> = (0..groups).map(|rg| kind(&file, rg, last)).collect();
+        let after = kinds.iter().filter(|k| !k.counted).count();
+        let with = kinds.iter().filter(|k| k.handed_over).count();
         assert!(
             after > 0 && after < groups,
             "{after} of {groups} row groups after"
+        );
+        assert!(
+            with > 0 && with < groups,
+            "{with} of {groups} row groups handed over"
+        );
+        assert!(
+            kinds.iter().any(|k| !k.counted && k.handed_over),
+            "no row group after the periods with hand-overs"
         );
 
         let dir = tempfile::tempdir().unwrap();
