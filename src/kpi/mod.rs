@@ -144,6 +144,7 @@ pub async fn count_staging(
         cached: kept.len() as u64,
     };
     let versions: std::collections::BTreeMap<String, String> = listing.iter().cloned().collect();
+    crate::memory::keep_freed_while_counting();
     // The next cache is encoded on a thread of its own, beside the counting.
     let (to_cache, cached) = std::sync::mpsc::channel::<(String, String, Partial)>();
     let mut next = NextCache {
@@ -158,7 +159,7 @@ pub async fn count_staging(
         }
         next
     });
-    scan::count(store, todo, periods, agencies.clone(), bar, |path, p| {
+    let counting = scan::count(store, todo, periods, agencies.clone(), bar, |path, p| {
         total.add(&p);
         if let Some(v) = versions.get(&path) {
             // The cache thread gone (it panicked) only loses the cache: noticed below.
@@ -166,7 +167,9 @@ pub async fn count_staging(
         }
         Ok(())
     })
-    .await?;
+    .await;
+    crate::memory::return_freed();
+    counting?;
     drop(to_cache);
     match caching.await {
         Ok(next) => next.save(store).await,

@@ -103,6 +103,11 @@ impl Partial {
         }
     }
 
+    /// Whether it has counted nothing yet (no code, group or use).
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty() && self.groups.is_empty() && self.used.is_empty()
+    }
+
     /// How many periods it counts.
     pub fn periods(&self) -> usize {
         self.periods

@@ -222,9 +222,14 @@ fn absorb(
     done: &mut impl FnMut(String, Partial) -> Result<()>,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
-    current.add(&p);
+    let n = p.periods();
+    if current.is_empty() {
+        // A partition's first slice is its counts so far: taken, not added.
+        *current = p;
+    } else {
+        current.add(&p);
+    }
     if let Some(path) = last {
-        let n = p.periods();
         done(path, std::mem::replace(current, Partial::new(n)))?;
         bar.inc(1);
     }
