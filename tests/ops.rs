@@ -130,9 +130,9 @@ async fn a_late_change_reaches_its_published_quarter_through_an_incremental_pull
         .collect();
     let (sums, per_partition): (Vec<_>, Vec<_>) = kept
         .iter()
-        .partition(|p| p.to_string_lossy().ends_with(".sum.parquet"));
+        .partition(|p| p.to_string_lossy().ends_with(".sum"));
     assert_eq!((sums.len(), per_partition.len()), (1, 1), "{kept:?}");
-    std::fs::write(sums[0], b"not parquet").unwrap();
+    std::fs::write(sums[0], b"not a sum").unwrap();
     let from_cache = run::execute(&s, &cmd, offline).await.unwrap();
     assert_eq!(from_cache.record.counts.kpi_partitions_counted, 0);
     assert_eq!(
@@ -141,7 +141,7 @@ async fn a_late_change_reaches_its_published_quarter_through_an_incremental_pull
     );
     // Both damaged: everything counted again.
     for p in &kept {
-        std::fs::write(p, b"not parquet").unwrap();
+        std::fs::write(p, b"damaged").unwrap();
     }
     let recounted = run::execute(&s, &cmd, offline).await.unwrap();
     assert_eq!(recounted.record.counts.kpi_partitions_cached, 0);

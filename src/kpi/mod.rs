@@ -98,7 +98,6 @@ pub struct Counted {
 /// last summed is not summed again ([`sums`]).
 pub async fn count_staging(
     store: &crate::store::Store,
-    enc: &crate::parquet::ParquetEncoder,
     periods: &[Period],
     agencies: std::sync::Arc<Agencies>,
     bar: &indicatif::ProgressBar,
@@ -175,7 +174,7 @@ pub async fn count_staging(
         Ok(next) => next.save(store).await,
         Err(_) => tracing::warn!("the KPI cache could not be written: the next run counts again"),
     }
-    sums::save(store, enc, periods, &agencies, &listing, &total).await;
+    sums::save(store, periods, &agencies, &listing, &total).await;
     let periods = periods.to_vec();
     let totals = crate::parquet::blocking(move || total.total(&periods)).await?;
     Ok((totals, counted))

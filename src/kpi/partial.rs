@@ -37,18 +37,8 @@ struct Group {
     pub cases: i64,
 }
 
-/// One group as rows are read out of a [`Partial`]: its codes and names as text.
-pub struct GroupRow<'a> {
-    pub agency: &'a str,
-    pub field: Option<&'a str>,
-    /// The counts of the period asked for ([`PER_PERIOD`]).
-    pub counts: &'a [i64],
-    pub agency_name: Option<&'a str>,
-    pub field_name: Option<&'a str>,
-    pub cases: i64,
-}
-
-/// One counted row of a period, as the KPI cache keeps it.
+/// One counted row of a period, to make partial counts of in tests.
+#[cfg(test)]
 pub struct Row<'a> {
     pub agency: &'a str,
     /// The field (of a group) or the procedure (of a use).
@@ -209,8 +199,9 @@ impl Partial {
         }
     }
 
-    /// Adds one counted row of period `i` (as the KPI cache keeps them): a group's counts, or
-    /// (`used`) a use, its count first. The cases held now are added when `with_cases`.
+    /// Adds one counted row of period `i` (for tests): a group's counts, or (`used`) a use, its
+    /// count first. The cases held now are added when `with_cases`.
+    #[cfg(test)]
     pub fn add_row(&mut self, i: usize, row: Row, used: bool, with_cases: bool) {
         let (a, k) = (self.id(Some(row.agency)), self.id(row.key));
         if used {
@@ -299,32 +290,6 @@ impl Partial {
                 .or_insert_with(|| vec![0; periods])[i] += u;
         }
         Ok(())
-    }
-
-    /// The rows of period `i`: each group, then each use (agency, procedure, the period's
-    /// count) that is not 0.
-    #[allow(clippy::type_complexity)]
-    pub fn rows(&self, i: usize) -> (Vec<GroupRow<'_>>, Vec<(&str, Option<&str>, i64)>) {
-        let groups = self
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(at, ((a, f), g))| GroupRow {
-                agency: self.code(*a).unwrap_or_default(),
-                field: self.code(*f),
-                counts: &self.counts[self.span(at, i)],
-                agency_name: self.code(g.agency_name),
-                field_name: self.code(g.field_name),
-                cases: g.cases,
-            })
-            .collect();
-        let used = self
-            .used
-            .iter()
-            .filter(|(_, u)| u[i] > 0)
-            .map(|((a, p), u)| (self.code(*a).unwrap_or_default(), self.code(*p), u[i]))
-            .collect();
-        (groups, used)
     }
 
     /// Counts `cases` (staging rows, at least [`super::INPUT_COLUMNS`]) for every one of

@@ -99,7 +99,7 @@ async fn count(
     bar: &indicatif::ProgressBar,
 ) -> Result<Totals> {
     let agencies = catalogs.agencies.clone();
-    let (totals, counted) = kpi::count_staging(out.store, out.enc, periods, agencies, bar).await?;
+    let (totals, counted) = kpi::count_staging(out.store, periods, agencies, bar).await?;
     record.counts.kpi_partitions_counted = counted.counted;
     record.counts.kpi_partitions_cached = counted.cached;
     record.counts.cases_in_staging = totals.cases()?;
