@@ -354,6 +354,10 @@ impl Partial {
                 _ => None,
             };
             for (i, p) in bounds.iter().enumerate() {
+                if transfers.is_none() && !rules::may_count(case, p.l) {
+                    // In no measure of the period, under the agency above: nothing to add.
+                    continue;
+                }
                 let (hits, on) = rules::counted_on(case, *p);
                 let (agency_id, at) = match transfers {
                     Some(t) => {

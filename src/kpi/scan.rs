@@ -248,48 +248,6 @@ mod tests {
     use crate::normalise::{Normaliser, PiiKey};
     use crate::parquet::ParquetEncoder;
 
-    /// [`rules::COUNTING_DATES`]: over every status, channel, due date, supplement count and flag, a
-    /// case whose submitted, accepted, refused and end dates are each absent or after L counts
-    /// as a case of which nothing is known; one of them moved to L or earlier makes it count
-    /// somewhere for some cases, so the rule is not vacuous.
-    #[test]
-    fn a_case_dated_only_after_l_counts_as_nothing_known() {
-        use rand::{Rng, SeedableRng};
-        let p = Bounds { f: 100, l: 190 };
-        let nothing = rules::counted_on(&rules::Case::default(), p);
-        assert_eq!(nothing, ([false; rules::COUNTED], p.l));
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        let date = |rng: &mut rand_chacha::ChaCha8Rng, lo: i32| {
-            rng.random_bool(0.8).then(|| rng.random_range(lo..lo + 120))
-        };
-        let mut counted_once_moved = 0;
-        for _ in 0..20_000 {
-            let mut c = rules::Case {
-                status: rng.random_bool(0.95).then(|| rng.random_range(0..12)),
-                channel: rng.random_bool(0.9).then(|| rng.random_range(0..4)),
-                sub: date(&mut rng, p.l + 1),
-                acc: date(&mut rng, p.l + 1),
-                refd: date(&mut rng, p.l + 1),
-                end: date(&mut rng, p.l + 1),
-                due: date(&mut rng, p.f - 60),
-                supplement_requests: rng.random_bool(0.9).then(|| rng.random_range(0..3)),
-                paid_online: rng.random_bool(0.9).then(|| rng.random_bool(0.5)),
-                digitized: rng.random_bool(0.9).then(|| rng.random_bool(0.5)),
-            };
-            assert_eq!(rules::counted_on(&c, p), nothing, "{c:?}");
-            // The same case with one counting date moved into or before the period.
-            let early = Some(rng.random_range(p.f - 30..=p.l));
-            match rng.random_range(0..4) {
-                0 => c.sub = early,
-                1 => c.acc = early,
-                2 => c.refd = early,
-                _ => c.end = early,
-            }
-            counted_once_moved += (rules::counted_on(&c, p) != nothing) as u32;
-        }
-        assert!(counted_once_moved > 5_000, "{counted_once_moved}");
-    }
-
     #[test]
     fn slices_join_row_groups_of_one_kind_only() {
         let got = slices(
