@@ -84,7 +84,7 @@ const MERGING: usize = 2;
 /// way (decoded, taken, stacked, encoded) is held for a slice this size, twice (one per merge
 /// at once). At 65,536 rows those copies of two merges took about 300 MiB at ten million
 /// cases.
-const GROUP_ROWS: usize = 16_384;
+pub const GROUP_ROWS: usize = 16_384;
 
 /// Room given a partition's new file at once, at most (a larger one grows as written).
 const ROOM_MAX: usize = 256 << 20;
