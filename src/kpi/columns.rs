@@ -46,30 +46,23 @@ impl<'a> Chunks<'a> {
     }
 }
 
-/// The columns of a case that say what it counts as, with their staging types: all the
-/// inputs but who holds it.
-const COUNTED_COLUMNS: [(&str, DataType); 11] = [
-    ("procedure_code", DataType::String),
-    ("channel", DataType::Int32),
-    ("status", DataType::Int32),
-    ("supplement_requests", DataType::Int64),
-    ("paid_online", DataType::Boolean),
-    ("digitized", DataType::Boolean),
-    ("submitted_date", DataType::Date),
-    ("accepted_date", DataType::Date),
-    ("refused_date", DataType::Date),
-    ("end_date", DataType::Date),
-    ("due_date", DataType::Date),
+/// The columns read of a row group that counts in no period: who holds each case.
+pub(super) const HOLDER_COLUMNS: [&str; 5] = [
+    "agency_code",
+    "agency_name_text",
+    "field_code",
+    "field_name",
+    "transfers",
 ];
 
 /// Adds to a slice read with only who holds its cases (`scan`: cases that count in no
-/// period) the columns of what they count as, all null: counted as cases of which nothing is
-/// known (`rules::COUNTING_DATES`).
+/// period) the other columns the count reads, all null, of their staging types: counted as
+/// cases of which nothing is known (`rules::COUNTING_DATES`).
 pub(super) fn fill_uncounted(df: &mut DataFrame) -> Result<()> {
     let rows = df.height();
-    for (name, dtype) in &COUNTED_COLUMNS {
-        if df.column(name).is_err() {
-            df.with_column(Column::full_null((*name).into(), rows, dtype))?;
+    for (name, dtype) in crate::stage::schema::staging_schema() {
+        if super::INPUT_COLUMNS.contains(&name) && name != "transfers" && df.column(name).is_err() {
+            df.with_column(Column::full_null(name.into(), rows, &dtype))?;
         }
     }
     Ok(())

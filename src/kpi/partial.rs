@@ -164,16 +164,21 @@ impl Partial {
         (g.agency_name, g.field_name) = (a, f);
     }
 
-    /// Adds `other` (of the same periods) to this one.
-    pub fn add(&mut self, other: &Partial) {
-        let map: Vec<u32> = other.codes.iter().map(|c| self.id(Some(c))).collect();
-        let at = |id: u32| {
+    /// The ids here of another count's codes (`theirs`), by their ids there.
+    fn ids_of(&mut self, theirs: &[String]) -> impl Fn(u32) -> u32 {
+        let map: Vec<u32> = theirs.iter().map(|c| self.id(Some(c))).collect();
+        move |id| {
             if id == ABSENT {
                 ABSENT
             } else {
                 map[id as usize]
             }
-        };
+        }
+    }
+
+    /// Adds `other` (of the same periods) to this one.
+    pub fn add(&mut self, other: &Partial) {
+        let at = self.ids_of(&other.codes);
         let width = self.periods * PER_PERIOD;
         for (k, ((a, f), g)) in other.groups.iter().enumerate() {
             let mine = self.group_at(at(*a), at(*f));
@@ -263,14 +268,7 @@ impl Partial {
                 "KPI cache counts that do not hold together".into(),
             ));
         }
-        let map: Vec<u32> = kept.codes.iter().map(|c| self.id(Some(c))).collect();
-        let at = |id: u32| {
-            if id == ABSENT {
-                ABSENT
-            } else {
-                map[id as usize]
-            }
-        };
+        let at = self.ids_of(&kept.codes);
         for (k, (a, f, an, fnm, cases)) in kept.groups.iter().enumerate() {
             let mine = self.group_at(at(*a), at(*f));
             let span = self.span(mine, i);

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::attribution::Agencies;
-use super::columns::fill_uncounted;
+use super::columns::{fill_uncounted, HOLDER_COLUMNS};
 use super::partial::{partial, Partial};
 use super::INPUT_COLUMNS;
 use crate::domain::period::Period;
@@ -48,15 +48,6 @@ struct Slice {
     df: DataFrame,
     last: bool,
 }
-
-/// The columns read of a row group that counts in no period: who holds each case.
-const HOLDER_COLUMNS: [&str; 5] = [
-    "agency_code",
-    "agency_name_text",
-    "field_code",
-    "field_name",
-    "transfers",
-];
 
 /// What is read of a row group: all the columns counted or only who holds each case, and the
 /// hand-overs or not (the row group has none).
