@@ -159,8 +159,11 @@ async fn read_all(
     }
 }
 
-/// Slices counted at once, each on a blocking thread of its own, while the next is decoded.
-const COUNTING: usize = 2;
+/// Slices counted at once, each on a blocking thread of its own, while the next are decoded;
+/// and slices decoded ahead. With slices of one row group, three and three took 5 % less time
+/// than two and one at ten million cases (four and four no less), for 10–15 MiB.
+const COUNTING: usize = 3;
+const READ_AHEAD: usize = 3;
 
 /// The partial counts, for every one of `periods`, of each partition of `paths`, handed to
 /// `done` as each partition completes: one task reads and decodes while up to [`COUNTING`]
@@ -174,7 +177,7 @@ pub async fn count(
     bar: &indicatif::ProgressBar,
     mut done: impl FnMut(String, Partial) -> Result<()>,
 ) -> Result<()> {
-    let (tx, mut rx) = mpsc::channel(1);
+    let (tx, mut rx) = mpsc::channel(READ_AHEAD);
     let last = periods.iter().map(|p| Bounds::of(p).l).max();
     let reader = tokio::spawn(read_all(store.clone(), paths, last, tx));
     let n = periods.len();
