@@ -1,6 +1,6 @@
 //! Reading the staging table for the KPIs: each partition asked for, once, only
 //! [`super::INPUT_COLUMNS`], a row group at a time (so memory holds a slice, never a whole
-//! partition), slices counted on two threads as the next is decoded, and the counts of a
+//! partition), slices counted on three threads as the next are decoded, and the counts of a
 //! partition summed.
 //!
 //! A row group whose statistics show every case dated only after the periods' last day
