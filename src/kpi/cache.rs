@@ -78,9 +78,14 @@ fn length(r: &mut impl Read) -> Result<Option<u64>> {
     }
 }
 
+/// `n` bytes of `r`, grown as they come: a damaged length on a short file is an error before
+/// memory for what it claims is taken.
 fn bytes_of(r: &mut impl Read, n: u64) -> Result<Vec<u8>> {
-    let mut b = vec![0u8; n as usize];
-    r.read_exact(&mut b).map_err(damaged)?;
+    let mut b = vec![];
+    r.take(n).read_to_end(&mut b).map_err(damaged)?;
+    if b.len() as u64 != n {
+        return Err(damaged(format!("a field of {n} bytes cut at {}", b.len())));
+    }
     Ok(b)
 }
 
@@ -464,5 +469,12 @@ pub(crate) mod tests {
         let claimed = Bytes::from(end(z).unwrap());
         let e = open(claimed, &fp).err().unwrap().to_string();
         assert!(e.contains("damaged"), "{e}");
+        // A record claiming 512 MiB, within the bound, on a file of a few bytes: cut, an error.
+        let mut z = begin(&fp).unwrap();
+        z.write_all(&(1u64 << 29).to_le_bytes()).unwrap();
+        z.write_all(b"cases/x").unwrap();
+        let claimed = Bytes::from(end(z).unwrap());
+        let e = open(claimed, &fp).err().unwrap().to_string();
+        assert!(e.contains("cut at"), "{e}");
     }
 }
