@@ -14,7 +14,10 @@ use polars_io::prelude::{FileMetadataRef, ParquetReader, SerReader};
 use crate::error::{Doing, Error, Result};
 use crate::store::{Store, WrittenFile};
 
+mod arrays;
 mod stats;
+
+pub use arrays::Strings;
 
 /// Rows per row group: large enough for scans, small enough for readers' memory.
 pub const ROW_GROUP_ROWS: usize = 65_536;

@@ -1,181 +1,339 @@
-//! The columns of a staging slice the counting reads ([`super::INPUT_COLUMNS`]), read in place:
-//! each column in one chunk (a row group, as read), borrowed as its array and read a row at a
-//! time, so nothing is copied out of the decoded slice.
+//! The columns of a staging slice the counting reads ([`super::INPUT_COLUMNS`]), as arrow
+//! arrays read a row at a time: decoded straight from a row group of a staging file
+//! ([`Decoded::of_group`]) or borrowed from a frame ([`Decoded::of_frame`]), so nothing is
+//! copied out of them.
+//!
+//! The string columns the count groups by are coded ([`Coded`]): a key per row into the
+//! chunk's distinct values, and each value's id in the [`Partial`]. Staging writes them
+//! dictionary-encoded, so their keys are the file's own and each distinct value's text is
+//! looked up once per row group; other strings are keyed by their views.
 
 use polars::prelude::*;
+use polars_arrow::array::{Array, BooleanArray, PrimitiveArray, Utf8ViewArray};
+use polars_arrow::datatypes::ArrowDataType;
 
 use super::partial::{Partial, ABSENT};
+use crate::domain::agency::Transfer;
 use crate::domain::rules::Case;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::parquet::{ParquetFile, Strings};
 
-/// The columns of a slice the counting reads, each in one chunk (a slice is a row group, so
-/// they mostly are already): [`Columns`] reads them row by row from there.
-pub(super) struct Chunks<'a> {
-    strings: [std::borrow::Cow<'a, StringChunked>; 5],
-    ints: [std::borrow::Cow<'a, Int32Chunked>; 7],
-    supplements: std::borrow::Cow<'a, Int64Chunked>,
-    flags: [std::borrow::Cow<'a, BooleanChunked>; 2],
-}
-
-impl<'a> Chunks<'a> {
-    pub(super) fn of(df: &'a DataFrame) -> Result<Chunks<'a>> {
-        let string = |name: &str| -> Result<_> { Ok(df.column(name)?.str()?.rechunk()) };
-        let date = |name: &str| -> Result<_> { Ok(df.column(name)?.date()?.physical().rechunk()) };
-        let int = |name: &str| -> Result<_> { Ok(df.column(name)?.i32()?.rechunk()) };
-        let flag = |name: &str| -> Result<_> { Ok(df.column(name)?.bool()?.rechunk()) };
-        Ok(Chunks {
-            strings: [
-                string("agency_code")?,
-                string("field_code")?,
-                string("procedure_code")?,
-                string("agency_name_text")?,
-                string("field_name")?,
-            ],
-            ints: [
-                int("status")?,
-                int("channel")?,
-                date("submitted_date")?,
-                date("accepted_date")?,
-                date("refused_date")?,
-                date("end_date")?,
-                date("due_date")?,
-            ],
-            supplements: df.column("supplement_requests")?.i64()?.rechunk(),
-            flags: [flag("paid_online")?, flag("digitized")?],
-        })
-    }
-}
-
-/// The columns read of a row group that counts in no period: who holds each case.
-pub(super) const HOLDER_COLUMNS: [&str; 5] = [
+/// The string columns the count reads, in [`Decoded::strings`]' order.
+pub(super) const STRING_COLUMNS: [&str; 5] = [
     "agency_code",
-    "agency_name_text",
     "field_code",
+    "procedure_code",
+    "agency_name_text",
     "field_name",
-    "transfers",
 ];
+/// Status, channel, then the dates of [`Case`] in its order: 32-bit columns.
+const INT_COLUMNS: [&str; 7] = [
+    "status",
+    "channel",
+    "submitted_date",
+    "accepted_date",
+    "refused_date",
+    "end_date",
+    "due_date",
+];
+const FLAG_COLUMNS: [&str; 2] = ["paid_online", "digitized"];
 
-/// Adds to a slice read with only who holds its cases (`scan`: cases that count in no
-/// period) the other columns the count reads, all null, of their staging types: counted as
-/// cases of which nothing is known (`rules::COUNTING_DATES`).
-pub(super) fn fill_uncounted(df: &mut DataFrame) -> Result<()> {
-    let rows = df.height();
-    for (name, dtype) in crate::stage::schema::staging_schema() {
-        if super::INPUT_COLUMNS.contains(&name) && name != "transfers" && df.column(name).is_err() {
-            df.with_column(Column::full_null(name.into(), rows, &dtype))?;
-        }
-    }
-    Ok(())
+/// Of a row group that counts in no period (`scan`), what is read: who holds each case.
+const HOLDER_STRINGS: [usize; 4] = [0, 1, 3, 4];
+
+/// One chunk of staging rows (a row group, or a frame's chunk) as the count reads it.
+pub(super) struct Decoded {
+    rows: usize,
+    strings: [Strings; 5],
+    ints: [PrimitiveArray<i32>; 7],
+    supplements: PrimitiveArray<i64>,
+    flags: [BooleanArray; 2],
+    /// The rows handed over at least once, in row order, with their hand-overs.
+    pub moved: Vec<(usize, Vec<Transfer>)>,
 }
 
-/// The one array of a column in one chunk.
-fn array<T: PolarsDataType>(ca: &ChunkedArray<T>) -> Result<&T::Array> {
-    ca.downcast_iter().next().ok_or_else(|| {
-        crate::error::Error::Internal(format!("the column {} has no values", ca.name()))
+fn downcast<A: Clone + 'static>(a: &dyn Array, name: &str) -> Result<A> {
+    a.as_any().downcast_ref::<A>().cloned().ok_or_else(|| {
+        Error::Internal(format!(
+            "the staging column {name} is of type {:?}, not the staging schema's",
+            a.dtype()
+        ))
     })
 }
 
-type Strings = <StringType as PolarsDataType>::Array;
-type Ints = <Int32Type as PolarsDataType>::Array;
-type Longs = <Int64Type as PolarsDataType>::Array;
-type Flags = <BooleanType as PolarsDataType>::Array;
+impl Decoded {
+    pub(super) fn rows(&self) -> usize {
+        self.rows
+    }
 
-/// The columns of a slice the counting reads, borrowed as arrays and read a row at a time:
-/// nothing is copied out of the decoded slice (copying each column into vectors faulted in
-/// four gigabytes over a count of ten million cases).
+    /// Row group `rg` of staging file `f`. Of a row group that counts in no period
+    /// (`!counted`) only who holds each case is decoded, the other columns null: counted as
+    /// cases of which nothing is known, the same count (`rules::COUNTING_DATES`). Hand-overs
+    /// are decoded only when `handed_over` and the file has them.
+    pub(super) fn of_group(
+        f: &ParquetFile,
+        rg: usize,
+        counted: bool,
+        handed_over: bool,
+    ) -> Result<Decoded> {
+        let rows = f.row_group_rows().get(rg).copied().unwrap_or(0);
+        let mut strings: [Strings; 5] = std::array::from_fn(|_| {
+            Strings::Views(Utf8ViewArray::new_null(ArrowDataType::Utf8View, rows))
+        });
+        for (k, name) in STRING_COLUMNS.iter().enumerate() {
+            if counted || HOLDER_STRINGS.contains(&k) {
+                strings[k] = f.strings_of_group(rg, name)?;
+            }
+        }
+        let column = |name: &str| f.column_of_group(rg, name);
+        let (ints, supplements, flags) = if counted {
+            let mut ints = vec![];
+            for name in INT_COLUMNS {
+                ints.push(downcast::<PrimitiveArray<i32>>(
+                    column(name)?.as_ref(),
+                    name,
+                )?);
+            }
+            let s = "supplement_requests";
+            let supplements = downcast::<PrimitiveArray<i64>>(column(s)?.as_ref(), s)?;
+            let mut flags = vec![];
+            for name in FLAG_COLUMNS {
+                flags.push(downcast::<BooleanArray>(column(name)?.as_ref(), name)?);
+            }
+            (ints, supplements, flags)
+        } else {
+            (
+                vec![PrimitiveArray::new_null(ArrowDataType::Int32, rows); 7],
+                PrimitiveArray::new_null(ArrowDataType::Int64, rows),
+                vec![BooleanArray::new_null(ArrowDataType::Boolean, rows); 2],
+            )
+        };
+        let moved = match handed_over && f.columns().iter().any(|c| c == "transfers") {
+            true => super::attribution::moved_rows(
+                &f.read(Some(&["transfers"]), (offset_of(f, rg), rows))?,
+            )?,
+            false => vec![],
+        };
+        Ok(Decoded {
+            rows,
+            strings,
+            ints: fixed(ints)?,
+            supplements,
+            flags: fixed(flags)?,
+            moved,
+        })
+    }
+
+    /// Each chunk of the staging rows `df` (at least [`super::INPUT_COLUMNS`], `transfers`
+    /// aside), borrowed.
+    pub(super) fn of_frame(df: &DataFrame) -> Result<Vec<Decoded>> {
+        let mut df = df.clone();
+        let mut out = vec![];
+        for chunk in df.split_chunks() {
+            let first = |name: &str| -> Result<Box<dyn Array>> {
+                let s = chunk.column(name)?.as_materialized_series().rechunk();
+                let s = s.to_physical_repr();
+                s.chunks()
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| Error::Internal(format!("the column {name} has no values")))
+            };
+            let mut strings = vec![];
+            for name in STRING_COLUMNS {
+                strings.push(Strings::Views(downcast(first(name)?.as_ref(), name)?));
+            }
+            let mut ints = vec![];
+            for name in INT_COLUMNS {
+                ints.push(downcast(first(name)?.as_ref(), name)?);
+            }
+            let s = "supplement_requests";
+            let supplements = downcast(first(s)?.as_ref(), s)?;
+            let mut flags = vec![];
+            for name in FLAG_COLUMNS {
+                flags.push(downcast(first(name)?.as_ref(), name)?);
+            }
+            let moved = match chunk.column("transfers") {
+                Ok(_) => super::attribution::moved_rows(&chunk)?,
+                Err(_) => vec![],
+            };
+            out.push(Decoded {
+                rows: chunk.height(),
+                strings: fixed(strings)?,
+                ints: fixed(ints)?,
+                supplements,
+                flags: fixed(flags)?,
+                moved,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The first row of row group `rg` of `f`.
+fn offset_of(f: &ParquetFile, rg: usize) -> usize {
+    f.row_group_rows().iter().take(rg).sum()
+}
+
+fn fixed<T, const N: usize>(v: Vec<T>) -> Result<[T; N]> {
+    v.try_into()
+        .map_err(|_| Error::Internal("a staging chunk lost a column".into()))
+}
+
+/// A string column of a chunk as a key per row into its distinct values (0: null), and
+/// each key's id in a [`Partial`] ([`ABSENT`] for null).
+pub(super) struct Coded {
+    keys: Vec<u32>,
+    ids: Vec<u32>,
+}
+
+impl Coded {
+    /// Codes `strings`, its distinct values interned in `partial`.
+    pub(super) fn of(strings: &Strings, partial: &mut Partial) -> Result<Coded> {
+        let mut ids = vec![ABSENT];
+        let keys = match strings {
+            Strings::Dictionary(d) => {
+                let values: &Utf8ViewArray = d
+                    .values()
+                    .as_any()
+                    .downcast_ref()
+                    .ok_or_else(|| Error::Internal("a dictionary not of strings".into()))?;
+                ids.extend(values.iter().map(|v| partial.id(v)));
+                let n = values.len() as u32;
+                let k = d.keys();
+                // A key beyond the dictionary (a damaged file) is marked, and refused below.
+                let key = |k: u32| if k < n { k + 1 } else { u32::MAX };
+                let keys: Vec<u32> = match k.validity() {
+                    None => k.values().iter().map(|k| key(*k)).collect(),
+                    Some(v) => k
+                        .values()
+                        .iter()
+                        .zip(v.iter())
+                        .map(|(k, valid)| if valid { key(*k) } else { 0 })
+                        .collect(),
+                };
+                if keys.contains(&u32::MAX) {
+                    return Err(Error::Internal(
+                        "a dictionary-encoded column with a key beyond its dictionary".into(),
+                    ));
+                }
+                keys
+            }
+            Strings::Views(v) => {
+                // Equal views in one array are equal strings (the same inline bytes, or the
+                // same bytes of the same buffer): each distinct one's text is hashed once.
+                let mut seen: PlHashMap<u128, u32> = PlHashMap::default();
+                let mut last: Option<(u128, u32)> = None;
+                let mut keys = Vec::with_capacity(v.len());
+                for (row, text) in v.iter().enumerate() {
+                    let Some(text) = text else {
+                        keys.push(0);
+                        continue;
+                    };
+                    let view = v.views()[row].as_u128();
+                    let key = match last {
+                        Some((l, k)) if l == view => k,
+                        _ => *seen.entry(view).or_insert_with(|| {
+                            ids.push(partial.id(Some(text)));
+                            ids.len() as u32 - 1
+                        }),
+                    };
+                    last = Some((view, key));
+                    keys.push(key);
+                }
+                keys
+            }
+        };
+        Ok(Coded { keys, ids })
+    }
+
+    /// Distinct keys (null one of them).
+    pub(super) fn distinct(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The key of row `row`.
+    #[inline]
+    pub(super) fn key(&self, row: usize) -> u32 {
+        self.keys[row]
+    }
+
+    /// The id of key `key`.
+    #[inline]
+    pub(super) fn id_of(&self, key: u32) -> u32 {
+        self.ids[key as usize]
+    }
+
+    /// The id of row `row`.
+    #[inline]
+    pub(super) fn id(&self, row: usize) -> u32 {
+        self.id_of(self.key(row))
+    }
+}
+
+/// The columns of a chunk as the count reads them: strings coded, the rest borrowed.
 pub(super) struct Columns<'a> {
-    pub agency: &'a Strings,
-    pub field: &'a Strings,
-    pub procedure: &'a Strings,
-    pub agency_name: &'a Strings,
-    pub field_name: &'a Strings,
-    /// status, channel, then the dates of [`Case`] in its order.
-    ints: [&'a Ints; 7],
-    supplements: &'a Longs,
-    paid: &'a Flags,
-    digitized: &'a Flags,
+    pub agency: Coded,
+    pub field: Coded,
+    pub procedure: Coded,
+    pub agency_name: Coded,
+    pub field_name: Coded,
+    ints: [&'a [i32]; 7],
+    valid: [Option<&'a polars_arrow::bitmap::Bitmap>; 7],
+    supplements: &'a PrimitiveArray<i64>,
+    paid: &'a BooleanArray,
+    digitized: &'a BooleanArray,
 }
 
 impl<'a> Columns<'a> {
-    pub(super) fn of(c: &'a Chunks<'a>) -> Result<Columns<'a>> {
-        let [a, f, p, an, fnm] = &c.strings;
-        let i = &c.ints;
+    /// The columns of `d`, its strings interned in `partial`.
+    pub(super) fn of(d: &'a Decoded, partial: &mut Partial) -> Result<Columns<'a>> {
+        let [a, f, p, an, fnm] = &d.strings;
+        if d.ints.iter().any(|i| i.len() != d.rows) {
+            return Err(Error::Internal("staging columns of unequal length".into()));
+        }
+        let coded = |s: &Strings, partial: &mut Partial| -> Result<Coded> {
+            let c = Coded::of(s, partial)?;
+            match c.keys.len() == d.rows {
+                true => Ok(c),
+                false => Err(Error::Internal("staging columns of unequal length".into())),
+            }
+        };
         Ok(Columns {
-            agency: array(a)?,
-            field: array(f)?,
-            procedure: array(p)?,
-            agency_name: array(an)?,
-            field_name: array(fnm)?,
-            ints: [
-                array(&i[0])?,
-                array(&i[1])?,
-                array(&i[2])?,
-                array(&i[3])?,
-                array(&i[4])?,
-                array(&i[5])?,
-                array(&i[6])?,
-            ],
-            supplements: array(&c.supplements)?,
-            paid: array(&c.flags[0])?,
-            digitized: array(&c.flags[1])?,
+            agency: coded(a, partial)?,
+            field: coded(f, partial)?,
+            procedure: coded(p, partial)?,
+            agency_name: coded(an, partial)?,
+            field_name: coded(fnm, partial)?,
+            ints: std::array::from_fn(|k| d.ints[k].values().as_slice()),
+            valid: std::array::from_fn(|k| d.ints[k].validity()),
+            supplements: &d.supplements,
+            paid: &d.flags[0],
+            digitized: &d.flags[1],
         })
+    }
+
+    #[inline]
+    fn int(&self, k: usize, i: usize) -> Option<i32> {
+        match self.valid[k] {
+            Some(v) if !v.get_bit(i) => None,
+            _ => Some(self.ints[k][i]),
+        }
     }
 
     /// The case of row `i`.
     pub(super) fn case(&self, i: usize) -> Case {
-        let [status, channel, sub, acc, refd, end, due] = self.ints.map(|a| a.get(i));
         Case {
-            status,
-            channel,
-            sub,
-            acc,
-            refd,
-            end,
-            due,
+            status: self.int(0, i),
+            channel: self.int(1, i),
+            sub: self.int(2, i),
+            acc: self.int(3, i),
+            refd: self.int(4, i),
+            end: self.int(5, i),
+            due: self.int(6, i),
             supplement_requests: self.supplements.get(i),
             paid_online: self.paid.get(i),
             digitized: self.digitized.get(i),
         }
-    }
-}
-
-/// The ids of one string column's values within one chunk, remembered by their views: equal
-/// views in one array are equal strings (the same inline bytes, or the same bytes of the same
-/// buffer), and a dictionary-encoded column decodes each value of its dictionary to one view,
-/// so a chunk hashes each distinct value's text once, not each row's.
-#[derive(Default)]
-pub(super) struct Interned {
-    last: Option<(u128, u32)>,
-    seen: PlHashMap<u128, u32>,
-}
-
-impl Interned {
-    /// The id, in `partial`, of row `row` of `strings` ([`ABSENT`] when null).
-    pub(super) fn id(
-        &mut self,
-        strings: &<StringType as PolarsDataType>::Array,
-        row: usize,
-        partial: &mut Partial,
-    ) -> u32 {
-        let Some(text) = strings.get(row) else {
-            return ABSENT;
-        };
-        let view = strings.views()[row].as_u128();
-        if let Some((v, id)) = self.last {
-            if v == view {
-                return id;
-            }
-        }
-        let id = match self.seen.get(&view) {
-            Some(id) => *id,
-            None => {
-                let id = partial.id(Some(text));
-                self.seen.insert(view, id);
-                id
-            }
-        };
-        self.last = Some((view, id));
-        id
     }
 }
 

@@ -11,7 +11,7 @@
 use polars::prelude::*;
 
 use super::attribution::{self, Agencies};
-use super::columns::{Chunks, Columns, Interned};
+use super::columns::{Columns, Decoded};
 use crate::domain::period::Period;
 use crate::domain::rules::{self, Bounds, COUNTED, RECEIVED_NEW};
 use crate::error::Result;
@@ -298,50 +298,54 @@ impl Partial {
         periods: &[Period],
         agencies: &Agencies,
     ) -> Result<()> {
-        let bounds: Vec<Bounds> = periods.iter().map(Bounds::of).collect();
         // A chunk at a time (a row group each, as read), so no column is copied into one.
-        let mut cases = cases.clone();
-        for chunk in cases.split_chunks() {
-            self.count_chunk(&chunk, &bounds, agencies)?;
+        for chunk in Decoded::of_frame(cases)? {
+            self.count_decoded(&chunk, periods, agencies)?;
         }
         Ok(())
     }
 
-    /// Counts one chunk of cases (each column in one piece, or made so) for the periods of
-    /// `bounds`.
-    fn count_chunk(
+    /// Counts one chunk of cases for every one of `periods` (this partial's).
+    pub(super) fn count_decoded(
         &mut self,
-        cases: &DataFrame,
-        bounds: &[Bounds],
+        cases: &Decoded,
+        periods: &[Period],
         agencies: &Agencies,
     ) -> Result<()> {
-        if cases.height() == 0 {
+        if cases.rows() == 0 {
             return Ok(());
         }
-        let chunks = Chunks::of(cases)?;
-        let cols = Columns::of(&chunks)?;
-        // A slice read without its hand-overs has none to follow (`scan`).
-        let moved = match cases.column("transfers") {
-            Ok(_) => attribution::moved_rows(cases)?,
-            Err(_) => vec![],
-        };
+        let bounds: Vec<Bounds> = periods.iter().map(Bounds::of).collect();
+        let cols = Columns::of(cases, self)?;
+        let moved = &cases.moved;
         let mut validity = attribution::ValidityCache::new(agencies);
-        let [mut agencies_seen, mut fields, mut procedures, mut agency_names, mut field_names] =
-            std::array::from_fn(|_| Interned::default());
+        // The group of each (agency, field) key pair of the chunk, once found.
+        let (na, nf) = (cols.agency.distinct(), cols.field.distinct());
+        let mut local: Vec<u32> = match na.checked_mul(nf) {
+            Some(n) if n <= LOCAL_GROUPS => vec![u32::MAX; n],
+            _ => vec![],
+        };
         let mut moved_at = 0;
-        for row in 0..cases.height() {
-            let now_id = agencies_seen.id(cols.agency, row, self);
-            if now_id == ABSENT {
+        for row in 0..cases.rows() {
+            let ka = cols.agency.key(row);
+            if ka == 0 {
                 continue;
             }
-            let case = &cols.case(row);
-            let field = fields.id(cols.field, row, self);
-            let names = (
-                agency_names.id(cols.agency_name, row, self),
-                field_names.id(cols.field_name, row, self),
-            );
+            let now_id = cols.agency.id_of(ka);
+            let kf = cols.field.key(row);
+            let field = cols.field.id_of(kf);
+            let slot = ka as usize * nf + kf as usize;
+            let now_at = match local.get(slot) {
+                Some(at) if *at != u32::MAX => *at as usize,
+                Some(_) => {
+                    let at = self.group_at(now_id, field);
+                    local[slot] = at as u32;
+                    at
+                }
+                None => self.group_at(now_id, field),
+            };
+            let names = (cols.agency_name.id(row), cols.field_name.id(row));
             // Held now, under the agency holding it.
-            let now_at = self.group_at(now_id, field);
             self.groups[now_at].1.cases += 1;
             self.names_seen(now_at, names);
             let transfers = match moved.get(moved_at) {
@@ -351,6 +355,7 @@ impl Partial {
                 }
                 _ => None,
             };
+            let case = &cols.case(row);
             for (i, p) in bounds.iter().enumerate() {
                 if transfers.is_none() && !rules::may_count(case, p.l) {
                     // In no measure of the period, under the agency above: nothing to add.
@@ -379,7 +384,7 @@ impl Partial {
                 }
                 counts[COUNTED] += outside as i64;
                 if hits[RECEIVED_NEW] {
-                    let procedure = procedures.id(cols.procedure, row, self);
+                    let procedure = cols.procedure.id(row);
                     let n = self.periods;
                     self.used
                         .entry((agency_id, procedure))
@@ -390,6 +395,10 @@ impl Partial {
         Ok(())
     }
 }
+
+/// The most (agency, field) key pairs of a chunk whose groups are remembered in a table;
+/// beyond, each row looks its group up.
+const LOCAL_GROUPS: usize = 1 << 16;
 
 /// Counts `cases` for every one of `periods`.
 pub fn partial(cases: &DataFrame, periods: &[Period], agencies: &Agencies) -> Result<Partial> {

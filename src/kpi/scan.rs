@@ -10,7 +10,6 @@
 //! decodes a fraction of the province's later history. Hand-overs (a nested column, slow to
 //! decode) are read only of row groups whose statistics show some.
 
-use polars::prelude::DataFrame;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -18,19 +17,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::attribution::Agencies;
-use super::columns::{fill_uncounted, HOLDER_COLUMNS};
-use super::partial::{partial, Partial};
-use super::INPUT_COLUMNS;
+use super::columns::Decoded;
+use super::partial::Partial;
 use crate::domain::period::Period;
 use crate::domain::rules::{self, Bounds};
 use crate::error::{Error, Result};
 use crate::parquet::{blocking, ParquetFile};
 use crate::stage::Partition;
 use crate::store::Store;
-
-/// Rows decoded and counted at once, at most: a row group as staging writes them (larger ones
-/// alone). Slices of four row groups took as long, and 30 MiB more at ten million cases.
-const SLICE_ROWS: usize = crate::stage::GROUP_ROWS;
 
 /// The staging partitions' files with their versions, in path order.
 pub async fn partitions(store: &Store) -> Result<Vec<(String, String)>> {
@@ -45,7 +39,7 @@ pub async fn partitions(store: &Store) -> Result<Vec<(String, String)>> {
 /// One slice read, and whether it is its partition's last.
 struct Slice {
     path: String,
-    df: DataFrame,
+    cases: Option<Decoded>,
     last: bool,
 }
 
@@ -55,21 +49,6 @@ struct Slice {
 struct Kind {
     counted: bool,
     handed_over: bool,
-}
-
-/// Slices `(offset, len, kind)` of a file whose row groups have `rows` rows of `kinds`:
-/// consecutive row groups of one kind, up to `max` rows a slice (a larger row group alone).
-fn slices<K: Copy + PartialEq>(rows: &[usize], kinds: &[K], max: usize) -> Vec<(usize, usize, K)> {
-    let mut out: Vec<(usize, usize, K)> = vec![];
-    let mut at = 0;
-    for (n, c) in rows.iter().zip(kinds) {
-        match out.last_mut() {
-            Some((_, len, k)) if *k == *c && *len + n <= max => *len += n,
-            _ => out.push((at, *n, *c)),
-        }
-        at += n;
-    }
-    out
 }
 
 /// What to read of row group `rg` of `f`, for periods ending on `last` at the latest: a row
@@ -121,33 +100,17 @@ async fn read_all(
                 ))
             };
             let f = ParquetFile::open(b).map_err(unreadable)?;
-            let present = f.columns();
-            let has = |c: &&str| present.iter().any(|p| p == c);
-            let all: Vec<&str> = INPUT_COLUMNS.iter().copied().filter(has).collect();
-            let holders: Vec<&str> = HOLDER_COLUMNS.iter().copied().filter(has).collect();
-            let rows = f.row_group_rows();
-            let kinds: Vec<Kind> = (0..rows.len()).map(|rg| kind(&f, rg, last)).collect();
-            let slices = slices(&rows, &kinds, SLICE_ROWS);
-            let n = slices.len();
-            for (k, (offset, len, kind)) in slices.into_iter().enumerate() {
-                let wanted: Vec<&str> = if kind.counted { &all } else { &holders }
-                    .iter()
-                    .copied()
-                    .filter(|c| kind.handed_over || *c != "transfers")
-                    .collect();
-                // Without `transfers` (none in these row groups, or staged by a motcua that
-                // kept none), the count follows no hand-over.
-                let mut df = f.read(Some(&wanted), (offset, len)).map_err(unreadable)?;
-                if !kind.counted {
-                    fill_uncounted(&mut df)?;
-                }
-                if t.blocking_send(Ok(Slice { path: p.clone(), df, last: k + 1 == n })).is_err() {
+            let n = f.row_group_rows().len();
+            for rg in 0..n {
+                let k = kind(&f, rg, last);
+                let cases = Decoded::of_group(&f, rg, k.counted, k.handed_over).map_err(unreadable)?;
+                let slice = Slice { path: p.clone(), cases: Some(cases), last: rg + 1 == n };
+                if t.blocking_send(Ok(slice)).is_err() {
                     break;
                 }
             }
             if n == 0 {
-                let df = DataFrame::empty();
-                let _ = t.blocking_send(Ok(Slice { path: p.clone(), df, last: true }));
+                let _ = t.blocking_send(Ok(Slice { path: p.clone(), cases: None, last: true }));
             }
             Ok(())
         })
@@ -191,10 +154,10 @@ pub async fn count(
         }
         let (periods, agencies) = (periods.to_vec(), agencies.clone());
         counting.push_back(tokio::task::spawn_blocking(move || {
-            let p = match slice.df.height() {
-                0 => Partial::new(periods.len()),
-                _ => partial(&slice.df, &periods, &agencies)?,
-            };
+            let mut p = Partial::new(periods.len());
+            if let Some(cases) = &slice.cases {
+                p.count_decoded(cases, &periods, &agencies)?;
+            }
             Ok((p, slice.last.then_some(slice.path)))
         }));
     }
@@ -242,20 +205,6 @@ mod tests {
     use crate::domain::period::{Convention, PeriodId};
     use crate::normalise::{Normaliser, PiiKey};
     use crate::parquet::ParquetEncoder;
-
-    #[test]
-    fn slices_join_row_groups_of_one_kind_only() {
-        let got = slices(
-            &[3, 3, 3, 3, 9, 2],
-            &[true, true, false, false, false, true],
-            6,
-        );
-        assert_eq!(
-            got,
-            [(0, 6, true), (6, 6, false), (12, 9, false), (21, 2, true)]
-        );
-        assert!(slices::<bool>(&[], &[], 6).is_empty());
-    }
 
     /// A partition whose later row groups hold only cases dated after the periods: those row
     /// groups are read with who holds each case alone, and the counts, names and cases held
@@ -342,7 +291,7 @@ mod tests {
         .await
         .unwrap();
         let frames = |p: Partial| format!("{:?}", p.total(&periods).unwrap().frames());
-        let whole = partial(&cases, &periods, &agencies).unwrap();
+        let whole = crate::kpi::partial::partial(&cases, &periods, &agencies).unwrap();
         assert_eq!(frames(got.unwrap()), frames(whole));
     }
 }

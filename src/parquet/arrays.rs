@@ -1,0 +1,209 @@
+//! One column chunk of one row group decoded as an arrow array, without building a frame: what
+//! the KPI count reads row by row (`kpi::columns`). A string column whose data pages are all
+//! dictionary-encoded (as staging writes them) can come as its dictionary and a key per row,
+//! so a reader that groups by it looks up each distinct value once per row group, not each
+//! row's text.
+
+use std::sync::Arc;
+
+use polars_arrow::array::{Array, DictionaryArray, Utf8ViewArray};
+use polars_arrow::datatypes::{ArrowDataType, Field, IntegerType, Metadata, DTYPE_CATEGORICAL_NEW};
+use polars_buffer::Buffer;
+use polars_io::parquet::read::_internal::to_deserializer;
+
+use super::{ParquetFile, Source};
+use crate::error::{Doing, Error, Result};
+
+/// A string column chunk as decoded: by dictionary keys, or (a chunk not wholly
+/// dictionary-encoded, or a column of another writer) as views of each row's text.
+pub enum Strings {
+    Dictionary(DictionaryArray<u32>),
+    Views(Utf8ViewArray),
+}
+
+impl ParquetFile {
+    /// The whole file as a buffer the decoders slice column chunks from (a local file is
+    /// mapped, not read).
+    fn buffer(&self) -> Result<Buffer<u8>> {
+        match &self.source {
+            Source::Bytes(b) => Ok(Buffer::from_owner(b.clone())),
+            Source::Path(p) => {
+                let what = || format!("mapping {}", p.display());
+                let f = std::fs::File::open(p).doing_with(what)?;
+                // SAFETY: scratch files are ours and not written while read.
+                let map = unsafe { memmap2::Mmap::map(&f) }.doing_with(what)?;
+                Ok(Buffer::from_owner(map))
+            }
+        }
+    }
+
+    /// The arrow field of top-level column `name`, as polars reads it.
+    fn field(&self, name: &str) -> Result<Field> {
+        let schema = polars_io::parquet::read::infer_schema(&self.metadata)
+            .doing("reading a Parquet file's schema")?;
+        schema
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("the Parquet file has no column {name}")))
+    }
+
+    /// Column `name` of row group `rg` decoded as `field` says, in one array.
+    fn decode(&self, buffer: &Buffer<u8>, rg: usize, field: Field) -> Result<Box<dyn Array>> {
+        let name = field.name.to_string();
+        let chunks = self
+            .metadata
+            .row_groups
+            .get(rg)
+            .and_then(|g| g.columns_under_root_iter(&name))
+            .ok_or_else(|| Error::Internal(format!("no column {name} in row group {rg}")))?;
+        let mut columns = vec![];
+        for c in chunks {
+            let r = c.byte_range();
+            let (start, end) = (r.start as usize, r.end as usize);
+            if start > end || end > buffer.len() {
+                return Err(Error::Internal(format!(
+                    "column {name} of row group {rg} lies beyond the file's end"
+                )));
+            }
+            columns.push((c, buffer.clone().sliced(start..end)));
+        }
+        let (arrays, _) = to_deserializer(columns, field, None)
+            .doing_with(|| format!("decoding column {name} of row group {rg}"))?;
+        match arrays.len() {
+            1 => arrays
+                .into_iter()
+                .next()
+                .ok_or_else(|| unreachable_empty(&name)),
+            0 => Err(unreachable_empty(&name)),
+            _ => {
+                let parts: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+                polars_arrow::compute::concatenate::concatenate(&parts)
+                    .doing_with(|| format!("joining column {name} of row group {rg}"))
+            }
+        }
+    }
+
+    /// Column `name` of row group `rg`, as polars reads it.
+    pub fn column_of_group(&self, rg: usize, name: &str) -> Result<Box<dyn Array>> {
+        self.decode(&self.buffer()?, rg, self.field(name)?)
+    }
+
+    /// The string column `name` of row group `rg`: by its dictionary when every data page
+    /// of the chunk is dictionary-encoded, else as views.
+    pub fn strings_of_group(&self, rg: usize, name: &str) -> Result<Strings> {
+        let buffer = self.buffer()?;
+        let field = self.field(name)?;
+        if field.dtype != ArrowDataType::Utf8View {
+            return Err(Error::Internal(format!("column {name} is not of strings")));
+        }
+        let mut md = Metadata::new();
+        md.insert(DTYPE_CATEGORICAL_NEW.into(), "".into());
+        let dictionary = Field {
+            dtype: ArrowDataType::Dictionary(
+                IntegerType::UInt32,
+                Box::new(ArrowDataType::Utf8View),
+                false,
+            ),
+            metadata: Some(Arc::new(md)),
+            ..field.clone()
+        };
+        // A chunk with a plainly encoded page (a dictionary grown too large) is refused by
+        // the dictionary decoder; it is read as views.
+        if let Ok(a) = self.decode(&buffer, rg, dictionary) {
+            if let Some(d) = a.as_any().downcast_ref::<DictionaryArray<u32>>() {
+                return Ok(Strings::Dictionary(d.clone()));
+            }
+        }
+        let a = self.decode(&buffer, rg, field)?;
+        a.as_any()
+            .downcast_ref::<Utf8ViewArray>()
+            .cloned()
+            .map(Strings::Views)
+            .ok_or_else(|| Error::Internal(format!("column {name} did not decode as strings")))
+    }
+}
+
+fn unreachable_empty(name: &str) -> Error {
+    Error::Internal(format!("column {name} decoded to nothing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parquet::ParquetEncoder;
+    use polars::prelude::*;
+
+    #[test]
+    fn string_columns_decode_by_their_dictionary_as_their_text() {
+        let n = 1000;
+        let agency: Vec<Option<String>> = (0..n)
+            .map(|i| (i % 7 != 3).then(|| format!("agency-{}", i % 13)))
+            .collect();
+        // Distinct on every row: still one dictionary per chunk as written.
+        let ids: Vec<String> = (0..n).map(|i| format!("case-{i:06}")).collect();
+        let dates: Vec<Option<i32>> = (0..n).map(|i| (i % 5 != 0).then_some(i as i32)).collect();
+        let df = df!(
+            "agency" => agency.clone(),
+            "id" => ids.clone(),
+            "day" => dates.clone(),
+        )
+        .unwrap();
+        let enc = ParquetEncoder {
+            row_group_rows: 300,
+        };
+        let f = ParquetFile::open(enc.encode(df.clone()).unwrap().into()).unwrap();
+        let mut at = 0;
+        for (rg, rows) in f.row_group_rows().into_iter().enumerate() {
+            for (name, want) in [
+                ("agency", agency[at..at + rows].to_vec()),
+                ("id", ids[at..at + rows].iter().cloned().map(Some).collect()),
+            ] {
+                let got: Vec<Option<String>> = match f.strings_of_group(rg, name).unwrap() {
+                    Strings::Dictionary(d) => {
+                        let values = d.values().as_any().downcast_ref::<Utf8ViewArray>().unwrap();
+                        d.keys_iter()
+                            .map(|k| k.map(|k| values.value(k).to_string()))
+                            .collect()
+                    }
+                    Strings::Views(v) => v.iter().map(|s| s.map(str::to_string)).collect(),
+                };
+                assert_eq!(got, want, "{name} of row group {rg}");
+            }
+            let day = f.column_of_group(rg, "day").unwrap();
+            let day = day
+                .as_any()
+                .downcast_ref::<polars_arrow::array::PrimitiveArray<i32>>()
+                .unwrap();
+            assert_eq!(
+                day.iter().map(|d| d.copied()).collect::<Vec<_>>(),
+                dates[at..at + rows]
+            );
+            at += rows;
+        }
+        assert_eq!(at, n);
+        // Written plainly (as scratch files are): the same text, by views.
+        let mut w = crate::parquet::RowGroupWriter::new(
+            Vec::new(),
+            df.schema(),
+            300,
+            crate::parquet::Compression::Lz4,
+        )
+        .unwrap();
+        w.push(df.clone()).unwrap();
+        let plain = ParquetFile::open(w.finish().unwrap().into()).unwrap();
+        match plain.strings_of_group(1, "agency").unwrap() {
+            Strings::Views(v) => assert_eq!(
+                v.iter().map(|s| s.map(str::to_string)).collect::<Vec<_>>(),
+                agency[300..600]
+            ),
+            Strings::Dictionary(_) => panic!("a plain chunk decoded by dictionary"),
+        }
+        // As staging writes them: by dictionary.
+        assert!(matches!(
+            f.strings_of_group(0, "agency"),
+            Ok(Strings::Dictionary(_))
+        ));
+        assert!(f.strings_of_group(0, "day").is_err());
+        assert!(f.column_of_group(9, "day").is_err());
+    }
+}
