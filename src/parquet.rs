@@ -252,6 +252,8 @@ fn write_options(compression: Compression) -> polars_parquet::write::WriteOption
 pub struct ParquetFile {
     source: Source,
     metadata: FileMetadataRef,
+    /// The arrow schema, read from the footer when first asked for.
+    arrow: std::sync::OnceLock<polars_arrow::datatypes::ArrowSchema>,
 }
 
 enum Source {
@@ -281,7 +283,11 @@ impl ParquetFile {
             }
         }
         .doing("reading a Parquet footer")?;
-        Ok(ParquetFile { source, metadata })
+        Ok(ParquetFile {
+            source,
+            metadata,
+            arrow: Default::default(),
+        })
     }
 
     /// Rows in the file.

@@ -180,24 +180,30 @@ fn fixed<T, const N: usize>(v: Vec<T>) -> Result<[T; N]> {
 }
 
 /// A string column of a chunk as a key per row into its distinct values (0: null), and
-/// each key's id in a [`Partial`] ([`ABSENT`] for null).
-pub(super) struct Coded {
+/// each key's id in a [`Partial`] ([`ABSENT`] for null), interned when first asked for.
+pub(super) struct Coded<'a> {
+    /// The distinct values' texts: the dictionary, or the column itself.
+    values: &'a Utf8ViewArray,
     keys: Vec<u32>,
+    /// Per key (0 aside): where in `values` its text is.
+    at: Vec<u32>,
+    /// Per key: its id, or [`UNSET`] until interned.
     ids: Vec<u32>,
 }
 
-impl Coded {
-    /// Codes `strings`, its distinct values interned in `partial`.
-    pub(super) fn of(strings: &Strings, partial: &mut Partial) -> Result<Coded> {
-        let mut ids = vec![ABSENT];
-        let keys = match strings {
+/// The id of a key not interned yet.
+const UNSET: u32 = u32::MAX - 1;
+
+impl<'a> Coded<'a> {
+    /// Codes `strings`; nothing is interned yet.
+    pub(super) fn of(strings: &'a Strings) -> Result<Coded<'a>> {
+        match strings {
             Strings::Dictionary(d) => {
                 let values: &Utf8ViewArray = d
                     .values()
                     .as_any()
                     .downcast_ref()
                     .ok_or_else(|| Error::Internal("a dictionary not of strings".into()))?;
-                ids.extend(values.iter().map(|v| partial.id(v)));
                 let n = values.len() as u32;
                 let k = d.keys();
                 // A key beyond the dictionary (a damaged file) is marked, and refused below.
@@ -216,34 +222,59 @@ impl Coded {
                         "a dictionary-encoded column with a key beyond its dictionary".into(),
                     ));
                 }
-                keys
+                let at = std::iter::once(0).chain(0..n).collect();
+                Ok(Coded::new(values, keys, at))
             }
             Strings::Views(v) => {
                 // Equal views in one array are equal strings (the same inline bytes, or the
-                // same bytes of the same buffer): each distinct one's text is hashed once.
+                // same bytes of the same buffer): each distinct one is hashed once.
                 let mut seen: PlHashMap<u128, u32> = PlHashMap::default();
                 let mut last: Option<(u128, u32)> = None;
                 let mut keys = Vec::with_capacity(v.len());
-                for (row, text) in v.iter().enumerate() {
-                    let Some(text) = text else {
+                let mut at = vec![0];
+                for row in 0..v.len() {
+                    if !v.is_valid(row) {
                         keys.push(0);
                         continue;
-                    };
+                    }
                     let view = v.views()[row].as_u128();
                     let key = match last {
                         Some((l, k)) if l == view => k,
                         _ => *seen.entry(view).or_insert_with(|| {
-                            ids.push(partial.id(Some(text)));
-                            ids.len() as u32 - 1
+                            at.push(row as u32);
+                            at.len() as u32 - 1
                         }),
                     };
                     last = Some((view, key));
                     keys.push(key);
                 }
-                keys
+                Ok(Coded::new(v, keys, at))
             }
-        };
-        Ok(Coded { keys, ids })
+        }
+    }
+
+    fn new(values: &'a Utf8ViewArray, keys: Vec<u32>, at: Vec<u32>) -> Coded<'a> {
+        let mut ids = vec![UNSET; at.len()];
+        ids[0] = ABSENT;
+        Coded {
+            values,
+            keys,
+            at,
+            ids,
+        }
+    }
+
+    /// Every key interned in `partial`.
+    pub(super) fn interned(mut self, partial: &mut Partial) -> Coded<'a> {
+        for k in 1..self.ids.len() {
+            self.ids[k] = partial.id(Some(self.values.value(self.at[k] as usize)));
+        }
+        self
+    }
+
+    /// Rows coded.
+    pub(super) fn len(&self) -> usize {
+        self.keys.len()
     }
 
     /// Distinct keys (null one of them).
@@ -257,26 +288,36 @@ impl Coded {
         self.keys[row]
     }
 
-    /// The id of key `key`.
+    /// The id of key `key`, interned ([`Coded::interned`]).
     #[inline]
     pub(super) fn id_of(&self, key: u32) -> u32 {
         self.ids[key as usize]
     }
 
-    /// The id of row `row`.
+    /// The id of row `row`, interned ([`Coded::interned`]).
     #[inline]
     pub(super) fn id(&self, row: usize) -> u32 {
         self.id_of(self.key(row))
+    }
+
+    /// The id of row `row`, interned in `partial` now if it was not.
+    pub(super) fn id_in(&mut self, row: usize, partial: &mut Partial) -> u32 {
+        let k = self.keys[row] as usize;
+        if self.ids[k] == UNSET {
+            self.ids[k] = partial.id(Some(self.values.value(self.at[k] as usize)));
+        }
+        self.ids[k]
     }
 }
 
 /// The columns of a chunk as the count reads them: strings coded, the rest borrowed.
 pub(super) struct Columns<'a> {
-    pub agency: Coded,
-    pub field: Coded,
-    pub procedure: Coded,
-    pub agency_name: Coded,
-    pub field_name: Coded,
+    pub agency: Coded<'a>,
+    pub field: Coded<'a>,
+    /// Interned as used (few procedures of a chunk are counted as received).
+    pub procedure: Coded<'a>,
+    pub agency_name: Coded<'a>,
+    pub field_name: Coded<'a>,
     ints: [&'a [i32]; 7],
     valid: [Option<&'a polars_arrow::bitmap::Bitmap>; 7],
     supplements: &'a PrimitiveArray<i64>,
@@ -285,31 +326,36 @@ pub(super) struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    /// The columns of `d`, its strings interned in `partial`.
+    /// The columns of `d`, its strings but procedures interned in `partial`.
     pub(super) fn of(d: &'a Decoded, partial: &mut Partial) -> Result<Columns<'a>> {
         let [a, f, p, an, fnm] = &d.strings;
+        let unequal = || Error::Internal("staging columns of unequal length".into());
         if d.ints.iter().any(|i| i.len() != d.rows) {
-            return Err(Error::Internal("staging columns of unequal length".into()));
+            return Err(unequal());
         }
-        let coded = |s: &Strings, partial: &mut Partial| -> Result<Coded> {
-            let c = Coded::of(s, partial)?;
-            match c.keys.len() == d.rows {
-                true => Ok(c),
-                false => Err(Error::Internal("staging columns of unequal length".into())),
-            }
-        };
-        Ok(Columns {
-            agency: coded(a, partial)?,
-            field: coded(f, partial)?,
-            procedure: coded(p, partial)?,
-            agency_name: coded(an, partial)?,
-            field_name: coded(fnm, partial)?,
+        let cols = Columns {
+            agency: Coded::of(a)?.interned(partial),
+            field: Coded::of(f)?.interned(partial),
+            procedure: Coded::of(p)?,
+            agency_name: Coded::of(an)?.interned(partial),
+            field_name: Coded::of(fnm)?.interned(partial),
             ints: std::array::from_fn(|k| d.ints[k].values().as_slice()),
             valid: std::array::from_fn(|k| d.ints[k].validity()),
             supplements: &d.supplements,
             paid: &d.flags[0],
             digitized: &d.flags[1],
-        })
+        };
+        let coded = [
+            &cols.agency,
+            &cols.field,
+            &cols.procedure,
+            &cols.agency_name,
+            &cols.field_name,
+        ];
+        if coded.iter().any(|c| c.len() != d.rows) {
+            return Err(unequal());
+        }
+        Ok(cols)
     }
 
     #[inline]
@@ -340,6 +386,32 @@ impl<'a> Columns<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_columns_decoded_are_the_columns_the_kpis_read() {
+        let mut decoded: Vec<&str> = STRING_COLUMNS
+            .iter()
+            .chain(&INT_COLUMNS)
+            .chain(&FLAG_COLUMNS)
+            .chain(&["supplement_requests", "transfers"])
+            .copied()
+            .collect();
+        let mut read = super::super::INPUT_COLUMNS.to_vec();
+        decoded.sort_unstable();
+        read.sort_unstable();
+        assert_eq!(decoded, read);
+        // Who holds a case: agency, field and their names.
+        let holders: Vec<&str> = HOLDER_STRINGS.iter().map(|k| STRING_COLUMNS[*k]).collect();
+        assert_eq!(
+            holders,
+            [
+                "agency_code",
+                "field_code",
+                "agency_name_text",
+                "field_name"
+            ]
+        );
+    }
     use crate::domain::period::Period;
     use crate::domain::period::{Convention, PeriodId};
     use crate::kpi::attribution::Agencies;

@@ -1,8 +1,8 @@
-//! Partial counts. A slice of staging (a batch of row groups) is counted for every period of a
-//! run in one pass over its rows: each case is read once into a [`Case`], the measures of
-//! [`rules::counted`] are evaluated for every period and added to its agency × field, and the
-//! partial counts of all slices are then summed ([`Totals`]), from which every period's tables
-//! come.
+//! Partial counts. A chunk of staging (a row group) is counted for every period of a run in
+//! one pass over its rows: each case is read once into a [`Case`], the measures of
+//! [`rules::counted`] are evaluated for every period and added to its agency × field; a
+//! partition's row groups are counted into one partial, and the partitions' partials are then
+//! summed ([`Totals`]), from which every period's tables come.
 //!
 //! A case counts under its agency on its attribution date (`agencies.md`). For a case never
 //! handed over that is the agency holding it now, whatever the period; for the few handed
@@ -316,7 +316,7 @@ impl Partial {
             return Ok(());
         }
         let bounds: Vec<Bounds> = periods.iter().map(Bounds::of).collect();
-        let cols = Columns::of(cases, self)?;
+        let mut cols = Columns::of(cases, self)?;
         let moved = &cases.moved;
         let mut validity = attribution::ValidityCache::new(agencies);
         // The group of each (agency, field) key pair of the chunk, once found.
@@ -384,7 +384,7 @@ impl Partial {
                 }
                 counts[COUNTED] += outside as i64;
                 if hits[RECEIVED_NEW] {
-                    let procedure = cols.procedure.id(row);
+                    let procedure = cols.procedure.id_in(row, self);
                     let n = self.periods;
                     self.used
                         .entry((agency_id, procedure))

@@ -1,7 +1,8 @@
-//! Reading the staging table for the KPIs: each partition asked for, once, only
-//! [`super::INPUT_COLUMNS`], a row group at a time (so memory holds a slice, never a whole
-//! partition), slices counted on three threads as the next are decoded, and the counts of a
-//! partition summed.
+//! Reading the staging table for the KPIs: each partition asked for, once, counted on a
+//! thread of its own (three at once), a row group at a time — decoded straight to arrow
+//! (`parquet::arrays`: strings by their dictionary keys) and counted while in cache, so
+//! memory holds a row group per thread, never a whole partition — and handed on in path
+//! order.
 //!
 //! A row group whose statistics show every case dated only after the periods' last day
 //! ([`rules::COUNTING_DATES`] each null or later) counts in no period: of it only who holds
@@ -10,7 +11,6 @@
 //! decodes a fraction of the province's later history. Hand-overs (a nested column, slow to
 //! decode) are read only of row groups whose statistics show some.
 
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use std::collections::VecDeque;
@@ -22,7 +22,7 @@ use super::partial::Partial;
 use crate::domain::period::Period;
 use crate::domain::rules::{self, Bounds};
 use crate::error::{Error, Result};
-use crate::parquet::{blocking, ParquetFile};
+use crate::parquet::ParquetFile;
 use crate::stage::Partition;
 use crate::store::Store;
 
@@ -34,13 +34,6 @@ pub async fn partitions(store: &Store) -> Result<Vec<(String, String)>> {
         .into_iter()
         .filter(|(p, _)| Partition::from_path(p).is_some())
         .collect())
-}
-
-/// One slice read, and whether it is its partition's last.
-struct Slice {
-    path: String,
-    cases: Option<Decoded>,
-    last: bool,
 }
 
 /// What is read of a row group: all the columns counted or only who holds each case, and the
@@ -68,70 +61,38 @@ fn kind(f: &ParquetFile, rg: usize, last: Option<i32>) -> Kind {
     }
 }
 
-/// Sends every slice of every partition of `paths`, with only the columns the KPIs read,
-/// down `tx`; of a row group dated only after `last` (the periods' last day), only
-/// [`HOLDER_COLUMNS`].
-async fn read_all(
-    store: Store,
-    paths: Vec<String>,
+/// The counts of one staging partition, the file `bytes` at `path`: a row group at a time,
+/// each decoded and counted in turn on this thread (so memory holds one row group, and the
+/// decoded columns are counted while in cache). Of a row group dated only after `last` (the
+/// periods' last day), only who holds each case is decoded.
+fn count_partition(
+    path: &str,
+    bytes: bytes::Bytes,
+    periods: &[Period],
+    agencies: &Agencies,
     last: Option<i32>,
-    tx: mpsc::Sender<Result<Slice>>,
-) {
-    for path in paths {
-        let b = match store.get_mapped(&path).await {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                let e = Error::Internal(format!(
-                    "{path} vanished while reading staging (another writer?)"
-                ));
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-        };
-        let (p, t) = (path.clone(), tx.clone());
-        let sent = blocking(move || {
-            let unreadable = |e: Error| {
-                e.doing(format!(
-                    "{p} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"
-                ))
-            };
-            let f = ParquetFile::open(b).map_err(unreadable)?;
-            let n = f.row_group_rows().len();
-            for rg in 0..n {
-                let k = kind(&f, rg, last);
-                let cases = Decoded::of_group(&f, rg, k.counted, k.handed_over).map_err(unreadable)?;
-                let slice = Slice { path: p.clone(), cases: Some(cases), last: rg + 1 == n };
-                if t.blocking_send(Ok(slice)).is_err() {
-                    break;
-                }
-            }
-            if n == 0 {
-                let _ = t.blocking_send(Ok(Slice { path: p.clone(), cases: None, last: true }));
-            }
-            Ok(())
-        })
-        .await;
-        if let Err(e) = sent {
-            let _ = tx.send(Err(e)).await;
-            return;
-        }
+) -> Result<Partial> {
+    let unreadable = |e: Error| {
+        e.doing(format!(
+            "{path} is not readable Parquet: run `motcua replay --all` to rebuild staging from raw"
+        ))
+    };
+    let f = ParquetFile::open(bytes).map_err(unreadable)?;
+    let mut partial = Partial::new(periods.len());
+    for rg in 0..f.row_group_rows().len() {
+        let k = kind(&f, rg, last);
+        let cases = Decoded::of_group(&f, rg, k.counted, k.handed_over).map_err(unreadable)?;
+        partial.count_decoded(&cases, periods, agencies)?;
     }
+    Ok(partial)
 }
 
-/// Slices counted at once, each on a blocking thread of its own, while the next are decoded;
-/// and slices decoded ahead. With slices of one row group, three and three took 5 % less time
-/// than two and one at ten million cases (four and four no less), for 10–15 MiB.
+/// Partitions counted at once, each on a blocking thread of its own.
 const COUNTING: usize = 3;
-const READ_AHEAD: usize = 3;
 
 /// The partial counts, for every one of `periods`, of each partition of `paths`, handed to
-/// `done` as each partition completes: one task reads and decodes while up to [`COUNTING`]
-/// slices before are counted, their counts taken in the order they were read. `bar` advances
-/// a partition at a time.
+/// `done` in the order of `paths`: up to [`COUNTING`] partitions are read and counted at
+/// once. `bar` advances a partition at a time.
 pub async fn count(
     store: &Store,
     paths: Vec<String>,
@@ -140,56 +101,32 @@ pub async fn count(
     bar: &indicatif::ProgressBar,
     mut done: impl FnMut(String, Partial) -> Result<()>,
 ) -> Result<()> {
-    let (tx, mut rx) = mpsc::channel(READ_AHEAD);
     let last = periods.iter().map(|p| Bounds::of(p).l).max();
-    let reader = tokio::spawn(read_all(store.clone(), paths, last, tx));
-    let n = periods.len();
-    let mut current = Partial::new(n);
-    let mut counting: VecDeque<JoinHandle<Result<Counted>>> = VecDeque::new();
-    while let Some(slice) = rx.recv().await.transpose()? {
+    let mut counting: VecDeque<JoinHandle<Result<(String, Partial)>>> = VecDeque::new();
+    let mut take = |(path, p): (String, Partial)| -> Result<()> {
+        done(path, p)?;
+        bar.inc(1);
+        Ok(())
+    };
+    for path in paths {
         if counting.len() == COUNTING {
             if let Some(c) = counting.pop_front() {
-                absorb(joined(c).await?, &mut current, &mut done, bar)?;
+                take(joined(c).await?)?;
             }
         }
+        let Some(bytes) = store.get_mapped(&path).await? else {
+            return Err(Error::Internal(format!(
+                "{path} vanished while reading staging (another writer?)"
+            )));
+        };
         let (periods, agencies) = (periods.to_vec(), agencies.clone());
         counting.push_back(tokio::task::spawn_blocking(move || {
-            let mut p = Partial::new(periods.len());
-            if let Some(cases) = &slice.cases {
-                p.count_decoded(cases, &periods, &agencies)?;
-            }
-            Ok((p, slice.last.then_some(slice.path)))
+            let p = count_partition(&path, bytes, &periods, &agencies, last)?;
+            Ok((path, p))
         }));
     }
     while let Some(c) = counting.pop_front() {
-        absorb(joined(c).await?, &mut current, &mut done, bar)?;
-    }
-    reader
-        .await
-        .map_err(|_| Error::Internal("the staging reader panicked".into()))?;
-    Ok(())
-}
-
-/// A slice's counts, and its partition's path when it was the partition's last.
-type Counted = (Partial, Option<String>);
-
-/// Adds a slice's counts to its partition's; a partition's last slice completes it.
-fn absorb(
-    (p, last): (Partial, Option<String>),
-    current: &mut Partial,
-    done: &mut impl FnMut(String, Partial) -> Result<()>,
-    bar: &indicatif::ProgressBar,
-) -> Result<()> {
-    let n = p.periods();
-    if current.is_empty() {
-        // A partition's first slice is its counts so far: taken, not added.
-        *current = p;
-    } else {
-        current.add(&p);
-    }
-    if let Some(path) = last {
-        done(path, std::mem::replace(current, Partial::new(n)))?;
-        bar.inc(1);
+        take(joined(c).await?)?;
     }
     Ok(())
 }

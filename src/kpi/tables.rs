@@ -263,8 +263,13 @@ fn catalog_row(catalog: &[Procedure], used: &BTreeSet<(&str, &str)>, level: Leve
         .filter(|p| level.cap().is_none_or(|cap| p.levels.contains(&cap)))
         .collect();
     let n = |f: &dyn Fn(&Procedure) -> bool| at.iter().filter(|p| f(p)).count() as i64;
+    // At any level: a set of the codes, not a scan of every (level, code) per procedure.
+    let anywhere: BTreeSet<&str> = match level.cap() {
+        None => used.iter().map(|(_, c)| *c).collect(),
+        Some(_) => BTreeSet::new(),
+    };
     let with_cases = match level.cap() {
-        None => n(&|p| used.iter().any(|(_, c)| *c == p.code)),
+        None => n(&|p| anywhere.contains(p.code.as_str())),
         Some(_) => n(&|p| used.contains(&(level.as_str(), p.code.as_str()))),
     };
     [

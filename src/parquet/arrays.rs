@@ -39,8 +39,14 @@ impl ParquetFile {
 
     /// The arrow field of top-level column `name`, as polars reads it.
     fn field(&self, name: &str) -> Result<Field> {
-        let schema = polars_io::parquet::read::infer_schema(&self.metadata)
-            .doing("reading a Parquet file's schema")?;
+        let schema = match self.arrow.get() {
+            Some(s) => s,
+            None => {
+                let s = polars_io::parquet::read::infer_schema(&self.metadata)
+                    .doing("reading a Parquet file's schema")?;
+                self.arrow.get_or_init(|| s)
+            }
+        };
         schema
             .get(name)
             .cloned()

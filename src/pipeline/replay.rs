@@ -11,7 +11,7 @@ use crate::normalise::{
     agencies, procedures, Agency, Batches, Normaliser, PiiKey, Procedure, Spilled,
 };
 use crate::parquet::blocking;
-use crate::raw::replay::{body_into, files, runs};
+use crate::raw::replay::{body_into, endpoint_files, files, runs};
 use crate::store::Store;
 use crate::wire::{classify_body, records_of, BodyVerdict, Endpoint};
 
@@ -156,7 +156,9 @@ pub async fn catalogs_from_raw(
 ) -> Result<(Vec<Agency>, Vec<Procedure>)> {
     let (mut agencies, mut catalog) = (None, None);
     for run in runs(store).await?.iter().rev() {
-        for path in files(store, run).await? {
+        let mut paths = endpoint_files(store, run, Endpoint::Agencies).await?;
+        paths.extend(endpoint_files(store, run, Endpoint::Catalog).await?);
+        for path in paths {
             let wanted = match Endpoint::of_raw_path(&path) {
                 Some(Endpoint::Agencies) => agencies.is_none(),
                 Some(Endpoint::Catalog) => catalog.is_none(),

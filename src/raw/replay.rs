@@ -11,12 +11,11 @@ use crate::wire::Endpoint;
 
 /// The run ids under `raw/`, oldest first.
 pub async fn runs(store: &Store) -> Result<Vec<String>> {
+    // The run folders alone: their files are many (a page a file), and every run lists them.
     let mut runs = BTreeSet::new();
-    for (p, _) in store.list("raw").await? {
-        if let Some(rest) = p.strip_prefix("raw/run_id=") {
-            if let Some((id, _)) = rest.split_once('/') {
-                runs.insert(id.to_string());
-            }
+    for f in store.folders("raw").await? {
+        if let Some(id) = f.strip_prefix("raw/run_id=") {
+            runs.insert(id.trim_end_matches('/').to_string());
         }
     }
     Ok(runs.into_iter().collect())
@@ -25,8 +24,17 @@ pub async fn runs(store: &Store) -> Result<Vec<String>> {
 /// The bodies of run `run`, in the order they arrived (the sequence number that starts every
 /// file name).
 pub async fn files(store: &Store, run: &str) -> Result<Vec<String>> {
+    in_order(store, &format!("raw/run_id={run}")).await
+}
+
+/// The bodies of run `run` that answered `endpoint`, in the order they arrived.
+pub async fn endpoint_files(store: &Store, run: &str, endpoint: Endpoint) -> Result<Vec<String>> {
+    in_order(store, &format!("raw/run_id={run}/{}", endpoint.raw_dir())).await
+}
+
+async fn in_order(store: &Store, prefix: &str) -> Result<Vec<String>> {
     let mut files: Vec<String> = store
-        .list(&format!("raw/run_id={run}"))
+        .list(prefix)
         .await?
         .into_iter()
         .map(|(p, _)| p)

@@ -125,6 +125,34 @@ impl Store {
         root.join(self.physical(path))
     }
 
+    /// The folders directly under `prefix` (one level, not their contents), each as the rest
+    /// of motcua sees it, sorted.
+    pub async fn folders(&self, prefix: &str) -> crate::error::Result<Vec<String>> {
+        let listed = self.physical(prefix);
+        let found = self
+            .os
+            .list_with_delimiter(Some(&Path::from(listed)))
+            .await
+            .map_err(|e| self.failed(format!("listing the folders of {prefix}"), e))?;
+        // A local folder whose files were all deleted stays behind, empty; an object store
+        // has no such folder. It is not one.
+        let holds_files = |f: &Path| match self.local_root() {
+            Some(root) => holds_a_file(&root.join(f.as_ref())),
+            None => true,
+        };
+        let mut out: Vec<String> = found
+            .common_prefixes
+            .iter()
+            .filter(|f| holds_files(f))
+            .filter_map(|f| match &self.province {
+                Some(p) => p.logical(f.as_ref()),
+                None => Some(f.to_string()),
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// The objects under `prefix`, each with its path as the rest of motcua sees it.
     pub(super) fn list_under(
         &self,
@@ -152,6 +180,18 @@ impl Store {
             })
             .boxed()
     }
+}
+
+/// Whether the local folder `dir` holds a file, at any depth (an unreadable one counts as
+/// holding some, so nothing is skipped for an error).
+fn holds_a_file(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return true;
+    };
+    entries.flatten().any(|e| match e.file_type() {
+        Ok(t) if t.is_dir() => holds_a_file(&e.path()),
+        _ => true,
+    })
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ impl Partial {
             .enumerate()
             .map(|(at, ((a, f), g))| (self.code(*a).unwrap_or_default(), self.code(*f), g, at))
             .collect();
-        groups.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        groups.sort_unstable_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
         let mut cols = vec![
             Column::new(
                 "agency_code".into(),
@@ -73,7 +73,7 @@ impl Partial {
             .iter()
             .map(|((a, p), u)| (self.code(*a).unwrap_or_default(), self.code(*p), u))
             .collect();
-        used.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        used.sort_unstable_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
         let mut cols = vec![
             Column::new(
                 "agency_code".into(),
