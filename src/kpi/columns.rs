@@ -109,9 +109,11 @@ impl Decoded {
             )
         };
         let moved = match handed_over && f.columns().iter().any(|c| c == "transfers") {
-            true => super::attribution::moved_rows(
-                &f.read(Some(&["transfers"]), (offset_of(f, rg), rows))?,
-            )?,
+            true => {
+                let lists = f.column_of_group(rg, "transfers")?;
+                let s = Series::try_from((PlSmallStr::from("transfers"), lists))?;
+                super::attribution::moved_rows(&DataFrame::new(rows, vec![s.into()])?)?
+            }
             false => vec![],
         };
         Ok(Decoded {
@@ -167,11 +169,6 @@ impl Decoded {
         }
         Ok(out)
     }
-}
-
-/// The first row of row group `rg` of `f`.
-fn offset_of(f: &ParquetFile, rg: usize) -> usize {
-    f.row_group_rows().iter().take(rg).sum()
 }
 
 fn fixed<T, const N: usize>(v: Vec<T>) -> Result<[T; N]> {
