@@ -44,6 +44,9 @@ const HOLDER_STRINGS: [usize; 4] = [0, 1, 3, 4];
 /// One chunk of staging rows (a row group, or a frame's chunk) as the count reads it.
 pub(super) struct Decoded {
     rows: usize,
+    /// Whether its columns but who holds each case were read (else they are null: the
+    /// cases count in no period).
+    counted: bool,
     strings: [Strings; 5],
     ints: [PrimitiveArray<i32>; 7],
     supplements: PrimitiveArray<i64>,
@@ -64,6 +67,11 @@ fn downcast<A: Clone + 'static>(a: &dyn Array, name: &str) -> Result<A> {
 impl Decoded {
     pub(super) fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Whether its cases may count in a period (else only who holds them was read).
+    pub(super) fn counted(&self) -> bool {
+        self.counted
     }
 
     /// Row group `rg` of staging file `f`. Of a row group that counts in no period
@@ -118,6 +126,7 @@ impl Decoded {
         };
         Ok(Decoded {
             rows,
+            counted,
             strings,
             ints: fixed(ints)?,
             supplements,
@@ -160,6 +169,7 @@ impl Decoded {
             };
             out.push(Decoded {
                 rows: chunk.height(),
+                counted: true,
                 strings: fixed(strings)?,
                 ints: fixed(ints)?,
                 supplements,

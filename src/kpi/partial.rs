@@ -355,6 +355,10 @@ impl Partial {
                 }
                 _ => None,
             };
+            if transfers.is_none() && !cases.counted() {
+                // A row group that counts in no period (`scan`): held, nothing more.
+                continue;
+            }
             let case = &cols.case(row);
             for (i, p) in bounds.iter().enumerate() {
                 if transfers.is_none() && !rules::may_count(case, p.l) {
