@@ -337,7 +337,12 @@ impl<'a> Columns<'a> {
     pub(super) fn of(d: &'a Decoded, partial: &mut Partial) -> Result<Columns<'a>> {
         let [a, f, p, an, fnm] = &d.strings;
         let unequal = || Error::Internal("staging columns of unequal length".into());
-        if d.ints.iter().any(|i| i.len() != d.rows) {
+        // Every column read by row index below has a value for every row (a damaged chunk
+        // may decode to fewer).
+        let short = d.ints.iter().any(|i| i.len() != d.rows)
+            || d.supplements.len() != d.rows
+            || d.flags.iter().any(|f| f.len() != d.rows);
+        if short {
             return Err(unequal());
         }
         let cols = Columns {
