@@ -333,16 +333,17 @@ impl ParquetFile {
     /// Rows `offset .. offset + len` of `columns` (every column when `None`).
     pub fn read(&self, columns: Option<&[&str]>, slice: (usize, usize)) -> Result<DataFrame> {
         let columns = columns.map(|c| c.iter().map(|c| c.to_string()).collect());
-        let df = match &self.source {
-            Source::Bytes(b) => {
+        match &self.source {
+            Source::Bytes(b) => contained("reading Parquet", || {
                 self.reader(ParquetReader::new(Cursor::new(b.clone())), columns, slice)
-            }
+            }),
             Source::Path(p) => {
                 let f = std::fs::File::open(p).doing_with(|| format!("opening {}", p.display()))?;
-                self.reader(ParquetReader::new(f), columns, slice)
+                contained("reading Parquet", || {
+                    self.reader(ParquetReader::new(f), columns, slice)
+                })
             }
-        };
-        df.doing("reading Parquet")
+        }
     }
 
     fn reader<R: polars_io::mmap::MmapBytesReader>(
@@ -356,11 +357,23 @@ impl ParquetFile {
     }
 }
 
+/// Runs polars' Parquet decoding `f`: some damaged pages make its decoders panic (an
+/// `unwrap` on a page's encoding, a bit width out of range), which is then an error like any
+/// other damage, `what` being done.
+pub(crate) fn contained<T>(what: &str, f: impl FnOnce() -> PolarsResult<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.doing(what),
+        Err(_) => Err(Error::Internal(format!(
+            "{what}: the file is damaged (its decoder failed)"
+        ))),
+    }
+}
+
 /// Reads Parquet bytes into a frame.
 pub fn decode(bytes: Bytes) -> Result<DataFrame> {
-    ParquetReader::new(Cursor::new(bytes))
-        .finish()
-        .doing("reading Parquet")
+    contained("reading Parquet", || {
+        ParquetReader::new(Cursor::new(bytes)).finish()
+    })
 }
 
 /// The column names of Parquet bytes, from the footer alone.
@@ -373,10 +386,11 @@ pub fn columns_of(bytes: &Bytes) -> Result<Vec<String>> {
 
 /// Reads only `columns` of Parquet bytes into a frame.
 pub fn decode_columns(bytes: Bytes, columns: &[&str]) -> Result<DataFrame> {
-    ParquetReader::new(Cursor::new(bytes))
-        .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
-        .finish()
-        .doing("reading Parquet")
+    contained("reading Parquet", || {
+        ParquetReader::new(Cursor::new(bytes))
+            .with_columns(Some(columns.iter().map(|c| c.to_string()).collect()))
+            .finish()
+    })
 }
 
 /// Writes `df` as Parquet at `path`.

@@ -85,18 +85,9 @@ impl ParquetFile {
             columns.push(BasicDecompressor::new(reader, vec![]));
             types.push(&c.descriptor().descriptor.primitive_type);
         }
-        // polars-parquet's decoders panic on some damaged pages (a bit width out of range):
-        // contained here, that is a damaged file like any other.
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            column_iter_to_arrays(columns, types, field, None)
-        }))
-        .map_err(|_| {
-            Error::Internal(format!(
-                "column {name} of row group {rg} is damaged (its decoder failed)"
-            ))
-        })?;
+        let what = format!("decoding column {name} of row group {rg}");
         let (arrays, _) =
-            decoded.doing_with(|| format!("decoding column {name} of row group {rg}"))?;
+            super::contained(&what, || column_iter_to_arrays(columns, types, field, None))?;
         match arrays.len() {
             1 => arrays
                 .into_iter()
