@@ -88,18 +88,15 @@ impl ParquetFile {
         let what = format!("decoding column {name} of row group {rg}");
         let (arrays, _) =
             super::contained(&what, || column_iter_to_arrays(columns, types, field, None))?;
-        match arrays.len() {
-            1 => arrays
-                .into_iter()
-                .next()
-                .ok_or_else(|| unreachable_empty(&name)),
-            0 => Err(unreachable_empty(&name)),
-            _ => {
-                let parts: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
-                polars_arrow::compute::concatenate::concatenate(&parts)
-                    .doing_with(|| format!("joining column {name} of row group {rg}"))
-            }
+        if arrays.len() > 1 {
+            let parts: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            return polars_arrow::compute::concatenate::concatenate(&parts)
+                .doing_with(|| format!("joining column {name} of row group {rg}"));
         }
+        arrays
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal(format!("column {name} decoded to nothing")))
     }
 
     /// Column `name` of row group `rg`, as polars reads it.
@@ -243,10 +240,6 @@ fn decompressed(
     page_meta.column_start = 0;
     page_meta.compression = Compression::Uncompressed;
     Ok((page_meta, Buffer::from(out)))
-}
-
-fn unreachable_empty(name: &str) -> Error {
-    Error::Internal(format!("column {name} decoded to nothing"))
 }
 
 #[cfg(test)]
