@@ -17,6 +17,7 @@ use polars_parquet::read::{column_iter_to_arrays, ColumnChunkMetadata};
 use polars_parquet_format::thrift::protocol::TCompactOutputProtocol;
 use polars_parquet_format::{DictionaryPageHeader, Encoding, PageHeader, PageType};
 
+use super::pages::{check_chunk, Tally};
 use super::{ParquetFile, Source};
 use crate::error::{Doing, Error, Result};
 
@@ -30,7 +31,7 @@ pub enum Strings {
 impl ParquetFile {
     /// The whole file as a buffer the decoders slice column chunks from (a local file is
     /// mapped, not read).
-    fn buffer(&self) -> Result<Buffer<u8>> {
+    pub(super) fn buffer(&self) -> Result<Buffer<u8>> {
         match &self.source {
             Source::Bytes(b) => Ok(Buffer::from_owner(b.clone())),
             Source::Path(p) => {
@@ -68,6 +69,7 @@ impl ParquetFile {
             .get(rg)
             .and_then(|g| g.columns_under_root_iter(&name))
             .ok_or_else(|| Error::Internal(format!("no column {name} in row group {rg}")))?;
+        let rows = self.metadata.row_groups[rg].num_rows();
         let mut columns = vec![];
         let mut types = vec![];
         for c in chunks {
@@ -78,7 +80,7 @@ impl ParquetFile {
                     "column {name} of row group {rg} lies beyond the file's end"
                 )));
             }
-            let (meta, pages) = decompressed(c, buffer.clone().sliced(start..end))
+            let (meta, pages) = decompressed(c, buffer.clone().sliced(start..end), rows)
                 .doing_with(|| format!("decompressing column {name} of row group {rg}"))?;
             let reader =
                 PageReader::new_with_page_meta(Cursor::new(pages), meta, vec![], usize::MAX);
@@ -148,15 +150,22 @@ thread_local! {
 /// The column chunk `chunk` (described by `meta`) with every page decompressed, as the pages
 /// of an uncompressed chunk. polars-parquet's decoder makes a zstd context for every column
 /// chunk it reads (5 % of a count, making and freeing them); this thread's one is reused.
-/// Version 2 data pages (which motcua does not write) are left to polars-parquet.
+/// Version 2 data pages (which motcua does not write) are left to polars-parquet. Every data
+/// page's header is checked on the way (`pages.rs`), the chunk being of a row group of `rows`.
 fn decompressed(
     meta: &ColumnChunkMetadata,
     chunk: Buffer<u8>,
+    rows: usize,
 ) -> polars::prelude::PolarsResult<(PageMetaData, Buffer<u8>)> {
+    let damaged = |e: String| {
+        polars::prelude::PolarsError::ComputeError(format!("the file is damaged: {e}").into())
+    };
     let mut page_meta = PageMetaData::from(meta);
     if meta.compression() == Compression::Uncompressed {
+        check_chunk(meta, chunk.clone(), rows).map_err(damaged)?;
         return Ok((page_meta, chunk));
     }
+    let mut tally = Tally::of(meta, rows).map_err(damaged)?;
     let original = chunk.clone();
     let mut reader = PageReader::new(Cursor::new(chunk), meta, vec![], usize::MAX);
     // Room as the footer says, within reason (a damaged footer may claim anything).
@@ -193,6 +202,7 @@ fn decompressed(
                     (header, &d.buffer)
                 }
                 Page::Data(d) => {
+                    tally.page(d.header()).map_err(damaged)?;
                     let size = size(d.buffer().len())?;
                     let header = match d.header() {
                         DataPageHeader::V1(h) => {
@@ -232,9 +242,11 @@ fn decompressed(
                 .map_err(|e| polars::prelude::PolarsError::ComputeError(e.to_string().into()))?;
             out.extend_from_slice(body);
         }
+        tally.end().map_err(damaged)?;
         Ok::<_, polars::prelude::PolarsError>(true)
     })?;
     if !reframed {
+        check_chunk(meta, original.clone(), rows).map_err(damaged)?;
         return Ok((page_meta, original));
     }
     page_meta.column_start = 0;
