@@ -34,10 +34,27 @@ fn q3_all(out: &Path) -> Vec<String> {
 
 fn spawn(src: &DemoProcess, out: &Path, p: &Path, args: &[&str]) -> Child {
     verb(args[0], &src.url, out, p, &args[1..])
+        .env("TMPDIR", scratch_dir(out))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// The temp dir of the runs writing to `out` (beside it).
+fn scratch_dir(out: &Path) -> std::path::PathBuf {
+    let tmp = out.with_file_name("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    tmp
+}
+
+/// The spill folders in the temp dir of the runs writing to `out`.
+fn spill_folders(out: &Path) -> Vec<String> {
+    std::fs::read_dir(scratch_dir(out))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("motcua-spill-"))
+        .collect()
 }
 
 fn count_files(dir: &Path) -> usize {
@@ -75,6 +92,12 @@ fn sigkill_while_pulling_and_while_publishing_leaves_readers_whole_files() {
     );
     assert_readers_see_only_whole_files(&out);
     assert_eq!(q3_all(&out), figures, "the published quarter is untouched");
+    let left = spill_folders(&out);
+    assert_eq!(
+        left.len(),
+        1,
+        "a run killed while pulling cannot remove its scratch folder"
+    );
 
     // Killed while publishing a long backfill.
     let kpi_before = count_files(&out.join("kpi"));
@@ -95,9 +118,14 @@ fn sigkill_while_pulling_and_while_publishing_leaves_readers_whole_files() {
         "killed before the end ({published_then} files)"
     );
     assert_readers_see_only_whole_files(&out);
+    assert!(
+        !spill_folders(&out).contains(&left[0]),
+        "the backfill's pull swept the folder the killed pull left"
+    );
 
     // The next run takes over the dead run's lock, cleans its staging and finishes correctly.
     let next = verb("run", &src.url, &out, &p, &["--period", "2024-Q3"])
+        .env("TMPDIR", scratch_dir(&out))
         .output()
         .unwrap();
     assert!(next.status.success(), "{}", stderr(&next));
@@ -113,6 +141,7 @@ fn sigkill_while_pulling_and_while_publishing_leaves_readers_whole_files() {
         "staging of the killed runs removed"
     );
     assert!(!out.join("_state/lock").exists());
+    assert_eq!(spill_folders(&out), Vec::<String>::new());
 }
 
 #[test]
@@ -122,6 +151,7 @@ fn sigterm_stops_a_run_cleanly_and_releases_the_lock() {
     let out = work.path().join("out");
     let p = pipeline_file(work.path(), "", "");
     let victim = verb("run", &src.url, &out, &p, &["--period", "2024-Q3"])
+        .env("TMPDIR", scratch_dir(&out))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -146,6 +176,11 @@ fn sigterm_stops_a_run_cleanly_and_releases_the_lock() {
         "{record}"
     );
     assert!(!out.join("_staging").exists());
+    assert_eq!(
+        spill_folders(&out),
+        Vec::<String>::new(),
+        "the scratch folder removed"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod columns;
 pub mod pii;
+mod scratch;
 pub mod spill;
 
 use std::collections::BTreeMap;
@@ -250,9 +251,12 @@ impl Normaliser {
         })
     }
 
-    /// The rejects and counts, once every frame was taken.
-    pub fn into_rejects(self) -> (Vec<Reject>, Stats) {
-        (self.rejects, self.stats)
+    /// The rejects and counts (taken: the normaliser keeps none), once every frame was taken.
+    pub fn take_rejects(&mut self) -> (Vec<Reject>, Stats) {
+        (
+            std::mem::take(&mut self.rejects),
+            std::mem::take(&mut self.stats),
+        )
     }
 }
 

@@ -33,7 +33,7 @@ const FILE_GROUPS: usize = 16;
 
 /// The spilled records, by partition.
 pub struct Spill {
-    dir: tempfile::TempDir,
+    dir: super::scratch::Scratch,
     /// Ended files, per partition, in the order written.
     files: BTreeMap<Partition, Vec<PathBuf>>,
     open: HashMap<Partition, Open>,
@@ -53,12 +53,7 @@ const ROOM: &str = "is the temp dir full? set TMPDIR to a folder with room for a
 
 impl Spill {
     pub fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("motcua-spill-")
-            .tempdir()
-            .doing(format!(
-                "creating a scratch folder in the system temp dir ({ROOM})"
-            ))?;
+        let dir = super::scratch::Scratch::new()?;
         Ok(Spill {
             dir,
             files: BTreeMap::new(),
@@ -271,8 +266,7 @@ impl Batches {
         let sent = self.tx.as_ref().map(|tx| tx.send(frame));
         if !matches!(sent, Some(Ok(()))) {
             // The writer stopped: its error says why.
-            self.tx = None;
-            return match self.writer.take().map(|w| w.join()) {
+            return match self.stop() {
                 Some(Ok(Err(e))) => Err(e),
                 _ => Err(Error::Internal("the spill thread stopped".into())),
             };
@@ -280,20 +274,33 @@ impl Batches {
         Ok(())
     }
 
+    /// Ends the spill thread and waits for it: a run stopped part way (a signal, an error)
+    /// removes its scratch folder before it exits.
+    fn stop(&mut self) -> Option<std::thread::Result<Result<Spill>>> {
+        drop(self.tx.take());
+        self.writer.take().map(|w| w.join())
+    }
+
     pub fn finish(mut self) -> Result<Spilled> {
         self.flush()?;
-        drop(self.tx.take());
-        let mut spill = match self.writer.take().map(|w| w.join()) {
+        let mut spill = match self.stop() {
             Some(Ok(r)) => r?,
             _ => return Err(Error::Internal("the spill thread panicked".into())),
         };
         spill.seal()?;
-        let (rejects, stats) = self.normaliser.into_rejects();
+        let (rejects, stats) = self.normaliser.take_rejects();
         Ok(Spilled {
             spill,
             rejects,
             stats,
         })
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        // Its spill (and scratch folder) goes with the thread's result.
+        drop(self.stop());
     }
 }
 

@@ -136,17 +136,10 @@ async fn cases(
     since: Option<i64>,
     bound: i64,
 ) -> Result<Spilled> {
-    let (pages, inbox) = std::sync::mpsc::sync_channel::<Response>(4);
-    let normalising = normaliser(
-        Batches::new(settings.pii_key.clone(), &record.run_id)?,
-        inbox,
-    )?;
+    let normalising = Normalising::start(Batches::new(settings.pii_key.clone(), &record.run_id)?)?;
     let started = Instant::now();
     source.progress = crate::progress::bar(None, "records", "pulling cases");
-    // A send fails only when the normaliser stopped; its error is reported below.
-    let mut hand_on = |page| {
-        let _ = pages.send(page);
-    };
+    let mut hand_on = |page| normalising.send(page);
     let main = Window {
         from: since,
         to: Some(bound),
@@ -159,15 +152,9 @@ async fn cases(
     if result.is_ok() {
         result = source.pull_cases(raw, tail, &mut hand_on).await;
     }
-    drop(pages);
     source.progress.finish_and_clear();
     let landed = raw.settle().await;
-    let normalised = blocking(move || {
-        normalising
-            .join()
-            .map_err(|_| Error::Internal("the normalising thread panicked".into()))?
-    })
-    .await;
+    let normalised = blocking(move || normalising.finish()).await;
     fill_counts(record, &source.stats, raw);
     result?;
     landed?;
@@ -184,20 +171,59 @@ async fn cases(
     Ok(spilled)
 }
 
-/// A thread that normalises the pages it receives, in order, until the sender is dropped.
-fn normaliser(
-    mut batches: Batches,
-    inbox: std::sync::mpsc::Receiver<Response>,
-) -> Result<std::thread::JoinHandle<Result<Spilled>>> {
-    std::thread::Builder::new()
-        .name("motcua-normalise".into())
-        .spawn(move || {
-            for page in inbox {
-                batches.add_body(&page.raw_path, &page.body)?;
-            }
-            batches.finish()
+/// A thread normalising the pages it is sent, in order. Dropped before [`Normalising::finish`]
+/// (a run stopped by a signal or an error part way through the pull), it stops the thread
+/// and waits for it, so the records spilled so far, and their scratch folder, are removed
+/// before the run exits.
+struct Normalising {
+    pages: Option<std::sync::mpsc::SyncSender<Response>>,
+    thread: Option<std::thread::JoinHandle<Result<Spilled>>>,
+}
+
+impl Normalising {
+    fn start(mut batches: Batches) -> Result<Normalising> {
+        let (pages, inbox) = std::sync::mpsc::sync_channel::<Response>(4);
+        let thread = std::thread::Builder::new()
+            .name("motcua-normalise".into())
+            .spawn(move || {
+                for page in inbox {
+                    batches.add_body(&page.raw_path, &page.body)?;
+                }
+                batches.finish()
+            })
+            .doing("starting the normalising thread")?;
+        Ok(Normalising {
+            pages: Some(pages),
+            thread: Some(thread),
         })
-        .doing("starting the normalising thread")
+    }
+
+    /// Hands a page on. A send fails only when the thread stopped: its error is the one
+    /// [`Normalising::finish`] returns.
+    fn send(&self, page: Response) {
+        if let Some(p) = &self.pages {
+            let _ = p.send(page);
+        }
+    }
+
+    /// No more pages: waits for the thread and returns what it spilled.
+    fn finish(mut self) -> Result<Spilled> {
+        match self.stop() {
+            Some(Ok(r)) => r,
+            _ => Err(Error::Internal("the normalising thread panicked".into())),
+        }
+    }
+
+    fn stop(&mut self) -> Option<std::thread::Result<Result<Spilled>>> {
+        drop(self.pages.take());
+        self.thread.take().map(|t| t.join())
+    }
+}
+
+impl Drop for Normalising {
+    fn drop(&mut self) {
+        drop(self.stop());
+    }
 }
 
 /// The pull's counts and the raw files it landed, into the run record.
