@@ -3,6 +3,7 @@
 import contextlib
 import os
 import pathlib
+import shutil
 import subprocess
 import tempfile
 import time
@@ -60,3 +61,4 @@ def published():
         )
         assert run.returncode == 0, run.stderr
     yield out
+    shutil.rmtree(work, ignore_errors=True)

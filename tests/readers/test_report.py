@@ -17,9 +17,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 def chromium(*args):
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     assert exe, "chromium is installed by make test (apt-get install chromium)"
-    profile = tempfile.mkdtemp(prefix="motcua-chromium-")
-    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
+    with tempfile.TemporaryDirectory(prefix="motcua-chromium-") as profile:
+        return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                              capture_output=True, text=True, timeout=120)
 
 
 class Cells(html.parser.HTMLParser):
