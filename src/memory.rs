@@ -9,8 +9,9 @@
 //! or a replay's read of raw — frees and reallocates the same buffers page after page: giving
 //! every freed page back and faulting it in again cost a replay of two million records 77 GiB
 //! of purges and a third of its CPU in the kernel. So while records are read, freed pages are
-//! kept for a second (mimalloc's own default) and reused; [`return_freed`] hands everything
-//! held back before the merge. `MIMALLOC_PURGE_DELAY` (milliseconds), when set, fixes the delay
+//! kept a while (200 ms) and reused; [`return_freed`] hands everything
+//! held back before the merge. Building and writing the tables keeps them too
+//! ([`keep_freed_while_publishing`]). `MIMALLOC_PURGE_DELAY` (milliseconds), when set, fixes the delay
 //! for the whole run instead.
 
 use std::ffi::{c_int, c_long};
@@ -55,6 +56,14 @@ pub fn keep_freed_while_counting() {
 
 /// While records are read: keep freed pages a while, for reuse.
 pub fn keep_freed() {
+    set_delay(READING_DELAY_MS);
+}
+
+/// While the tables are built and written (after the count, whose memory went back): keep
+/// freed pages a while, for reuse. Each column chunk written makes and frees a zstd context,
+/// each table its frames: given back at once, they were faulted in again, a tenth of a run
+/// that took its counts from the KPI cache. Memory then is a small part of the count's.
+pub fn keep_freed_while_publishing() {
     set_delay(READING_DELAY_MS);
 }
 

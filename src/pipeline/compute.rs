@@ -52,6 +52,7 @@ pub async fn compute_and_publish(
         "computing and publishing periods",
     );
     let totals = count(out, record, catalogs, periods, &bar).await?;
+    crate::memory::keep_freed_while_publishing();
     let stamp = Stamp {
         run_id: record.run_id.clone(),
         computed_at: Utc::now().timestamp_micros(),

@@ -66,14 +66,15 @@ impl Partial {
         Ok(DataFrame::new(groups.len(), cols)?)
     }
 
-    /// Per agency × procedure: `_used#<i>` for each period.
+    /// Per agency × procedure: `_used#<i>` for each period, in no order: it is read as a set
+    /// (`tables::catalog_by_level`), and sorting its tens of thousands of code pairs was a
+    /// twentieth of a run.
     fn used_frame(&self) -> Result<DataFrame> {
-        let mut used: Vec<(&str, Option<&str>, &Vec<i64>)> = self
+        let used: Vec<(&str, Option<&str>, &Vec<i64>)> = self
             .used
             .iter()
             .map(|((a, p), u)| (self.code(*a).unwrap_or_default(), self.code(*p), u))
             .collect();
-        used.sort_unstable_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
         let mut cols = vec![
             Column::new(
                 "agency_code".into(),
@@ -102,10 +103,14 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// The frames, for tests.
+    /// The frames, for tests: `used` sorted by its codes.
     #[cfg(test)]
-    pub fn frames(&self) -> (&DataFrame, &DataFrame) {
-        (&self.counts, &self.used)
+    pub fn frames(&self) -> (DataFrame, DataFrame) {
+        let used = self
+            .used
+            .sort(["agency_code", "procedure_code"], Default::default())
+            .expect("the used frame has its code columns");
+        (self.counts.clone(), used)
     }
 
     /// `column` summed per agency, where it is not zero.
