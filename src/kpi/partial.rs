@@ -64,6 +64,18 @@ pub struct Kept {
     used: Vec<(u32, u32, i64)>,
 }
 
+/// A [`Kept`] borrowing its codes from the [`Partial`] it is of, to encode: the KPI cache
+/// encodes one per partition counted, and cloning each partition's thousands of codes for it
+/// cost more than the encoding. Encoded by bincode exactly as a [`Kept`] (same fields, same
+/// order), which is what decodes it.
+#[derive(Debug, serde::Serialize)]
+pub struct KeptRef<'a> {
+    codes: &'a [String],
+    groups: Vec<(u32, u32, u32, u32, i64)>,
+    counts: Vec<i64>,
+    used: Vec<(u32, u32, i64)>,
+}
+
 /// The id of an absent code.
 pub(super) const ABSENT: u32 = u32::MAX;
 
@@ -228,12 +240,23 @@ impl Partial {
 
     /// Period `i` of these counts as the KPI cache keeps them.
     pub fn kept(&self, i: usize) -> Kept {
+        let k = self.kept_ref(i);
+        Kept {
+            codes: k.codes.to_vec(),
+            groups: k.groups,
+            counts: k.counts,
+            used: k.used,
+        }
+    }
+
+    /// Period `i` of these counts as the KPI cache keeps them, its codes borrowed.
+    pub fn kept_ref(&self, i: usize) -> KeptRef<'_> {
         let mut counts = Vec::with_capacity(self.groups.len() * PER_PERIOD);
         for at in 0..self.groups.len() {
             counts.extend_from_slice(&self.counts[self.span(at, i)]);
         }
-        Kept {
-            codes: self.codes.clone(),
+        KeptRef {
+            codes: &self.codes,
             groups: self
                 .groups
                 .iter()
