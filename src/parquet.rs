@@ -348,43 +348,6 @@ impl ParquetFile {
         }
     }
 
-    /// Checks the page headers of `columns` (every column when `None`) in the row groups
-    /// holding rows `offset .. offset + len`, before polars reads them (`pages.rs`).
-    fn check_pages(&self, columns: Option<&[&str]>, (offset, len): (usize, usize)) -> Result<()> {
-        let buffer = self.buffer()?;
-        let mut at = 0;
-        for (rg, group) in self.metadata.row_groups.iter().enumerate() {
-            let rows = group.num_rows();
-            let read = at < offset.saturating_add(len) && offset < at + rows;
-            at += rows;
-            if !read {
-                continue;
-            }
-            for c in group.parquet_columns() {
-                let name = c.descriptor().path_in_schema.first();
-                if columns
-                    .is_some_and(|cs| !cs.iter().any(|n| Some(*n) == name.map(|n| n.as_str())))
-                {
-                    continue;
-                }
-                let r = c.byte_range();
-                let (start, end) = (r.start as usize, r.end as usize);
-                let chunk = (start <= end && end <= buffer.len())
-                    .then(|| buffer.clone().sliced(start..end))
-                    .ok_or_else(|| "a column chunk beyond the file's end".to_string());
-                chunk
-                    .and_then(|chunk| pages::check_chunk(c, chunk, rows))
-                    .map_err(|e| {
-                        Error::Internal(format!(
-                            "reading Parquet: the file is damaged (row group {rg}, column {}: {e})",
-                            name.map_or("?", |n| n.as_str())
-                        ))
-                    })?;
-            }
-        }
-        Ok(())
-    }
-
     fn reader<R: polars_io::mmap::MmapBytesReader>(
         &self,
         mut r: ParquetReader<R>,
@@ -484,48 +447,5 @@ mod tests {
         let one = decode_columns(Bytes::from(bytes), &["n"]).unwrap();
         assert_eq!(one.get_column_names(), ["n"]);
         assert!(decode(Bytes::from_static(b"not parquet")).is_err());
-    }
-
-    /// Every byte of the column chunks of a file flipped three ways: the frame reader gives
-    /// an error or a frame, and neither panics nor aborts (a damaged page header once claimed
-    /// 2^61 values and polars tried to allocate them).
-    #[test]
-    fn damaged_pages_are_errors_when_read_whole() {
-        let n = 300usize;
-        let lists: Vec<Series> = (0..n)
-            .map(|i| Series::new("".into(), vec![i as i32; i % 3]))
-            .collect();
-        let df = df!(
-            "agency" => (0..n).map(|i| format!("agency-{}", i % 13)).collect::<Vec<_>>(),
-            "day" => (0..n).map(|i| (i % 5 != 0).then_some(i as i32)).collect::<Vec<_>>(),
-            "moves" => lists,
-        )
-        .unwrap();
-        let bytes = ParquetEncoder {
-            row_group_rows: 300,
-        }
-        .encode(df.clone())
-        .unwrap();
-        let f = ParquetFile::open(Bytes::from(bytes.clone())).unwrap();
-        assert!(f.read(None, (0, n)).unwrap().equals_missing(&df));
-        let group = &f.metadata.row_groups[0];
-        let columns = group.parquet_columns();
-        let start = columns[0].byte_range().start as usize;
-        let end = columns[columns.len() - 1].byte_range().end as usize;
-        let (mut errors, mut read) = (0, 0);
-        for at in start..end {
-            for flip in [0x01u8, 0x80, 0xff] {
-                let mut b = bytes.clone();
-                b[at] ^= flip;
-                let Ok(f) = ParquetFile::open(Bytes::from(b.clone())) else {
-                    continue;
-                };
-                match (f.read(None, (0, n)), decode(Bytes::from(b))) {
-                    (Ok(_), Ok(_)) => read += 1,
-                    _ => errors += 1,
-                }
-            }
-        }
-        assert!(errors > 0 && read > 0, "{errors} errors, {read} read");
     }
 }
