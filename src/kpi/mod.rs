@@ -30,7 +30,7 @@ pub use partial::{partial, Partial, Totals};
 use polars::prelude::DataFrame;
 
 use crate::domain::period::Period;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::normalise::Procedure;
 
 /// The three KPI tables of one period.
@@ -144,36 +144,38 @@ pub async fn count_staging(
     };
     let versions: std::collections::BTreeMap<String, String> = listing.iter().cloned().collect();
     crate::memory::keep_freed_while_counting();
-    // The next cache is encoded on a thread of its own, beside the counting.
-    let (to_cache, cached) = std::sync::mpsc::channel::<(String, String, Partial)>();
+    // Each partition's counts are added to the total and encoded into the next cache on a
+    // thread of their own, beside the counting (the counting's hand-on stays quick).
+    let (to_sum, counted_ones) = std::sync::mpsc::channel::<(String, Option<String>, Partial)>();
     let mut next = NextCache {
         cache,
         kept,
         writer: None,
         broken: false,
     };
-    let caching = tokio::task::spawn_blocking(move || {
-        for (path, version, p) in cached {
-            next.push(&path, &version, &p);
+    let summing = tokio::task::spawn_blocking(move || {
+        for (path, version, p) in counted_ones {
+            total.add(&p);
+            if let Some(v) = version {
+                next.push(&path, &v, &p);
+            }
         }
-        next
+        (next, total)
     });
     let counting = scan::count(store, todo, periods, agencies.clone(), bar, |path, p| {
-        total.add(&p);
-        if let Some(v) = versions.get(&path) {
-            // The cache thread gone (it panicked) only loses the cache: noticed below.
-            let _ = to_cache.send((path, v.clone(), p));
-        }
-        Ok(())
+        let version = versions.get(&path).cloned();
+        to_sum
+            .send((path, version, p))
+            .map_err(|_| Error::Internal("the thread summing the counts stopped".into()))
     })
     .await;
+    drop(to_sum);
+    let summed = summing.await;
     crate::memory::return_freed();
     counting?;
-    drop(to_cache);
-    match caching.await {
-        Ok(next) => next.save(store).await,
-        Err(_) => tracing::warn!("the KPI cache could not be written: the next run counts again"),
-    }
+    let (next, total) =
+        summed.map_err(|_| Error::Internal("the thread summing the counts panicked".into()))?;
+    next.save(store).await;
     sums::save(store, periods, &agencies, &listing, &total).await;
     let periods = periods.to_vec();
     let totals = crate::parquet::blocking(move || total.total(&periods)).await?;
