@@ -88,8 +88,8 @@ fn count_partition(
 }
 
 /// Partitions counted at once, each on a blocking thread of its own. On two cores (beside the
-/// thread summing them and writing the next KPI cache) two were 3–4 % faster than three, side by side, at one
-/// and ten million cases.
+/// thread summing them and writing the next KPI cache) two were 3–4 % faster than three, side
+/// by side, at one and ten million cases.
 const COUNTING: usize = 2;
 
 /// Partitions counted but not yet handed on, at most, while an earlier one is still being
