@@ -15,10 +15,12 @@ use crate::error::{Doing, Error, Result};
 use crate::store::{Store, WrittenFile};
 
 mod arrays;
+mod leaves;
 mod pages;
 mod stats;
 
 pub use arrays::Strings;
+pub use leaves::{Leaf, LeafValues};
 
 /// Rows per row group: large enough for scans, small enough for readers' memory.
 pub const ROW_GROUP_ROWS: usize = 65_536;

@@ -2,6 +2,7 @@
 //! rules, the terms, measures, rates and identities, and the levels.
 
 pub mod agency;
+pub mod lanes;
 pub mod level;
 pub mod logic;
 pub mod period;

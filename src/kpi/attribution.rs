@@ -62,8 +62,11 @@ fn day(days: i32) -> Option<NaiveDate> {
     NaiveDate::default().checked_add_signed(chrono::Duration::days(days as i64))
 }
 
+/// Rows handed over at least once, in row order, each with its hand-overs.
+pub type Moved = Vec<(usize, Vec<Transfer>)>;
+
 /// The rows of `cases` handed over at least once, in row order, with their hand-overs.
-pub fn moved_rows(cases: &DataFrame) -> Result<Vec<(usize, Vec<Transfer>)>> {
+pub fn moved_rows(cases: &DataFrame) -> Result<Moved> {
     let lists = cases.column("transfers")?.list()?;
     let mut out = vec![];
     let mut row = 0;
@@ -86,6 +89,84 @@ pub fn moved_rows(cases: &DataFrame) -> Result<Vec<(usize, Vec<Transfer>)>> {
         row += arr.len();
     }
     Ok(out)
+}
+
+/// The rows of row group `rg` of staging file `f` handed over at least once, in row order,
+/// with their hand-overs — as [`moved_rows`] finds them in the decoded column — read from the
+/// leaves of `transfers` flat (`parquet::leaves`); `None` when the leaves are not as staging
+/// writes them (read the column whole then).
+pub fn moved_rows_of_group(
+    f: &crate::parquet::ParquetFile,
+    rg: usize,
+) -> Result<Option<Moved>> {
+    use crate::parquet::LeafValues as V;
+    let leaf = |name: &str| f.leaf_of_group(rg, &["transfers", "list", "element", name]);
+    let (Some(from), Some(to), Some(on)) = (
+        leaf("from_agency")?,
+        leaf("to_agency")?,
+        leaf("transferred_on")?,
+    ) else {
+        return Ok(None);
+    };
+    let (V::Strings(from_v), V::Strings(to_v), V::Int32(on_v)) =
+        (&from.values, &to.values, &on.values)
+    else {
+        return Ok(None);
+    };
+    // Levels as staging's schema makes them: 0 a null list, 1 an empty one, 2 a null element,
+    // 3 an element with this leaf null, 4 a value; a row starts at repetition 0.
+    let shaped = |l: &crate::parquet::Leaf| l.max_def == 4 && l.max_rep == 1;
+    if !(shaped(&from) && shaped(&to) && shaped(&on)) {
+        return Ok(None);
+    }
+    // The three leaves describe the same lists and elements.
+    let same = |l: &crate::parquet::Leaf| {
+        l.rep == from.rep
+            && l.def.len() == from.def.len()
+            && l.def
+                .iter()
+                .zip(&from.def)
+                .all(|(a, b)| (*a).min(3) == (*b).min(3))
+    };
+    if !(same(&to) && same(&on)) {
+        return Err(crate::error::Error::Internal(
+            "reading Parquet: the file is damaged (the leaves of transfers disagree)".into(),
+        ));
+    }
+    let mut out: Moved = vec![];
+    let (mut at_from, mut at_to, mut at_on) = (0, 0, 0);
+    let mut row = 0usize;
+    for k in 0..from.def.len() {
+        if from.rep[k] == 0 && k > 0 {
+            row += 1;
+        }
+        let (df, dt, dn) = (from.def[k], to.def[k], on.def[k]);
+        let (f_v, t_v, o_v) = (
+            (df == 4).then(|| from_v.get(at_from)).flatten(),
+            (dt == 4).then(|| to_v.get(at_to)).flatten(),
+            (dn == 4).then(|| on_v.get(at_on)).flatten(),
+        );
+        at_from += (df == 4) as usize;
+        at_to += (dt == 4) as usize;
+        at_on += (dn == 4) as usize;
+        if df < 2 {
+            // A null or empty list.
+            continue;
+        }
+        if out.last().is_none_or(|(r, _)| *r != row) {
+            out.push((row, vec![]));
+        }
+        if let (Some(from), Some(on)) = (f_v, o_v.and_then(|d| day(*d))) {
+            if let Some((_, t)) = out.last_mut() {
+                t.push(Transfer {
+                    from: from.clone(),
+                    to: t_v.cloned(),
+                    on,
+                });
+            }
+        }
+    }
+    Ok(Some(out))
 }
 
 /// The agency of a case held by `now` with `transfers`, on `on` (days since 1970).
@@ -155,6 +236,57 @@ mod tests {
             to: to.map(str::to_string),
             on: day.parse().unwrap(),
         }
+    }
+
+    /// Read flat from the leaves of each row group of a staging file, the rows handed over and
+    /// their hand-overs are those found in the column decoded whole: rows moved once, twice,
+    /// never, a null list, hand-overs with and without a receiving agency, row groups with
+    /// none.
+    #[test]
+    fn moved_rows_read_from_the_leaves_are_those_of_the_decoded_column() {
+        let n = 2_000;
+        let mut all = vec![];
+        let counts: Vec<u32> = (0..n)
+            .map(|k| match k % 37 {
+                0 if k < 1_500 => 2,
+                5 | 11 if k < 1_500 => 1,
+                _ => 0,
+            })
+            .collect();
+        for (k, c) in counts.iter().enumerate() {
+            for j in 0..*c {
+                let to = (k % 3 != 0).then_some("B");
+                let day = ["2024-03-01", "2024-08-20", "2025-07-01"][(k + j as usize) % 3];
+                all.push(staged(&format!("A{}", k % 7), to, day));
+            }
+        }
+        let mut df = DataFrame::new(n, vec![transfers_column(&all, &counts).unwrap()]).unwrap();
+        // A null list in the middle, as no staging writes but a reader must bear.
+        let dtype = df.column("transfers").unwrap().dtype().clone();
+        let null = Series::full_null("transfers".into(), 1, &dtype).into_column();
+        let mut with_null = df.slice(0, 400);
+        with_null
+            .vstack_mut(&DataFrame::new(1, vec![null]).unwrap())
+            .unwrap();
+        with_null.vstack_mut(&df.slice(400, n)).unwrap();
+        df = with_null;
+        df.rechunk_mut();
+        let enc = crate::parquet::ParquetEncoder {
+            row_group_rows: 300,
+        };
+        let f = crate::parquet::ParquetFile::open(enc.encode(df).unwrap().into()).unwrap();
+        let groups = f.row_group_rows();
+        assert_eq!(groups.len(), 7);
+        let mut moved = 0;
+        for (rg, rows) in groups.iter().enumerate() {
+            let lists = f.column_of_group(rg, "transfers").unwrap();
+            let s = Series::try_from((PlSmallStr::from("transfers"), lists)).unwrap();
+            let whole = moved_rows(&DataFrame::new(*rows, vec![s.into()]).unwrap()).unwrap();
+            let flat = moved_rows_of_group(&f, rg).unwrap();
+            assert_eq!(flat.as_ref(), Some(&whole), "row group {rg}");
+            moved += whole.len();
+        }
+        assert_eq!(moved, counts.iter().filter(|c| **c > 0).count());
     }
 
     #[test]

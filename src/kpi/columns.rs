@@ -117,11 +117,14 @@ impl Decoded {
             )
         };
         let moved = match handed_over && f.columns().iter().any(|c| c == "transfers") {
-            true => {
-                let lists = f.column_of_group(rg, "transfers")?;
-                let s = Series::try_from((PlSmallStr::from("transfers"), lists))?;
-                super::attribution::moved_rows(&DataFrame::new(rows, vec![s.into()])?)?
-            }
+            true => match super::attribution::moved_rows_of_group(f, rg)? {
+                Some(moved) => moved,
+                None => {
+                    let lists = f.column_of_group(rg, "transfers")?;
+                    let s = Series::try_from((PlSmallStr::from("transfers"), lists))?;
+                    super::attribution::moved_rows(&DataFrame::new(rows, vec![s.into()])?)?
+                }
+            },
             false => vec![],
         };
         Ok(Decoded {
@@ -318,7 +321,7 @@ impl<'a> Coded<'a> {
 }
 
 /// The columns of a chunk as the count reads them: strings coded, the rest borrowed.
-pub(super) struct Columns<'a> {
+pub(in crate::kpi) struct Columns<'a> {
     pub agency: Coded<'a>,
     pub field: Coded<'a>,
     /// Interned as used (few procedures of a chunk are counted as received).
@@ -378,8 +381,16 @@ impl<'a> Columns<'a> {
         }
     }
 
+    /// Adds the case of row `i` to `lanes`, as [`Columns::case`] reads it.
+    #[inline(always)]
+    pub(in crate::kpi) fn push_lane(&self, i: usize, lanes: &mut crate::domain::lanes::Lanes) {
+        let ints = std::array::from_fn(|k| self.int(k, i));
+        let supplements = self.supplements.get(i).map(crate::domain::lanes::clamp);
+        lanes.push_values(ints, supplements, self.paid.get(i), self.digitized.get(i));
+    }
+
     /// The case of row `i`.
-    pub(super) fn case(&self, i: usize) -> Case {
+    pub(in crate::kpi) fn case(&self, i: usize) -> Case {
         Case {
             status: self.int(0, i),
             channel: self.int(1, i),

@@ -93,15 +93,33 @@ pub struct Counted {
     pub cached: u64,
 }
 
+/// The next KPI cache and sums being written after a count, beside the building and publishing
+/// of the tables: the count's threads are done then, and a core is free. Best effort, as
+/// writing them always was (a failure is a warning); wait for it with [`Saving::done`] before
+/// the run ends.
+pub struct Saving(Option<tokio::task::JoinHandle<()>>);
+
+impl Saving {
+    /// Waits until the cache and sums are written (or failed to be).
+    pub async fn done(self) {
+        if let Some(h) = self.0 {
+            if h.await.is_err() {
+                tracing::warn!("writing the KPI cache stopped: the next run counts again");
+            }
+        }
+    }
+}
+
 /// Every staging partition counted for every one of `periods` and summed: the partitions whose
 /// file is the one the cache counted are not read again ([`cache`]), and staging exactly as
-/// last summed is not summed again ([`sums`]).
+/// last summed is not summed again ([`sums`]). The next cache and sums are written by the
+/// [`Saving`] returned.
 pub async fn count_staging(
     store: &crate::store::Store,
     periods: &[Period],
     agencies: std::sync::Arc<Agencies>,
     bar: &indicatif::ProgressBar,
-) -> Result<(Totals, Counted)> {
+) -> Result<(Totals, Counted, Saving)> {
     let listing = scan::partitions(store).await?;
     bar.inc_length(listing.len() as u64);
     let n = listing.len() as u64;
@@ -118,7 +136,7 @@ pub async fn count_staging(
             counted: 0,
             cached: n,
         };
-        return Ok((totals, counted));
+        return Ok((totals, counted, Saving(None)));
     }
     let cache = cache::Cache::load(store, periods, &agencies).await;
     let kept = cache.usable(&listing);
@@ -175,11 +193,15 @@ pub async fn count_staging(
     counting?;
     let (next, total) =
         summed.map_err(|_| Error::Internal("the thread summing the counts panicked".into()))?;
-    next.save(store).await;
-    sums::save(store, periods, &agencies, &listing, &total).await;
+    let sums = sums::prepare(periods, &agencies, &listing, &total);
+    let to = store.clone();
+    let saving = Saving(Some(tokio::spawn(async move {
+        next.save(&to).await;
+        sums::write(&to, sums).await;
+    })));
     let periods = periods.to_vec();
     let totals = crate::parquet::blocking(move || total.total(&periods)).await?;
-    Ok((totals, counted))
+    Ok((totals, counted, saving))
 }
 
 /// The next KPI cache, begun when a partition is counted (or at the end, if partitions went).

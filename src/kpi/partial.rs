@@ -1,8 +1,9 @@
 //! Partial counts. A chunk of staging (a row group) is counted for every period of a run in
-//! one pass over its rows: each case is read once into a [`Case`], the measures of
-//! [`rules::counted`] are evaluated for every period and added to its agency × field; a
-//! partition's row groups are counted into one partial, and the partitions' partials are then
-//! summed ([`Totals`]), from which every period's tables come.
+//! one pass over its rows: each case is read once, the measures of [`rules::counted`] are
+//! evaluated for every period and added to its agency × field — 64 cases at a time as bit
+//! masks ([`crate::domain::lanes`]), the few handed over one by one — a partition's row groups
+//! are counted into one partial, and the partitions' partials are then summed ([`Totals`]),
+//! from which every period's tables come.
 //!
 //! A case counts under its agency on its attribution date (`agencies.md`). For a case never
 //! handed over that is the agency holding it now, whatever the period; for the few handed
@@ -16,7 +17,9 @@ use crate::domain::period::Period;
 use crate::domain::rules::{self, Bounds, COUNTED, RECEIVED_NEW};
 use crate::error::Result;
 
+mod lanes;
 mod totals;
+mod used;
 pub use totals::Totals;
 
 fn suffix(i: usize) -> String {
@@ -58,8 +61,9 @@ pub struct Kept {
     codes: Vec<String>,
     /// Per group: agency, field, least agency name, least field name, cases held now.
     groups: Vec<(u32, u32, u32, u32, i64)>,
-    /// Per group, in order, its [`PER_PERIOD`] counts.
-    counts: Vec<i64>,
+    /// The counts that are not 0, each at its place among the groups' [`PER_PERIOD`] counts
+    /// in order (most of a partition's counts are 0 for a period outside its months).
+    counts: Vec<(u64, i64)>,
     /// Per use with a count: agency, procedure, the count.
     used: Vec<(u32, u32, i64)>,
 }
@@ -72,7 +76,7 @@ pub struct Kept {
 pub struct KeptRef<'a> {
     codes: &'a [String],
     groups: Vec<(u32, u32, u32, u32, i64)>,
-    counts: Vec<i64>,
+    counts: Vec<(u64, i64)>,
     used: Vec<(u32, u32, i64)>,
 }
 
@@ -94,13 +98,14 @@ pub struct Partial {
     /// `_outside` ([`PER_PERIOD`]).
     counts: Vec<i64>,
     /// Per (agency, procedure), for each period: the cases in received_new.
-    used: PlHashMap<(u32, u32), Vec<i64>>,
+    used: used::Used,
 }
 
 impl Partial {
     pub fn new(periods: usize) -> Partial {
         Partial {
             periods,
+            used: used::Used::new(periods),
             ..Default::default()
         }
     }
@@ -134,6 +139,13 @@ impl Partial {
 
     fn code(&self, id: u32) -> Option<&str> {
         (id != ABSENT).then(|| self.codes[id as usize].as_str())
+    }
+
+    /// Room for `n` more groups.
+    fn reserve(&mut self, n: usize) {
+        self.groups.reserve(n);
+        self.index.reserve(n);
+        self.counts.reserve(n * self.periods * PER_PERIOD);
     }
 
     /// The place of group (agency, field) in `groups`, made when new.
@@ -190,6 +202,7 @@ impl Partial {
 
     /// Adds `other` (of the same periods) to this one.
     pub fn add(&mut self, other: &Partial) {
+        self.reserve(other.groups.len());
         let at = self.ids_of(&other.codes);
         let width = self.periods * PER_PERIOD;
         for (k, ((a, f), g)) in other.groups.iter().enumerate() {
@@ -204,15 +217,8 @@ impl Partial {
             self.groups[mine].1.cases += g.cases;
             self.names_seen(mine, (at(g.agency_name), at(g.field_name)));
         }
-        let n = self.periods;
-        for ((a, p), u) in &other.used {
-            let mine = self
-                .used
-                .entry((at(*a), at(*p)))
-                .or_insert_with(|| vec![0; n]);
-            for (x, y) in mine.iter_mut().zip(u) {
-                *x += y;
-            }
+        for ((a, p), u) in other.used.iter() {
+            self.used.add_all((at(a), at(p)), u);
         }
     }
 
@@ -222,8 +228,7 @@ impl Partial {
     pub fn add_row(&mut self, i: usize, row: Row, used: bool, with_cases: bool) {
         let (a, k) = (self.id(Some(row.agency)), self.id(row.key));
         if used {
-            let n = self.periods;
-            self.used.entry((a, k)).or_insert_with(|| vec![0; n])[i] += row.counts[0];
+            self.used.add((a, k), i, row.counts[0]);
             return;
         }
         let at = self.group_at(a, k);
@@ -251,9 +256,14 @@ impl Partial {
 
     /// Period `i` of these counts as the KPI cache keeps them, its codes borrowed.
     pub fn kept_ref(&self, i: usize) -> KeptRef<'_> {
-        let mut counts = Vec::with_capacity(self.groups.len() * PER_PERIOD);
+        let mut counts = vec![];
         for at in 0..self.groups.len() {
-            counts.extend_from_slice(&self.counts[self.span(at, i)]);
+            let place = (at * PER_PERIOD) as u64;
+            for (m, n) in self.counts[self.span(at, i)].iter().enumerate() {
+                if *n != 0 {
+                    counts.push((place + m as u64, *n));
+                }
+            }
         }
         KeptRef {
             codes: &self.codes,
@@ -267,19 +277,20 @@ impl Partial {
                 .used
                 .iter()
                 .filter(|(_, u)| u[i] > 0)
-                .map(|((a, p), u)| (*a, *p, u[i]))
+                .map(|((a, p), u)| (a, p, u[i]))
                 .collect(),
         }
     }
 
     /// Adds counts kept by the KPI cache as period `i`, and their cases held now when
     /// `with_cases` (once per partition, not once per period). Counts that do not hold
-    /// together (a code beyond the codes, counts not [`PER_PERIOD`] a group) are an error,
-    /// with nothing added.
+    /// together (a code beyond the codes, a count beyond the groups' [`PER_PERIOD`] each)
+    /// are an error, with nothing added.
     pub fn add_kept(&mut self, i: usize, kept: &Kept, with_cases: bool) -> Result<()> {
         let n = kept.codes.len() as u32;
         let known = |id: u32| id == ABSENT || id < n;
-        let whole = kept.counts.len() == kept.groups.len() * PER_PERIOD
+        let places = (kept.groups.len() * PER_PERIOD) as u64;
+        let whole = kept.counts.iter().all(|(k, _)| *k < places)
             && i < self.periods
             && kept
                 .groups
@@ -292,23 +303,22 @@ impl Partial {
             ));
         }
         let at = self.ids_of(&kept.codes);
-        for (k, (a, f, an, fnm, cases)) in kept.groups.iter().enumerate() {
-            let mine = self.group_at(at(*a), at(*f));
-            let span = self.span(mine, i);
-            let theirs = &kept.counts[k * PER_PERIOD..(k + 1) * PER_PERIOD];
-            for (x, y) in self.counts[span].iter_mut().zip(theirs) {
-                *x += y;
-            }
+        let mut mine = Vec::with_capacity(kept.groups.len());
+        for (a, f, an, fnm, cases) in &kept.groups {
+            let g = self.group_at(at(*a), at(*f));
             if with_cases {
-                self.groups[mine].1.cases += cases;
+                self.groups[g].1.cases += cases;
             }
-            self.names_seen(mine, (at(*an), at(*fnm)));
+            self.names_seen(g, (at(*an), at(*fnm)));
+            mine.push(g);
         }
-        let periods = self.periods;
+        for (k, n) in &kept.counts {
+            let (g, m) = (*k as usize / PER_PERIOD, *k as usize % PER_PERIOD);
+            let start = self.span(mine[g], i).start;
+            self.counts[start + m] += n;
+        }
         for (a, p, u) in &kept.used {
-            self.used
-                .entry((at(*a), at(*p)))
-                .or_insert_with(|| vec![0; periods])[i] += u;
+            self.used.add((at(*a), at(*p)), i, *u);
         }
         Ok(())
     }
@@ -344,11 +354,16 @@ impl Partial {
         let mut validity = attribution::ValidityCache::new(agencies);
         // The group of each (agency, field) key pair of the chunk, once found.
         let (na, nf) = (cols.agency.distinct(), cols.field.distinct());
+        // Room for the groups this chunk may make (one per key pair at most, one per row at
+        // most), reserved at once: grown a group at a time, the counts were copied over and
+        // over (a twentieth of a cold count). Room not written is not memory used.
+        self.reserve(na.saturating_mul(nf).min(cases.rows()));
         let mut local: Vec<u32> = match na.checked_mul(nf) {
             Some(n) if n <= LOCAL_GROUPS => vec![u32::MAX; n],
             _ => vec![],
         };
         let mut moved_at = 0;
+        let mut held = lanes::Held::default();
         for row in 0..cases.rows() {
             let ka = cols.agency.key(row);
             if ka == 0 {
@@ -378,29 +393,26 @@ impl Partial {
                 }
                 _ => None,
             };
-            if transfers.is_none() && !cases.counted() {
-                // A row group that counts in no period (`scan`): held, nothing more.
+            let Some(t) = transfers else {
+                // Never handed over: counted under the agency above, 64 cases at a time. Of
+                // a row group that counts in no period (`scan`), held, nothing more.
+                if cases.counted() && held.push(&cols, row, now_at, now_id) {
+                    self.count_held(&mut held, &bounds, &mut cols, &mut validity);
+                }
                 continue;
-            }
+            };
             let case = &cols.case(row);
             for (i, p) in bounds.iter().enumerate() {
-                if transfers.is_none() && !rules::may_count(case, p.l) {
-                    // In no measure of the period, under the agency above: nothing to add.
-                    continue;
-                }
                 let (hits, on) = rules::counted_on(case, *p);
-                let (agency_id, at) = match transfers {
-                    Some(t) => {
-                        let now = &self.codes[now_id as usize];
-                        let agency = attribution::agency_on_day(now, t, on).to_string();
-                        let id = self.id(Some(&agency));
-                        let at = self.group_at(id, field);
-                        if id != now_id {
-                            self.names_seen(at, names);
-                        }
-                        (id, at)
+                let (agency_id, at) = {
+                    let now = &self.codes[now_id as usize];
+                    let agency = attribution::agency_on_day(now, t, on).to_string();
+                    let id = self.id(Some(&agency));
+                    let at = self.group_at(id, field);
+                    if id != now_id {
+                        self.names_seen(at, names);
                     }
-                    None => (now_id, now_at),
+                    (id, at)
                 };
                 let outside = hits.iter().any(|h| *h)
                     && !validity.valid(agency_id, &self.codes[agency_id as usize], on);
@@ -412,13 +424,11 @@ impl Partial {
                 counts[COUNTED] += outside as i64;
                 if hits[RECEIVED_NEW] {
                     let procedure = cols.procedure.id_in(row, self);
-                    let n = self.periods;
-                    self.used
-                        .entry((agency_id, procedure))
-                        .or_insert_with(|| vec![0; n])[i] += 1;
+                    self.used.add((agency_id, procedure), i, 1);
                 }
             }
         }
+        self.count_held(&mut held, &bounds, &mut cols, &mut validity);
         Ok(())
     }
 }

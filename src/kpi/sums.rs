@@ -24,7 +24,7 @@ use crate::parquet::blocking;
 use crate::store::Store;
 
 /// The first bytes of a sum file: what it is and the version of its layout.
-const MAGIC: &[u8] = b"motcua kpi-sums 2\n";
+const MAGIC: &[u8] = b"motcua kpi-sums 3\n";
 /// The most bytes a sum file may decompress to: a damaged one is refused, not allocated.
 const MOST: u64 = 1 << 30;
 
@@ -40,7 +40,7 @@ fn older_path(p: &Period) -> String {
 
 /// One period's sums.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct SumFile {
+pub struct SumFile {
     fingerprint: String,
     /// The partitions summed (path, version), in path order.
     members: Vec<(String, String)>,
@@ -120,6 +120,61 @@ fn add(
     Ok(true)
 }
 
+/// One period's sums to write, and where.
+pub struct Prepared {
+    path: String,
+    older: String,
+    sums: SumFile,
+}
+
+/// The sums of each period to keep: `total`, the counts of every partition of `listing` for
+/// `periods` ([`write`] them).
+pub fn prepare(
+    periods: &[Period],
+    agencies: &Agencies,
+    listing: &[(String, String)],
+    total: &Partial,
+) -> Vec<Prepared> {
+    let fp = fingerprint(agencies);
+    let mut members = listing.to_vec();
+    members.sort();
+    periods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let sums = SumFile {
+                fingerprint: fp.clone(),
+                members: members.clone(),
+                counts: total.kept(i),
+            };
+            Prepared {
+                path: path(p),
+                older: older_path(p),
+                sums,
+            }
+        })
+        .collect()
+}
+
+/// Keeps the sums [`prepare`]d (encoding them on the blocking pool). A failure is a warning:
+/// the next run counts from the cache.
+pub async fn write(store: &Store, prepared: Vec<Prepared>) {
+    for Prepared { path, older, sums } in prepared {
+        let file = path;
+        let written = match crate::parquet::blocking(move || encode(&sums)).await {
+            Ok(b) => store.publish(&file, Bytes::from(b)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            warn!(file = %file, error = %e, "the KPI sums could not be written: the next run counts from the cache");
+            continue;
+        }
+        if let Err(e) = store.delete(&older).await {
+            warn!(file = %older, error = %e, "an older KPI sums file could not be removed");
+        }
+    }
+}
+
 /// Keeps `total`, the counts of every partition of `listing` for `periods`, as the sums of
 /// each period. A failure is a warning: the next run counts from the cache.
 pub async fn save(
@@ -129,32 +184,12 @@ pub async fn save(
     listing: &[(String, String)],
     total: &Partial,
 ) {
-    let fp = fingerprint(agencies);
-    for (i, p) in periods.iter().enumerate() {
-        let written = match file(&fp, listing, total, i) {
-            Ok(b) => store.publish(&path(p), Bytes::from(b)).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = written {
-            warn!(file = %path(p), error = %e, "the KPI sums could not be written: the next run counts from the cache");
-            continue;
-        }
-        if let Err(e) = store.delete(&older_path(p)).await {
-            warn!(file = %older_path(p), error = %e, "an older KPI sums file could not be removed");
-        }
-    }
+    write(store, prepare(periods, agencies, listing, total)).await;
 }
 
-/// Period `i`'s sum file.
-fn file(fp: &str, listing: &[(String, String)], total: &Partial, i: usize) -> Result<Vec<u8>> {
-    let mut members = listing.to_vec();
-    members.sort();
-    let sums = SumFile {
-        fingerprint: fp.to_string(),
-        members,
-        counts: total.kept(i),
-    };
-    let plain = bincode::serde::encode_to_vec(&sums, bincode::config::standard())
+/// A sum file's bytes.
+fn encode(sums: &SumFile) -> Result<Vec<u8>> {
+    let plain = bincode::serde::encode_to_vec(sums, bincode::config::standard())
         .map_err(|e| Error::Internal(format!("encoding the KPI sums: {e}")))?;
     let mut out = MAGIC.to_vec();
     zstd::stream::copy_encode(plain.as_slice(), &mut out, 1)
@@ -204,6 +239,41 @@ mod tests {
 
     /// The sums come back as they were summed, for staging exactly as they list it, and for
     /// nothing else: a partition replaced, added or gone, other agencies, a damaged file.
+    /// Counts kept only where not 0, each at its place among its groups' counts: a place
+    /// beyond them (a damaged or foreign file) is refused with nothing added.
+    #[test]
+    fn kept_counts_are_added_at_their_place_and_a_place_beyond_is_refused() {
+        let kept = |counts: serde_json::Value| -> Kept {
+            serde_json::from_value(serde_json::json!({
+                "codes": ["A", "HT", "KT"],
+                "groups": [[0, 1, u32::MAX, u32::MAX, 3], [0, 2, u32::MAX, u32::MAX, 4]],
+                "counts": counts,
+                "used": [],
+            }))
+            .unwrap()
+        };
+        let mut total = Partial::new(1);
+        let beyond = kept(serde_json::json!([[2 * PER_PERIOD, 1]]));
+        assert!(total.add_kept(0, &beyond, true).is_err());
+        assert!(total.is_empty());
+        let place = PER_PERIOD + 2;
+        total
+            .add_kept(0, &kept(serde_json::json!([[0, 5], [place, 7]])), true)
+            .unwrap();
+        total
+            .add_kept(0, &kept(serde_json::json!([[place, 1]])), false)
+            .unwrap();
+        let periods = &periods()[..1];
+        let (counts, _) = total.total(periods).unwrap().frames();
+        let counts = counts.sort(["field_code"], Default::default()).unwrap();
+        let col = |name: &str| -> Vec<Option<i64>> {
+            counts.column(name).unwrap().i64().unwrap().iter().collect()
+        };
+        assert_eq!(col("received_online#0"), [Some(5), Some(0)]);
+        assert_eq!(col("received_new#0"), [Some(0), Some(8)]);
+        assert_eq!(col("_cases"), [Some(3), Some(4)]);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sums_come_back_only_for_the_staging_they_sum() {
         let dir = tempfile::tempdir().unwrap();

@@ -152,7 +152,7 @@ thread_local! {
 /// chunk it reads (5 % of a count, making and freeing them); this thread's one is reused.
 /// Version 2 data pages (which motcua does not write) are left to polars-parquet. Every data
 /// page's header is checked on the way (`pages.rs`), the chunk being of a row group of `rows`.
-fn decompressed(
+pub(super) fn decompressed(
     meta: &ColumnChunkMetadata,
     chunk: Buffer<u8>,
     rows: usize,

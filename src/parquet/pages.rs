@@ -130,7 +130,8 @@ mod tests {
     use super::super::*;
 
     /// Every byte of the column chunks of a file flipped three ways: the frame reader gives
-    /// an error or a frame, and neither panics nor aborts (a damaged page header once claimed
+    /// an error or a frame, the flat reader of a list's leaf an error or a leaf, and none
+    /// panics nor aborts (a damaged page header once claimed
     /// 2^61 values and polars tried to allocate them).
     #[test]
     fn damaged_pages_are_errors_when_read_whole() {
@@ -155,6 +156,24 @@ mod tests {
         let columns = group.parquet_columns();
         let start = columns[0].byte_range().start as usize;
         let end = columns[columns.len() - 1].byte_range().end as usize;
+        // The list's leaf read flat (`leaves.rs`) too: every item, each row started once.
+        let leaf: Vec<String> = columns[2]
+            .descriptor()
+            .path_in_schema
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let leaf: Vec<&str> = leaf.iter().map(|s| s.as_str()).collect();
+        let flat = f.leaf_of_group(0, &leaf).unwrap().unwrap();
+        assert_eq!(
+            flat.values,
+            LeafValues::Int32(
+                (0..n as i32)
+                    .flat_map(|i| vec![i; (i % 3) as usize])
+                    .collect()
+            )
+        );
+        assert_eq!(flat.rep.iter().filter(|r| **r == 0).count(), n);
         let (mut errors, mut read) = (0, 0);
         for at in start..end {
             for flip in [0x01u8, 0x80, 0xff] {
@@ -163,6 +182,8 @@ mod tests {
                 let Ok(f) = ParquetFile::open(Bytes::from(b.clone())) else {
                     continue;
                 };
+                // Read flat, a damaged leaf is an error or a leaf, never a panic.
+                let _ = f.leaf_of_group(0, &leaf);
                 match (f.read(None, (0, n)), decode(Bytes::from(b))) {
                     (Ok(_), Ok(_)) => read += 1,
                     _ => errors += 1,

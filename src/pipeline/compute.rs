@@ -51,7 +51,25 @@ pub async fn compute_and_publish(
         "steps",
         "computing and publishing periods",
     );
-    let totals = count(out, record, catalogs, periods, &bar).await?;
+    let (totals, saving) = count(out, record, catalogs, periods, &bar).await?;
+    let published = publish(out, record, catalogs, periods, totals, &bar, computing).await;
+    // The next KPI cache was written beside the tables (`kpi::Saving`): done before the run
+    // ends, whatever became of the tables.
+    saving.done().await;
+    published
+}
+
+/// Builds the periods' tables from `totals`, checks them, and publishes them; their tables,
+/// in the order asked.
+async fn publish(
+    out: &Publishing<'_>,
+    record: &mut RunRecord,
+    catalogs: &Catalogs,
+    periods: &[Period],
+    totals: Totals,
+    bar: &indicatif::ProgressBar,
+    computing: Instant,
+) -> Result<Vec<KpiTables>> {
     crate::memory::keep_freed_while_publishing();
     let stamp = Stamp {
         run_id: record.run_id.clone(),
@@ -68,7 +86,7 @@ pub async fn compute_and_publish(
     out.lock.ensure_held().await?;
     let dim = publish::dim::agencies(out.store, out.enc, &catalogs.agencies.catalog).await?;
     record.files.push(dim);
-    let published = publish_all(out, &tables, &bar).await;
+    let published = publish_all(out, &tables, bar).await;
     bar.finish_and_clear();
     note_published(record, published, &mut failed);
     record
@@ -91,22 +109,31 @@ pub async fn compute_and_publish(
     Ok(tables)
 }
 
-/// The staging table counted for every period, and what the counts say of the agencies.
+/// The staging table counted for every period, and what the counts say of the agencies; the
+/// next KPI cache being written.
 async fn count(
     out: &Publishing<'_>,
     record: &mut RunRecord,
     catalogs: &Catalogs,
     periods: &[Period],
     bar: &indicatif::ProgressBar,
-) -> Result<Totals> {
+) -> Result<(Totals, kpi::Saving)> {
     let agencies = catalogs.agencies.clone();
-    let (totals, counted) = kpi::count_staging(out.store, periods, agencies, bar).await?;
+    let (totals, counted, saving) = kpi::count_staging(out.store, periods, agencies, bar).await?;
     record.counts.kpi_partitions_counted = counted.counted;
     record.counts.kpi_partitions_cached = counted.cached;
-    record.counts.cases_in_staging = totals.cases()?;
-    note_unknown_agencies(record, totals.cases_per_agency()?, &catalogs.agencies);
-    note_outside_validity(record, &totals, periods)?;
-    Ok(totals)
+    let noted = (|| {
+        record.counts.cases_in_staging = totals.cases()?;
+        note_unknown_agencies(record, totals.cases_per_agency()?, &catalogs.agencies);
+        note_outside_validity(record, &totals, periods)
+    })();
+    match noted {
+        Ok(()) => Ok((totals, saving)),
+        Err(e) => {
+            saving.done().await;
+            Err(e)
+        }
+    }
 }
 
 /// Every period's tables from the summed counts (on the blocking pool); a period whose tables

@@ -70,10 +70,10 @@ impl Partial {
     /// (`tables::catalog_by_level`), and sorting its tens of thousands of code pairs was a
     /// twentieth of a run.
     fn used_frame(&self) -> Result<DataFrame> {
-        let used: Vec<(&str, Option<&str>, &Vec<i64>)> = self
+        let used: Vec<(&str, Option<&str>, &[i64])> = self
             .used
             .iter()
-            .map(|((a, p), u)| (self.code(*a).unwrap_or_default(), self.code(*p), u))
+            .map(|((a, p), u)| (self.code(a).unwrap_or_default(), self.code(p), u))
             .collect();
         let mut cols = vec![
             Column::new(
