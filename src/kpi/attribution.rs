@@ -95,10 +95,7 @@ pub fn moved_rows(cases: &DataFrame) -> Result<Moved> {
 /// with their hand-overs — as [`moved_rows`] finds them in the decoded column — read from the
 /// leaves of `transfers` flat (`parquet::leaves`); `None` when the leaves are not as staging
 /// writes them (read the column whole then).
-pub fn moved_rows_of_group(
-    f: &crate::parquet::ParquetFile,
-    rg: usize,
-) -> Result<Option<Moved>> {
+pub fn moved_rows_of_group(f: &crate::parquet::ParquetFile, rg: usize) -> Result<Option<Moved>> {
     use crate::parquet::LeafValues as V;
     let leaf = |name: &str| f.leaf_of_group(rg, &["transfers", "list", "element", name]);
     let (Some(from), Some(to), Some(on)) = (

@@ -11,7 +11,7 @@ use super::{KpiTables, Stamp};
 use crate::domain::period::Period;
 use crate::domain::rules::{self, measure_names, CATALOG_MEASURES};
 use crate::domain::Level;
-use crate::error::{Doing, Result};
+use crate::error::{Doing, Error, Result};
 use crate::normalise::{Agency, Procedure};
 use crate::parquet::utc_micros;
 
@@ -95,15 +95,30 @@ pub fn period_tables(
 ) -> Result<KpiTables> {
     let known = agencies.catalog.all();
     let by_agency = stamped(by_agency(per_agency, known, catalog, period)?, stamp)?;
-    // The levels that exist at the period's start are always shown, empty or not.
-    let levels = agencies.catalog.levels_on(period.start);
-    let by_level = stamped(by_level(&by_agency, period, &levels)?, stamp)?;
-    let with_cases = with_level(used, known)?
-        .select([col("level"), col("procedure_code")])
-        .unique(None, UniqueKeepStrategy::Any)
-        .collect()?;
-    let catalog = stamped(catalog_by_level(catalog, &with_cases, period)?, stamp)?;
-    let restated = super::restate::restate(&by_agency, agencies, period, stamp)?;
+    // The other tables each from `by_agency` (or the uses), on threads of their own: the
+    // count's threads are done, and building them one after another left a core idle.
+    let (by_level, catalog, restated) = std::thread::scope(|s| {
+        let catalog = s.spawn(|| -> Result<DataFrame> {
+            let with_cases = with_level(used, known)?
+                .select([col("level"), col("procedure_code")])
+                .unique(None, UniqueKeepStrategy::Any)
+                .collect()?;
+            stamped(catalog_by_level(catalog, &with_cases, period)?, stamp)
+        });
+        let restated = s.spawn(|| super::restate::restate(&by_agency, agencies, period, stamp));
+        // The levels that exist at the period's start are always shown, empty or not.
+        let levels = agencies.catalog.levels_on(period.start);
+        let by_level = by_level(&by_agency, period, &levels).and_then(|t| stamped(t, stamp));
+        // Both joined before any error is returned (a thread left unjoined that panicked
+        // would panic the scope).
+        let (catalog, restated) = (catalog.join(), restated.join());
+        let panicked = |_| Error::Internal("a thread building the KPI tables panicked".into());
+        Ok::<_, Error>((
+            by_level?,
+            catalog.map_err(panicked)??,
+            restated.map_err(panicked)??,
+        ))
+    })?;
     let mut identities = check_identities(period, "cases_by_agency", &by_agency)?;
     identities.extend(check_identities(period, "cases_by_level", &by_level)?);
     identities.extend(check_identities(

@@ -20,6 +20,20 @@ use crate::store::Store;
 
 /// Rebuilds staging in today's layout if any file of the old one is there; what it wrote.
 pub async fn migrate(store: &Store, enc: &ParquetEncoder) -> Result<Option<Merged>> {
+    // The older layout has its buckets directly under `cases/`: one level listed tells (every
+    // run asks, and listing all of staging with each file's metadata cost a run twice).
+    let folders = store.folders("cases").await?;
+    let older = |f: &String| {
+        let name = f
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        name.starts_with("bucket=")
+    };
+    if !folders.iter().any(older) {
+        return Ok(None);
+    }
     let old: Vec<String> = store
         .list("cases")
         .await?
