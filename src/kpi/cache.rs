@@ -27,6 +27,10 @@ use crate::domain::period::Period;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
+mod writer;
+use writer::{begin, record};
+pub use writer::CacheWriter;
+
 /// Changes whenever what a partial count means changes: the rules, the columns kept.
 const RULES: &str = "counted-v2";
 /// The first bytes of a cache file: what it is and the version of its layout.
@@ -229,7 +233,7 @@ impl Cache {
                 if let Some(mut records) = Records::of(&f.bytes, &self.fingerprint)? {
                     while let Some(r) = records.next()? {
                         if kept.contains(&r.partition) {
-                            record(&mut w, &r.partition, &r.version, &r.kept)?;
+                            record(&mut w, &r.partition, &r.version, r.kept)?;
                         }
                     }
                 }
@@ -250,70 +254,6 @@ impl Cache {
                 .is_some_and(|f| f.versions.keys().eq(kept.iter()))
         })
     }
-}
-
-/// zstd's level for the cache: a fast one (it is state, rewritten every run; at a million
-/// cases level 1 made 2.0 MB and level -3 2.7 MB, for a third less work).
-const LEVEL: i32 = -3;
-
-/// A cache file begun, uncompressed (compressed whole when saved): its fingerprint.
-fn begin(fingerprint: &str) -> Result<Vec<u8>> {
-    let mut w = vec![];
-    put(&mut w, fingerprint.as_bytes())?;
-    Ok(w)
-}
-
-fn record(w: &mut Vec<u8>, partition: &str, version: &str, kept: &[u8]) -> Result<()> {
-    put(w, partition.as_bytes())?;
-    put(w, version.as_bytes())?;
-    put(w, kept)
-}
-
-/// The next cache being written: the counts carried over, then those of each partition
-/// counted, kept uncompressed until saved (so that the compression can wait until the count's
-/// threads are done).
-pub struct CacheWriter {
-    periods: Vec<Period>,
-    files: Vec<Vec<u8>>,
-}
-
-impl CacheWriter {
-    /// Keeps the counts of `partition` at `version`.
-    pub fn push(&mut self, partition: &str, version: &str, partial: &Partial) -> Result<()> {
-        for (i, w) in self.files.iter_mut().enumerate() {
-            let kept = bincode::serde::encode_to_vec(partial.kept_ref(i), config())
-                .map_err(|e| Error::Internal(format!("encoding the KPI cache: {e}")))?;
-            record(w, partition, version, &kept)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the periods' files (compressing them on the blocking pool); a failure is a
-    /// warning.
-    pub async fn save(self, store: &Store) {
-        for (w, p) in self.files.into_iter().zip(&self.periods) {
-            let written = match crate::parquet::blocking(move || end(w)).await {
-                Ok(b) => store.publish(&path(p), Bytes::from(b)).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
-                warn!(file = %path(p), error = %e, "the KPI cache could not be written: the next run counts again");
-                continue;
-            }
-            if let Err(e) = store.delete(&older_path(p)).await {
-                warn!(file = %older_path(p), error = %e, "an older KPI cache file could not be removed");
-            }
-        }
-    }
-}
-
-/// A cache file ended: its bytes, `MAGIC` then the body as one zstd frame.
-fn end(mut w: Vec<u8>) -> Result<Vec<u8>> {
-    w.extend_from_slice(&END.to_le_bytes());
-    let mut out = MAGIC.to_vec();
-    zstd::stream::copy_encode(w.as_slice(), &mut out, LEVEL)
-        .map_err(|e| Error::Internal(format!("compressing the KPI cache: {e}")))?;
-    Ok(out)
 }
 
 /// A period file's partitions and versions, or `None` when made under another fingerprint.
@@ -485,15 +425,15 @@ pub(crate) mod tests {
 
         // A record claiming a field of 2^40 bytes.
         let mut z = begin(&fp).unwrap();
-        z.write_all(&(1u64 << 40).to_le_bytes()).unwrap();
-        let claimed = Bytes::from(end(z).unwrap());
+        z.push((1u64 << 40).to_le_bytes().to_vec());
+        let claimed = Bytes::from(writer::end(z).unwrap());
         let e = open(claimed, &fp).err().unwrap().to_string();
         assert!(e.contains("damaged"), "{e}");
         // A record claiming 512 MiB, within the bound, on a file of a few bytes: cut, an error.
         let mut z = begin(&fp).unwrap();
-        z.write_all(&(1u64 << 29).to_le_bytes()).unwrap();
-        z.write_all(b"cases/x").unwrap();
-        let claimed = Bytes::from(end(z).unwrap());
+        z.push((1u64 << 29).to_le_bytes().to_vec());
+        z.push(b"cases/x".to_vec());
+        let claimed = Bytes::from(writer::end(z).unwrap());
         let e = open(claimed, &fp).err().unwrap().to_string();
         assert!(e.contains("cut at"), "{e}");
     }
