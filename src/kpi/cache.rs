@@ -28,8 +28,8 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 
 mod writer;
-use writer::{begin, record};
 pub use writer::CacheWriter;
+use writer::{begin, record};
 
 /// Changes whenever what a partial count means changes: the rules, the columns kept.
 const RULES: &str = "counted-v2";
