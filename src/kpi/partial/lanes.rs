@@ -25,10 +25,14 @@ impl Default for Held {
 }
 
 impl Held {
-    /// Adds the case of `row` (in group `at`, of agency `agency`); `true` when now full.
+    /// Adds the case of `row` (in group `at`, of agency `agency`); `true` when now full (a
+    /// full one takes nothing more: count it first).
     #[inline]
     pub fn push(&mut self, cols: &Columns, row: usize, at: usize, agency: u32) -> bool {
-        self.rows[self.lanes.len()] = (row as u32, at as u32, agency);
+        let Some(slot) = self.rows.get_mut(self.lanes.len()) else {
+            return true;
+        };
+        *slot = (row as u32, at as u32, agency);
         cols.push_lane(row, &mut self.lanes);
         self.lanes.is_full()
     }
