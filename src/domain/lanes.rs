@@ -5,12 +5,12 @@
 //! case by case; counting a chunk this way takes a fraction of evaluating each case alone.
 
 use super::logic::{Flag, Logic, Val};
-use super::rules::{self, Bounds, Case, COUNTED};
+use super::rules::{self, Bounds, COUNTED};
 
 /// Cases in one [`Lanes`].
 pub const LANES: usize = 64;
 
-/// The columns of up to [`LANES`] cases (as [`Case`]), each with a mask of where it is present.
+/// The columns of up to [`LANES`] cases (as [`rules::Case`]), each with a mask of where it is present.
 pub struct Lanes {
     /// Cases held (the lanes beyond are unused).
     n: usize,
@@ -80,16 +80,17 @@ impl Lanes {
         self.digitized = 0;
     }
 
-    /// Adds case `c` in the next lane (nothing when full).
-    #[inline]
-    pub fn push(&mut self, c: &Case) {
+    /// Adds case `c` in the next lane (nothing when full). The count fills lanes from its
+    /// columns ([`Lanes::push_values`]); this is the tests' way in.
+    #[cfg(test)]
+    pub fn push(&mut self, c: &rules::Case) {
         let ints = [c.status, c.channel, c.sub, c.acc, c.refd, c.end, c.due];
         let supplements = c.supplement_requests.map(clamp);
         self.push_values(ints, supplements, c.paid_online, c.digitized);
     }
 
     /// Adds a case in the next lane (nothing when full): status, channel and the dates of
-    /// [`Case`] in its order, its supplement requests (as [`clamp`]) and flags.
+    /// [`rules::Case`] in its order, its supplement requests (as [`clamp`]) and flags.
     #[inline(always)]
     pub fn push_values(
         &mut self,
@@ -242,6 +243,7 @@ impl Logic for Lanes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::rules::Case;
 
     /// A case of small numbers, each absent now and then, from a simple generator: dates
     /// around the period's bounds so that every comparison goes each way.

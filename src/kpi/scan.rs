@@ -8,8 +8,8 @@
 //! ([`rules::COUNTING_DATES`] each null or later) counts in no period: of it only who holds
 //! each case is read (agency, field, their names, hand-overs), the rest counted as unknown,
 //! which [`rules::COUNTING_DATES`] shows is the same count. A backfill of a past quarter so
-//! decodes a fraction of the province's later history. Hand-overs (a nested column, slow to
-//! decode) are read only of row groups whose statistics show some.
+//! decodes a fraction of the province's later history. Hand-overs (a nested column, read
+//! from its leaves: `parquet/leaves.rs`) are read only of row groups whose statistics show some.
 
 use tokio::task::JoinSet;
 

@@ -176,7 +176,8 @@ pub async fn write(store: &Store, prepared: Vec<Prepared>) {
 }
 
 /// Keeps `total`, the counts of every partition of `listing` for `periods`, as the sums of
-/// each period. A failure is a warning: the next run counts from the cache.
+/// each period, at once (for tests; a run [`prepare`]s them and [`write`]s them later).
+#[cfg(test)]
 pub async fn save(
     store: &Store,
     periods: &[Period],
