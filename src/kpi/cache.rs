@@ -4,8 +4,9 @@
 //! the version of the file they came from. A run counts only the partitions whose file
 //! changed since (a night's: a few), and adds the others' kept counts.
 //!
-//! A file is `MAGIC`, then one zstd stream: the fingerprint, then a record per partition (its
-//! path, the version counted, and its counts as [`Kept`], bincode), then an end mark. Records
+//! A file is `MAGIC`, then one zstd stream (of several frames: `cache/writer.rs`): the
+//! fingerprint, then a record per partition (its path, the version counted, and its counts as
+//! [`Kept`], bincode), then an end mark. Records
 //! are read one at a time, so memory holds one partition's counts, and a partition carried
 //! over to the next cache is copied, not decoded.
 //!
@@ -28,8 +29,8 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 
 mod writer;
-pub use writer::CacheWriter;
 use writer::{begin, record};
+pub use writer::{CacheWriter, Framed};
 
 /// Changes whenever what a partial count means changes: the rules, the columns kept.
 const RULES: &str = "counted-v2";
@@ -425,14 +426,14 @@ pub(crate) mod tests {
 
         // A record claiming a field of 2^40 bytes.
         let mut z = begin(&fp).unwrap();
-        z.push((1u64 << 40).to_le_bytes().to_vec());
+        z.push(writer::Piece::Plain((1u64 << 40).to_le_bytes().to_vec()));
         let claimed = Bytes::from(writer::end(z).unwrap());
         let e = open(claimed, &fp).err().unwrap().to_string();
         assert!(e.contains("damaged"), "{e}");
         // A record claiming 512 MiB, within the bound, on a file of a few bytes: cut, an error.
         let mut z = begin(&fp).unwrap();
-        z.push((1u64 << 29).to_le_bytes().to_vec());
-        z.push(b"cases/x".to_vec());
+        z.push(writer::Piece::Plain((1u64 << 29).to_le_bytes().to_vec()));
+        z.push(writer::Piece::Plain(b"cases/x".to_vec()));
         let claimed = Bytes::from(writer::end(z).unwrap());
         let e = open(claimed, &fp).err().unwrap().to_string();
         assert!(e.contains("cut at"), "{e}");

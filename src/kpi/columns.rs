@@ -75,8 +75,9 @@ impl Decoded {
     }
 
     /// Row group `rg` of staging file `f`. Of a row group that counts in no period
-    /// (`!counted`) only who holds each case is decoded, the other columns null: counted as
-    /// cases of which nothing is known, the same count (`rules::COUNTING_DATES`). Hand-overs
+    /// (`!counted`) only who holds each case is decoded, the other columns empty: read as
+    /// cases of which nothing is known ([`Columns::case`]), the same count
+    /// (`rules::COUNTING_DATES`). Hand-overs
     /// are decoded only when `handed_over` and the file has them.
     pub(super) fn of_group(
         f: &ParquetFile,
@@ -85,8 +86,10 @@ impl Decoded {
         handed_over: bool,
     ) -> Result<Decoded> {
         let rows = f.row_group_rows().get(rg).copied().unwrap_or(0);
+        // Columns not read are empty, never null arrays of `rows`: polars makes those from a
+        // shared zeroed region that it writes, 8 MiB, when first asked.
         let mut strings: [Strings; 5] = std::array::from_fn(|_| {
-            Strings::Views(Utf8ViewArray::new_null(ArrowDataType::Utf8View, rows))
+            Strings::Views(Utf8ViewArray::new_empty(ArrowDataType::Utf8View))
         });
         for (k, name) in STRING_COLUMNS.iter().enumerate() {
             if counted || HOLDER_STRINGS.contains(&k) {
@@ -111,9 +114,9 @@ impl Decoded {
             (ints, supplements, flags)
         } else {
             (
-                vec![PrimitiveArray::new_null(ArrowDataType::Int32, rows); 7],
-                PrimitiveArray::new_null(ArrowDataType::Int64, rows),
-                vec![BooleanArray::new_null(ArrowDataType::Boolean, rows); 2],
+                vec![PrimitiveArray::new_empty(ArrowDataType::Int32); 7],
+                PrimitiveArray::new_empty(ArrowDataType::Int64),
+                vec![BooleanArray::new_empty(ArrowDataType::Boolean); 2],
             )
         };
         let moved = match handed_over && f.columns().iter().any(|c| c == "transfers") {
@@ -311,8 +314,11 @@ impl<'a> Coded<'a> {
     }
 
     /// The id of row `row`, interned in `partial` now if it was not.
+    /// A row beyond those coded (a column not read: `Decoded::counted`) is [`ABSENT`].
     pub(super) fn id_in(&mut self, row: usize, partial: &mut Partial) -> u32 {
-        let k = self.keys[row] as usize;
+        let Some(k) = self.keys.get(row).map(|k| *k as usize) else {
+            return ABSENT;
+        };
         if self.ids[k] == UNSET {
             self.ids[k] = partial.id(Some(self.values.value(self.at[k] as usize)));
         }
@@ -328,6 +334,8 @@ pub(in crate::kpi) struct Columns<'a> {
     pub procedure: Coded<'a>,
     pub agency_name: Coded<'a>,
     pub field_name: Coded<'a>,
+    /// Whether the cases may count in a period (else only who holds them was read).
+    counted: bool,
     ints: [&'a [i32]; 7],
     valid: [Option<&'a polars_arrow::bitmap::Bitmap>; 7],
     supplements: &'a PrimitiveArray<i64>,
@@ -345,7 +353,7 @@ impl<'a> Columns<'a> {
         let short = d.ints.iter().any(|i| i.len() != d.rows)
             || d.supplements.len() != d.rows
             || d.flags.iter().any(|f| f.len() != d.rows);
-        if short {
+        if d.counted && short {
             return Err(unequal());
         }
         let cols = Columns {
@@ -354,6 +362,7 @@ impl<'a> Columns<'a> {
             procedure: Coded::of(p)?,
             agency_name: Coded::of(an)?.interned(partial),
             field_name: Coded::of(fnm)?.interned(partial),
+            counted: d.counted,
             ints: std::array::from_fn(|k| d.ints[k].values().as_slice()),
             valid: std::array::from_fn(|k| d.ints[k].validity()),
             supplements: &d.supplements,
@@ -363,11 +372,11 @@ impl<'a> Columns<'a> {
         let coded = [
             &cols.agency,
             &cols.field,
-            &cols.procedure,
             &cols.agency_name,
             &cols.field_name,
         ];
-        if coded.iter().any(|c| c.len() != d.rows) {
+        let procedures = cols.procedure.len() == d.rows || !d.counted;
+        if coded.iter().any(|c| c.len() != d.rows) || !procedures {
             return Err(unequal());
         }
         Ok(cols)
@@ -389,8 +398,12 @@ impl<'a> Columns<'a> {
         lanes.push_values(ints, supplements, self.paid.get(i), self.digitized.get(i));
     }
 
-    /// The case of row `i`.
+    /// The case of row `i`: of a chunk whose cases count in no period, one of which nothing
+    /// is known.
     pub(in crate::kpi) fn case(&self, i: usize) -> Case {
+        if !self.counted {
+            return Case::default();
+        }
         Case {
             status: self.int(0, i),
             channel: self.int(1, i),

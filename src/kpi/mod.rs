@@ -25,6 +25,7 @@ pub mod tables;
 use serde::{Deserialize, Serialize};
 
 pub use attribution::Agencies;
+use cache::Framed;
 pub use identities::{check_identities, IdentityCheck};
 pub use partial::{partial, Partial, Totals};
 use polars::prelude::DataFrame;
@@ -160,11 +161,13 @@ pub async fn count_staging(
         counted: todo.len() as u64,
         cached: kept.len() as u64,
     };
-    let versions: std::collections::BTreeMap<String, String> = listing.iter().cloned().collect();
+    let versions: std::sync::Arc<std::collections::BTreeMap<String, String>> =
+        std::sync::Arc::new(listing.iter().cloned().collect());
     crate::memory::keep_freed_while_counting();
-    // Each partition's counts are added to the total and encoded into the next cache on a
-    // thread of their own, beside the counting (the counting's hand-on stays quick).
-    let (to_sum, counted_ones) = std::sync::mpsc::channel::<(String, Option<String>, Partial)>();
+    // Each partition's counts are encoded for the next cache on the thread that counted them,
+    // then added to the total and kept in the next cache on a thread of their own, beside the
+    // counting (the counting's hand-on stays quick).
+    let (to_sum, counted_ones) = std::sync::mpsc::channel::<(Partial, Option<Result<Framed>>)>();
     let mut next = NextCache {
         cache,
         kept,
@@ -172,20 +175,32 @@ pub async fn count_staging(
         broken: false,
     };
     let summing = tokio::task::spawn_blocking(move || {
-        for (path, version, p) in counted_ones {
+        for (p, framed) in counted_ones {
             total.add(&p);
-            if let Some(v) = version {
-                next.push(&path, &v, &p);
+            if let Some(f) = framed {
+                next.push(f);
             }
         }
         (next, total)
     });
-    let counting = scan::count(store, todo, periods, agencies.clone(), bar, |path, p| {
-        let version = versions.get(&path).cloned();
-        to_sum
-            .send((path, version, p))
-            .map_err(|_| Error::Internal("the thread summing the counts stopped".into()))
-    })
+    // A partition listed has a version; one without is not kept in the cache.
+    let frame = move |path: &str, p: &Partial| {
+        let version = versions.get(path)?;
+        Some(cache::CacheWriter::records(path, version, p))
+    };
+    let counting = scan::count(
+        store,
+        todo,
+        periods,
+        agencies.clone(),
+        bar,
+        frame,
+        |_, p, framed| {
+            to_sum
+                .send((p, framed))
+                .map_err(|_| Error::Internal("the thread summing the counts stopped".into()))
+        },
+    )
     .await;
     drop(to_sum);
     let summed = summing.await;
@@ -227,9 +242,17 @@ impl NextCache {
         (self.writer, self.broken) = (None, true);
     }
 
-    fn push(&mut self, path: &str, version: &str, p: &Partial) {
+    /// Keeps a partition's records, or gives the cache up if they could not be made.
+    fn push(&mut self, framed: Result<Framed>) {
+        if self.broken {
+            return;
+        }
         self.begin();
-        if let Some(Err(e)) = self.writer.as_mut().map(|w| w.push(path, version, p)) {
+        let pushed = framed.and_then(|f| match self.writer.as_mut() {
+            Some(w) => w.push_framed(f),
+            None => Ok(()),
+        });
+        if let Err(e) = pushed {
             self.fail(e);
         }
     }

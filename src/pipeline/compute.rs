@@ -26,8 +26,30 @@ use chrono::NaiveDate;
 /// procedures, and the day restated figures take their structure from.
 pub struct Catalogs {
     pub agencies: Arc<Agencies>,
-    pub procedures: Arc<Vec<Procedure>>,
+    pub procedures: Procedures,
     pub restate_to: NaiveDate,
+}
+
+/// The procedures catalog: read, or still being read on a task of its own (`--from-staging`
+/// reads it from raw while staging is counted: the count needs only the agencies).
+pub enum Procedures {
+    Read(Arc<Vec<Procedure>>),
+    Reading(tokio::task::JoinHandle<Result<Vec<Procedure>>>),
+}
+
+impl Procedures {
+    /// The catalog, waited for if it is still being read.
+    async fn get(&mut self) -> Result<Arc<Vec<Procedure>>> {
+        let read =
+            match std::mem::replace(self, Procedures::Read(Arc::default())) {
+                Procedures::Read(p) => p,
+                Procedures::Reading(h) => Arc::new(h.await.map_err(|_| {
+                    Error::Internal("reading the procedures catalog stopped".into())
+                })??),
+            };
+        *self = Procedures::Read(read.clone());
+        Ok(read)
+    }
 }
 
 /// How many periods are published at once.
@@ -42,7 +64,7 @@ pub struct Publishing<'a> {
 pub async fn compute_and_publish(
     out: &Publishing<'_>,
     record: &mut RunRecord,
-    catalogs: &Catalogs,
+    catalogs: &mut Catalogs,
     periods: &[Period],
 ) -> Result<Vec<KpiTables>> {
     let computing = Instant::now();
@@ -52,7 +74,13 @@ pub async fn compute_and_publish(
         "computing and publishing periods",
     );
     let (totals, saving) = count(out, record, catalogs, periods, &bar).await?;
-    let published = publish(out, record, catalogs, periods, totals, &bar, computing).await;
+    let published = match catalogs.procedures.get().await {
+        Ok(procedures) => {
+            let p = (totals, procedures);
+            publish(out, record, catalogs, periods, p, &bar, computing).await
+        }
+        Err(e) => Err(e),
+    };
     // The next KPI cache was written beside the tables (`kpi::Saving`): done before the run
     // ends, whatever became of the tables.
     saving.done().await;
@@ -66,7 +94,7 @@ async fn publish(
     record: &mut RunRecord,
     catalogs: &Catalogs,
     periods: &[Period],
-    totals: Totals,
+    (totals, procedures): (Totals, Arc<Vec<Procedure>>),
     bar: &indicatif::ProgressBar,
     computing: Instant,
 ) -> Result<Vec<KpiTables>> {
@@ -76,7 +104,8 @@ async fn publish(
         computed_at: Utc::now().timestamp_micros(),
         restate_to: catalogs.restate_to,
     };
-    let (mut tables, mut failed) = tables(Arc::new(totals), catalogs, periods, stamp).await?;
+    let (mut tables, mut failed) =
+        tables(Arc::new(totals), catalogs, procedures, periods, stamp).await?;
     note_broken_chains(record, &tables);
     check(record, &tables)?;
     record
@@ -141,10 +170,11 @@ async fn count(
 async fn tables(
     totals: Arc<Totals>,
     catalogs: &Catalogs,
+    procedures: Arc<Vec<Procedure>>,
     periods: &[Period],
     stamp: Stamp,
 ) -> Result<(Vec<KpiTables>, BTreeMap<String, String>)> {
-    let (agencies, procedures) = (catalogs.agencies.clone(), catalogs.procedures.clone());
+    let agencies = catalogs.agencies.clone();
     let ids: Vec<String> = periods.iter().map(|p| p.id.to_string()).collect();
     let computed = blocking(move || {
         Ok((0..ids.len())

@@ -36,7 +36,7 @@ use crate::normalise::{Agency, Procedure, Spilled};
 use crate::parquet::ParquetEncoder;
 use crate::state::{self, Lock};
 use crate::store::Store;
-use compute::{Catalogs, Publishing};
+use compute::{Catalogs, Procedures, Publishing};
 use record::{CommandKind, Outcome, PeriodRecord, RunRecord};
 
 /// What a run does.
@@ -242,15 +242,22 @@ async fn pipeline(
         migrate(store, &enc, record).await?;
     }
     let (agencies, procedures) = match (command.full_refresh(), from_staging) {
-        (Some(_), true) => as_staged(settings, store, record).await?,
-        _ => pull_and_stage(settings, store, &enc, record, command, lock).await?,
+        (Some(_), true) => {
+            let (agencies, reading) = as_staged(settings, store, record).await?;
+            (agencies, Procedures::Reading(reading))
+        }
+        _ => {
+            let (agencies, procedures) =
+                pull_and_stage(settings, store, &enc, record, command, lock).await?;
+            (agencies, Procedures::Read(Arc::new(procedures)))
+        }
     };
     record.periods = periods.iter().map(PeriodRecord::of).collect();
     let restate_to = settings.restate_to.unwrap_or_else(today);
     record.restate_to = Some(restate_to);
-    let catalogs = Catalogs {
+    let mut catalogs = Catalogs {
         agencies: Arc::new(Agencies::new(Catalog::new(agencies))?),
-        procedures: Arc::new(procedures),
+        procedures,
         restate_to,
     };
     let out = Publishing {
@@ -259,7 +266,7 @@ async fn pipeline(
         lock,
         concurrency: settings.concurrency,
     };
-    let tables = compute::compute_and_publish(&out, record, &catalogs, &periods).await?;
+    let tables = compute::compute_and_publish(&out, record, &mut catalogs, &periods).await?;
     if let Some(keep) = settings.raw_retention {
         record.counts.raw_runs_pruned =
             crate::raw::prune::prune(store, keep, &record.run_id).await?;
@@ -286,12 +293,13 @@ fn today() -> chrono::NaiveDate {
         .date_naive()
 }
 
-/// `--from-staging`: no pull; the catalogs of the last pull, the cursor untouched.
+/// `--from-staging`: no pull; the catalogs of the last pull (the procedures still being read),
+/// the cursor untouched.
 async fn as_staged(
     settings: &Settings,
     store: &Store,
     record: &mut RunRecord,
-) -> Result<(Vec<Agency>, Vec<Procedure>)> {
+) -> Result<(Vec<Agency>, tokio::task::JoinHandle<Result<Vec<Procedure>>>)> {
     let cursor = match state::read_cursor(store).await {
         Ok(c) => c.map(|c| c.cursor),
         Err(e) => {

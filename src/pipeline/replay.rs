@@ -149,39 +149,59 @@ pub async fn from_raw(
 }
 
 /// The agencies and the catalog of the latest run whose raw responses hold them (for
-/// `--from-staging`, which does not pull them).
+/// `--from-staging`, which does not pull them): the agencies read now, the catalog being read
+/// on a task of its own (the count needs only the agencies; the tables wait for the catalog).
 pub async fn catalogs_from_raw(
     settings: &Settings,
     store: &Store,
-) -> Result<(Vec<Agency>, Vec<Procedure>)> {
-    let (mut agencies, mut catalog) = (None, None);
-    for run in runs(store).await?.iter().rev() {
-        let mut paths = endpoint_files(store, run, Endpoint::Agencies).await?;
-        paths.extend(endpoint_files(store, run, Endpoint::Catalog).await?);
-        for path in paths {
-            let wanted = match Endpoint::of_raw_path(&path) {
-                Some(Endpoint::Agencies) => agencies.is_none(),
-                Some(Endpoint::Catalog) => catalog.is_none(),
-                _ => false,
-            };
-            if !wanted {
+) -> Result<(Vec<Agency>, tokio::task::JoinHandle<Result<Vec<Procedure>>>)> {
+    let runs = runs(store).await?;
+    let reading = {
+        let (key, store, runs) = (settings.pii_key.clone(), store.clone(), runs.clone());
+        tokio::spawn(async move {
+            match latest(&key, &store, &runs, Endpoint::Catalog).await? {
+                Some(RawFile::Catalog(c)) => Ok(c),
+                _ => Err(no_catalogs()),
+            }
+        })
+    };
+    match latest(&settings.pii_key, store, &runs, Endpoint::Agencies).await? {
+        Some(RawFile::Agencies(a)) => Ok((a, reading)),
+        _ => {
+            reading.abort();
+            Err(no_catalogs())
+        }
+    }
+}
+
+fn no_catalogs() -> Error {
+    Error::Missing("--from-staging needs the agencies and catalog of an earlier pull, and raw/ holds no /v1/donvi and /v1/tthc responses (pruned by raw_retention?): run without --from-staging".into())
+}
+
+/// The usable response of `endpoint` (agencies or catalog) of the latest of `runs` that holds
+/// one.
+async fn latest(
+    key: &PiiKey,
+    store: &Store,
+    runs: &[String],
+    endpoint: Endpoint,
+) -> Result<Option<RawFile>> {
+    for run in runs.iter().rev() {
+        for path in endpoint_files(store, run, endpoint).await? {
+            if Endpoint::of_raw_path(&path) != Some(endpoint) {
                 continue;
             }
             let Some(gz) = store.get(&path).await? else {
                 continue;
             };
-            let (key, run) = (settings.pii_key.clone(), run.clone());
+            let (key, run) = (key.clone(), run.clone());
             match blocking(move || read(&key, &run, &path, &gz)).await? {
-                RawFile::Agencies(a) => agencies = Some(a),
-                RawFile::Catalog(c) => catalog = Some(c),
+                f @ (RawFile::Agencies(_) | RawFile::Catalog(_)) => return Ok(Some(f)),
                 _ => {}
             }
         }
-        if let (Some(a), Some(c)) = (&agencies, &catalog) {
-            return Ok((a.clone(), c.clone()));
-        }
     }
-    Err(Error::Missing("--from-staging needs the agencies and catalog of an earlier pull, and raw/ holds no /v1/donvi and /v1/tthc responses (pruned by raw_retention?): run without --from-staging".into()))
+    Ok(None)
 }
 
 #[cfg(test)]

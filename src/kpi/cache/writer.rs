@@ -1,5 +1,8 @@
 //! The next KPI cache being written ([`CacheWriter`]): the counts carried over, then those of
-//! each partition counted, each record a piece of the body, compressed whole when saved.
+//! each partition counted. A partition's record is encoded and compressed where it was
+//! counted, on the counting thread ([`CacheWriter::records`]), as a zstd frame of its own;
+//! the records carried over are compressed together when saved. A file's frames, one after
+//! another, read as one zstd stream.
 
 use std::io::Write;
 
@@ -16,25 +19,45 @@ use crate::store::Store;
 /// cases level 1 made 2.0 MB and level -3 2.7 MB, for a third less work).
 const LEVEL: i32 = -3;
 
-/// A cache file's body, uncompressed until saved, in pieces as made (one buffer grown by
-/// doubling copied it over and over, into fresh pages).
-pub(super) type Body = Vec<Vec<u8>>;
+/// A piece of a cache file's body: bytes to compress when saved, or a zstd frame made already.
+pub(super) enum Piece {
+    Plain(Vec<u8>),
+    Frame(Vec<u8>),
+}
+
+/// A cache file's body, in pieces as made (one buffer grown by doubling copied it over and
+/// over, into fresh pages).
+pub(super) type Body = Vec<Piece>;
 
 /// A cache file begun: its fingerprint.
 pub(super) fn begin(fingerprint: &str) -> Result<Body> {
     let mut w = vec![];
     put(&mut w, fingerprint.as_bytes())?;
-    Ok(vec![w])
+    Ok(vec![Piece::Plain(w)])
 }
 
-pub(super) fn record(w: &mut Body, partition: &str, version: &str, kept: Vec<u8>) -> Result<()> {
+/// A record's head: the partition, the version counted, and the length of its counts.
+fn head(partition: &str, version: &str, kept: &[u8]) -> Result<Vec<u8>> {
     let mut head = vec![];
     put(&mut head, partition.as_bytes())?;
     put(&mut head, version.as_bytes())?;
     head.extend_from_slice(&(kept.len() as u64).to_le_bytes());
-    w.extend([head, kept]);
+    Ok(head)
+}
+
+/// A record carried over (its counts still encoded), compressed when saved.
+pub(super) fn record(w: &mut Body, partition: &str, version: &str, kept: Vec<u8>) -> Result<()> {
+    let head = head(partition, version, &kept)?;
+    w.extend([Piece::Plain(head), Piece::Plain(kept)]);
     Ok(())
 }
+
+fn compressing(e: std::io::Error) -> Error {
+    Error::Internal(format!("compressing the KPI cache: {e}"))
+}
+
+/// Frames of one record per period, made where the partition was counted.
+pub struct Framed(Vec<Vec<u8>>);
 
 /// The next cache being written: the counts carried over, then those of each partition
 /// counted, kept uncompressed until saved (so that the compression can wait until the count's
@@ -45,14 +68,42 @@ pub struct CacheWriter {
 }
 
 impl CacheWriter {
-    /// Keeps the counts of `partition` at `version`.
-    pub fn push(&mut self, partition: &str, version: &str, partial: &Partial) -> Result<()> {
-        for (i, w) in self.files.iter_mut().enumerate() {
+    /// The records of `partition` at `version` for each period of `partial`, each a zstd frame
+    /// of its own: made on the thread that counted it, so that the encoding and compressing of
+    /// every partition's counts is shared by the counting threads.
+    pub fn records(partition: &str, version: &str, partial: &Partial) -> Result<Framed> {
+        let mut frames = vec![];
+        for i in 0..partial.periods() {
             let kept = bincode::serde::encode_to_vec(partial.kept_ref(i), config())
                 .map_err(|e| Error::Internal(format!("encoding the KPI cache: {e}")))?;
-            record(w, partition, version, kept)?;
+            let head = head(partition, version, &kept)?;
+            let mut z = zstd::stream::write::Encoder::new(vec![], LEVEL).map_err(compressing)?;
+            z.set_pledged_src_size(Some((head.len() + kept.len()) as u64))
+                .map_err(compressing)?;
+            z.write_all(&head).map_err(compressing)?;
+            z.write_all(&kept).map_err(compressing)?;
+            frames.push(z.finish().map_err(compressing)?);
+        }
+        Ok(Framed(frames))
+    }
+
+    /// Keeps a partition's records, framed by [`CacheWriter::records`].
+    pub fn push_framed(&mut self, framed: Framed) -> Result<()> {
+        if framed.0.len() != self.files.len() {
+            return Err(Error::Internal(
+                "a partition's KPI cache records are not of this run's periods".into(),
+            ));
+        }
+        for (w, f) in self.files.iter_mut().zip(framed.0) {
+            w.push(Piece::Frame(f));
         }
         Ok(())
+    }
+
+    /// Keeps the counts of `partition` at `version` (as a run does, in two steps).
+    #[cfg(test)]
+    pub fn push(&mut self, partition: &str, version: &str, partial: &Partial) -> Result<()> {
+        self.push_framed(Self::records(partition, version, partial)?)
     }
 
     /// Writes the periods' files (compressing them on the blocking pool); a failure is a
@@ -74,12 +125,36 @@ impl CacheWriter {
     }
 }
 
-/// A cache file ended: its bytes, `MAGIC` then the body as one zstd frame.
+/// A cache file ended: its bytes, `MAGIC` then the body as zstd frames — the plain pieces
+/// between two frames made already compressed into one — which read as one stream.
 pub(super) fn end(w: Body) -> Result<Vec<u8>> {
-    let failed = |e: std::io::Error| Error::Internal(format!("compressing the KPI cache: {e}"));
-    let mut z = zstd::stream::write::Encoder::new(MAGIC.to_vec(), LEVEL).map_err(failed)?;
-    for piece in w.iter().chain([&END.to_le_bytes().to_vec()]) {
-        z.write_all(piece).map_err(failed)?;
+    let mut out = MAGIC.to_vec();
+    let mut plain: Option<zstd::stream::write::Encoder<'static, Vec<u8>>> = None;
+    for piece in w
+        .into_iter()
+        .chain([Piece::Plain(END.to_le_bytes().to_vec())])
+    {
+        match piece {
+            Piece::Plain(b) => {
+                let z = match plain.as_mut() {
+                    Some(z) => z,
+                    None => plain.insert(
+                        zstd::stream::write::Encoder::new(std::mem::take(&mut out), LEVEL)
+                            .map_err(compressing)?,
+                    ),
+                };
+                z.write_all(&b).map_err(compressing)?;
+            }
+            Piece::Frame(f) => {
+                if let Some(z) = plain.take() {
+                    out = z.finish().map_err(compressing)?;
+                }
+                out.extend_from_slice(&f);
+            }
+        }
     }
-    z.finish().map_err(failed)
+    match plain {
+        Some(z) => z.finish().map_err(compressing),
+        None => Ok(out),
+    }
 }
