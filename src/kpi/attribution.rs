@@ -105,61 +105,61 @@ pub fn moved_rows_of_group(f: &crate::parquet::ParquetFile, rg: usize) -> Result
     ) else {
         return Ok(None);
     };
-    let (V::Strings(from_v), V::Strings(to_v), V::Int32(on_v)) =
-        (&from.values, &to.values, &on.values)
-    else {
-        return Ok(None);
-    };
-    // Levels as staging's schema makes them: 0 a null list, 1 an empty one, 2 a null element,
-    // 3 an element with this leaf null, 4 a value; a row starts at repetition 0.
+    let typed = matches!(
+        (&from.values, &to.values, &on.values),
+        (V::Strings(_), V::Strings(_), V::Int32(_))
+    );
     let shaped = |l: &crate::parquet::Leaf| l.max_def == 4 && l.max_rep == 1;
-    if !(shaped(&from) && shaped(&to) && shaped(&on)) {
+    if !(typed && shaped(&from) && shaped(&to) && shaped(&on)) {
         return Ok(None);
     }
-    // The three leaves describe the same lists and elements.
+    // The three leaves describe the same lists and elements (compared whole, without
+    // stopping early, so that the compiler vectorises it).
     let same = |l: &crate::parquet::Leaf| {
         l.rep == from.rep
             && l.def.len() == from.def.len()
             && l.def
                 .iter()
                 .zip(&from.def)
-                .all(|(a, b)| (*a).min(3) == (*b).min(3))
+                .fold(true, |ok, (a, b)| ok & ((*a).min(3) == (*b).min(3)))
     };
     if !(same(&to) && same(&on)) {
         return Err(crate::error::Error::Internal(
             "reading Parquet: the file is damaged (the leaves of transfers disagree)".into(),
         ));
     }
+    let (from_def, to_def, on_def, rep) = (from.def, to.def, on.def, from.rep);
+    let (V::Strings(from_v), V::Strings(to_v), V::Int32(on_v)) =
+        (from.values, to.values, on.values)
+    else {
+        return Ok(None);
+    };
+    let (mut from_v, mut to_v) = (from_v.into_iter(), to_v.into_iter());
+    let mut on_v = on_v.into_iter();
+    // Levels as staging's schema makes them: 0 a null list, 1 an empty one, 2 a null element,
+    // 3 an element with this leaf null, 4 a value; a row starts at repetition 0. Only the
+    // elements (2 and over) are visited; the rows between are counted by their starts.
     let mut out: Moved = vec![];
-    let (mut at_from, mut at_to, mut at_on) = (0, 0, 0);
-    let mut row = 0usize;
-    for k in 0..from.def.len() {
-        if from.rep[k] == 0 && k > 0 {
-            row += 1;
-        }
-        let (df, dt, dn) = (from.def[k], to.def[k], on.def[k]);
-        let (f_v, t_v, o_v) = (
-            (df == 4).then(|| from_v.get(at_from)).flatten(),
-            (dt == 4).then(|| to_v.get(at_to)).flatten(),
-            (dn == 4).then(|| on_v.get(at_on)).flatten(),
-        );
-        at_from += (df == 4) as usize;
-        at_to += (dt == 4) as usize;
-        at_on += (dn == 4) as usize;
-        if df < 2 {
-            // A null or empty list.
-            continue;
-        }
+    let (mut row, mut counted_to) = (0usize, 0usize);
+    let elements = from_def.iter().enumerate().filter(|(_, d)| **d >= 2);
+    for (k, df) in elements {
+        // Rows started after the first entry, up to and with this one.
+        let starts = rep[counted_to.max(1)..=k]
+            .iter()
+            .filter(|r| **r == 0)
+            .count();
+        row += starts;
+        counted_to = k + 1;
+        let (dt, dn) = (to_def[k], on_def[k]);
+        let f_v = (*df == 4).then(|| from_v.next()).flatten();
+        let t_v = (dt == 4).then(|| to_v.next()).flatten();
+        let o_v = (dn == 4).then(|| on_v.next()).flatten();
         if out.last().is_none_or(|(r, _)| *r != row) {
             out.push((row, vec![]));
         }
-        if let (Some(from), Some(on)) = (f_v, o_v.and_then(|d| day(*d))) {
+        if let (Some(from), Some(on)) = (f_v, o_v.and_then(day)) {
             if let Some((_, t)) = out.last_mut() {
-                t.push(Transfer {
-                    from: from.clone(),
-                    to: t_v.cloned(),
-                    on,
-                });
+                t.push(Transfer { from, to: t_v, on });
             }
         }
     }

@@ -313,6 +313,7 @@ pub(crate) mod tests {
             let borrowed = bincode::serde::encode_to_vec(p.kept_ref(i), config()).unwrap();
             let owned = bincode::serde::encode_to_vec(p.kept(i), config()).unwrap();
             assert_eq!(borrowed, owned);
+            assert_eq!(p.kept_bytes(i), owned, "the cache's own encoding");
             let (back, _): (Kept, usize) =
                 bincode::serde::decode_from_slice(&borrowed, config()).unwrap();
             assert_eq!(back, p.kept(i));

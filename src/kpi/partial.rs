@@ -17,6 +17,7 @@ use crate::domain::period::Period;
 use crate::domain::rules::{self, Bounds, COUNTED, RECEIVED_NEW};
 use crate::error::Result;
 
+mod kept;
 mod lanes;
 mod totals;
 mod used;

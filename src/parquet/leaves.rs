@@ -138,7 +138,8 @@ impl ParquetFile {
                 let l = HybridRleDecoder::new(data, bits(max), n)
                     .collect()
                     .map_err(|e| damaged(&name, rg, &e.to_string()))?;
-                if l.len() != n || l.iter().any(|v| *v > max) {
+                // The greatest level, without stopping early: a loop the compiler vectorises.
+                if l.len() != n || l.iter().fold(0, |m, v| m.max(*v)) > max {
                     return Err(damaged(&name, rg, "levels out of range"));
                 }
                 Ok(l)
@@ -162,8 +163,14 @@ impl ParquetFile {
                     );
                 }
             }
-            leaf.rep.extend(rep);
-            leaf.def.extend(def);
+            // The first page's levels are moved in (staging writes one page per chunk).
+            for (all, more) in [(&mut leaf.rep, rep), (&mut leaf.def, def)] {
+                if all.is_empty() {
+                    *all = more;
+                } else {
+                    all.extend(more);
+                }
+            }
             let expected = leaf.def.iter().filter(|d| **d == max_def).count();
             if leaf.len() != expected {
                 return Err(short());
