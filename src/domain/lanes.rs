@@ -20,7 +20,20 @@ pub struct Lanes {
     present: [u64; 8],
     paid_online: u64,
     digitized: u64,
+    /// The lanes holding a case to count.
+    live: u64,
     p: Bounds,
+}
+
+/// Up to [`LANES`] consecutive cases as their columns hold them ([`Lanes::fill`]): status,
+/// channel and the dates of [`rules::Case`] in its order, then the supplement requests, each
+/// with a mask of where it is present; the flags set; and which of the cases to count.
+pub struct Block<'a> {
+    pub ints: [(&'a [i32], u64); 7],
+    pub supplements: (&'a [i64], u64),
+    pub paid_online: u64,
+    pub digitized: u64,
+    pub live: u64,
 }
 
 /// Where each [`Val`] column is in [`Lanes::values`].
@@ -52,6 +65,7 @@ impl Default for Lanes {
             present: [0; 8],
             paid_online: 0,
             digitized: 0,
+            live: 0,
             p: Bounds { f: 0, l: 0 },
         }
     }
@@ -78,10 +92,34 @@ impl Lanes {
         self.present = [0; 8];
         self.paid_online = 0;
         self.digitized = 0;
+        self.live = 0;
     }
 
-    /// Adds case `c` in the next lane (nothing when full). The count fills lanes from its
-    /// columns ([`Lanes::push_values`]); this is the tests' way in.
+    /// Holds the cases of `b` (all of it: what it held before is gone), a column at a time.
+    /// Lanes beyond the shortest column are not live.
+    pub fn fill(&mut self, b: &Block) {
+        let n = b.ints.iter().map(|(v, _)| v.len()).min().unwrap_or(0);
+        let n = n.min(b.supplements.0.len()).min(LANES);
+        for (k, (v, present)) in b.ints.iter().enumerate() {
+            self.values[k][..n].copy_from_slice(&v[..n]);
+            self.present[k] = *present;
+        }
+        for (x, s) in self.values[7][..n].iter_mut().zip(b.supplements.0) {
+            *x = clamp(*s);
+        }
+        self.present[7] = b.supplements.1;
+        (self.paid_online, self.digitized) = (b.paid_online, b.digitized);
+        let within = if n == LANES {
+            u64::MAX
+        } else {
+            (1u64 << n) - 1
+        };
+        self.live = b.live & within;
+        self.n = n;
+    }
+
+    /// Adds case `c` in the next lane (nothing when full). The count fills lanes a block of its
+    /// columns at a time ([`Lanes::fill`]); this is the tests' way in.
     #[cfg(test)]
     pub fn push(&mut self, c: &rules::Case) {
         let ints = [c.status, c.channel, c.sub, c.acc, c.refd, c.end, c.due];
@@ -91,6 +129,7 @@ impl Lanes {
 
     /// Adds a case in the next lane (nothing when full): status, channel and the dates of
     /// [`rules::Case`] in its order, its supplement requests (as [`clamp`]) and flags.
+    #[cfg(test)]
     #[inline(always)]
     pub fn push_values(
         &mut self,
@@ -109,16 +148,13 @@ impl Lanes {
         }
         self.paid_online |= bit * (paid_online == Some(true)) as u64;
         self.digitized |= bit * (digitized == Some(true)) as u64;
+        self.live |= bit;
         self.n += 1;
     }
 
-    /// The lanes holding a case.
+    /// The lanes holding a case to count.
     pub fn held(&self) -> u64 {
-        if self.n == LANES {
-            u64::MAX
-        } else {
-            (1u64 << self.n) - 1
-        }
+        self.live
     }
 
     /// The end date of lane `i` (days since 1970), when present.
@@ -322,5 +358,72 @@ mod tests {
             assert!(lanes.is_empty());
         }
         assert!(hits > 10_000, "the cases meet measures: {hits}");
+    }
+
+    /// Lanes filled from a block of columns count exactly the cases marked live, each as the
+    /// same case pushed alone counts; the lanes not live count nowhere.
+    #[test]
+    fn a_block_of_columns_counts_as_its_live_cases_pushed() {
+        let mut seed = 11;
+        let p = Bounds {
+            f: 19_910,
+            l: 19_925,
+        };
+        for round in 0..200 {
+            let n = if round % 4 == 0 {
+                1 + round % LANES
+            } else {
+                LANES
+            };
+            let cases: Vec<Case> = (0..n).map(|_| case(&mut seed)).collect();
+            let live = (0..n).fold(0u64, |m, i| m | (u64::from(i % 3 != round % 3) << i));
+            let bits = |f: &dyn Fn(&Case) -> bool| {
+                (0..n).fold(0u64, |m, i| m | (u64::from(f(&cases[i])) << i))
+            };
+            let ints: Vec<Vec<i32>> = (0..7)
+                .map(|k| {
+                    let v = |c: &Case| [c.status, c.channel, c.sub, c.acc, c.refd, c.end, c.due][k];
+                    cases.iter().map(|c| v(c).unwrap_or(-9)).collect()
+                })
+                .collect();
+            let present: Vec<u64> = (0..7)
+                .map(|k| {
+                    bits(&|c: &Case| {
+                        [c.status, c.channel, c.sub, c.acc, c.refd, c.end, c.due][k].is_some()
+                    })
+                })
+                .collect();
+            let supplements: Vec<i64> = cases
+                .iter()
+                .map(|c| c.supplement_requests.unwrap_or(5))
+                .collect();
+            let block = Block {
+                ints: std::array::from_fn(|k| (ints[k].as_slice(), present[k])),
+                supplements: (
+                    &supplements,
+                    bits(&|c: &Case| c.supplement_requests.is_some()),
+                ),
+                paid_online: bits(&|c: &Case| c.paid_online == Some(true)),
+                digitized: bits(&|c: &Case| c.digitized == Some(true)),
+                live,
+            };
+            let mut filled = Lanes::default();
+            filled.fill(&block);
+            assert_eq!(filled.held(), live);
+            let (masks, by_l) = filled.counted(p);
+            for (i, c) in cases.iter().enumerate() {
+                let mut alone = Lanes::default();
+                alone.push(c);
+                let (one, one_by_l) = alone.counted(p);
+                for (m, mask) in masks.iter().enumerate() {
+                    let want = live >> i & 1 == 1 && one[m] & 1 == 1;
+                    assert_eq!(mask >> i & 1 == 1, want, "measure {m}, case {c:?}");
+                }
+                if live >> i & 1 == 1 {
+                    assert_eq!(by_l >> i & 1, one_by_l & 1);
+                    assert_eq!(filled.end(i), c.end);
+                }
+            }
+        }
     }
 }

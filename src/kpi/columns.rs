@@ -10,10 +10,12 @@
 
 use polars::prelude::*;
 use polars_arrow::array::{Array, BooleanArray, PrimitiveArray, Utf8ViewArray};
+use polars_arrow::bitmap::Bitmap;
 use polars_arrow::datatypes::ArrowDataType;
 
 use super::partial::{Partial, ABSENT};
 use crate::domain::agency::Transfer;
+use crate::domain::lanes::{Block, LANES};
 use crate::domain::rules::Case;
 use crate::error::{Error, Result};
 use crate::parquet::{ParquetFile, Strings};
@@ -341,6 +343,33 @@ pub(in crate::kpi) struct Columns<'a> {
     supplements: &'a PrimitiveArray<i64>,
     paid: &'a BooleanArray,
     digitized: &'a BooleanArray,
+    /// Per [`LANES`] rows, a word of bits: where each of `ints` then the supplement requests
+    /// is present, and where each flag is set (of a chunk counted).
+    present: [Vec<u64>; 8],
+    set: [Vec<u64>; 2],
+}
+
+/// The bits of `b` for `rows` rows, a word per [`LANES`] (all set when there is no bitmap).
+fn words(b: Option<&Bitmap>, rows: usize) -> Vec<u64> {
+    let n = rows.div_ceil(LANES);
+    let Some(b) = b else {
+        return vec![u64::MAX; n];
+    };
+    let chunks = b.chunks::<u64>();
+    let (last, partial) = (chunks.remainder(), chunks.remainder_len() > 0);
+    let mut w: Vec<u64> = chunks.collect();
+    if partial {
+        w.push(last);
+    }
+    w.resize(n, 0);
+    w
+}
+
+/// Where a flag is set: its value, where present.
+fn set(f: &BooleanArray, rows: usize) -> Vec<u64> {
+    let values = words(Some(f.values()), rows);
+    let valid = words(f.validity(), rows);
+    values.iter().zip(valid).map(|(v, p)| v & p).collect()
 }
 
 impl<'a> Columns<'a> {
@@ -368,6 +397,15 @@ impl<'a> Columns<'a> {
             supplements: &d.supplements,
             paid: &d.flags[0],
             digitized: &d.flags[1],
+            present: std::array::from_fn(|k| match (k, d.counted) {
+                (_, false) => vec![],
+                (7, true) => words(d.supplements.validity(), d.rows),
+                (k, true) => words(d.ints[k].validity(), d.rows),
+            }),
+            set: match d.counted {
+                true => [set(&d.flags[0], d.rows), set(&d.flags[1], d.rows)],
+                false => [vec![], vec![]],
+            },
         };
         let coded = [
             &cols.agency,
@@ -390,12 +428,22 @@ impl<'a> Columns<'a> {
         }
     }
 
-    /// Adds the case of row `i` to `lanes`, as [`Columns::case`] reads it.
-    #[inline(always)]
-    pub(in crate::kpi) fn push_lane(&self, i: usize, lanes: &mut crate::domain::lanes::Lanes) {
-        let ints = std::array::from_fn(|k| self.int(k, i));
-        let supplements = self.supplements.get(i).map(crate::domain::lanes::clamp);
-        lanes.push_values(ints, supplements, self.paid.get(i), self.digitized.get(i));
+    /// The cases of rows `start..` (`start` a multiple of [`LANES`]), up to [`LANES`] of
+    /// them, as [`Columns::case`] reads each; those of `live` to count. Of a chunk whose
+    /// cases count in no period, none.
+    pub(in crate::kpi) fn block(&self, start: usize, live: u64) -> Block<'_> {
+        let w = start / LANES;
+        let end = (start + LANES).min(self.agency.len());
+        let word = |v: &[u64]| v.get(w).copied().unwrap_or(0);
+        let rows = |v: &'a [i32]| v.get(start..end).unwrap_or(&[]);
+        let supplements = self.supplements.values().get(start..end).unwrap_or(&[]);
+        Block {
+            ints: std::array::from_fn(|k| (rows(self.ints[k]), word(&self.present[k]))),
+            supplements: (supplements, word(&self.present[7])),
+            paid_online: word(&self.set[0]),
+            digitized: word(&self.set[1]),
+            live: if self.counted { live } else { 0 },
+        }
     }
 
     /// The case of row `i`: of a chunk whose cases count in no period, one of which nothing

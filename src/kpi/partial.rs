@@ -365,7 +365,13 @@ impl Partial {
         };
         let mut moved_at = 0;
         let mut held = lanes::Held::default();
+        let lanes = crate::domain::lanes::LANES;
         for row in 0..cases.rows() {
+            // The cases never handed over are counted a block of rows at a time.
+            if row % lanes == 0 && held.any() {
+                held.fill(&cols, row - lanes);
+                self.count_held(&mut held, &bounds, &mut cols, &mut validity);
+            }
             let ka = cols.agency.key(row);
             if ka == 0 {
                 continue;
@@ -397,8 +403,8 @@ impl Partial {
             let Some(t) = transfers else {
                 // Never handed over: counted under the agency above, 64 cases at a time. Of
                 // a row group that counts in no period (`scan`), held, nothing more.
-                if cases.counted() && held.push(&cols, row, now_at, now_id) {
-                    self.count_held(&mut held, &bounds, &mut cols, &mut validity);
+                if cases.counted() {
+                    held.mark(row, now_at, now_id);
                 }
                 continue;
             };
@@ -429,7 +435,10 @@ impl Partial {
                 }
             }
         }
-        self.count_held(&mut held, &bounds, &mut cols, &mut validity);
+        if held.any() {
+            held.fill(&cols, (cases.rows() - 1) / lanes * lanes);
+            self.count_held(&mut held, &bounds, &mut cols, &mut validity);
+        }
         Ok(())
     }
 }

@@ -9,10 +9,12 @@ use crate::domain::rules::{Bounds, COUNTED, RECEIVED_NEW};
 use crate::kpi::attribution::ValidityCache;
 use crate::kpi::columns::Columns;
 
-/// The cases of a [`Lanes`] as counted: per lane its row and its group (place and agency id).
+/// The cases of a [`Lanes`] as counted: [`LANES`] consecutive rows of a chunk, per lane its
+/// row and its group (place and agency id), and which lanes to count.
 pub(in crate::kpi) struct Held {
     pub lanes: Lanes,
     pub rows: [(u32, u32, u32); LANES],
+    live: u64,
 }
 
 impl Default for Held {
@@ -20,21 +22,30 @@ impl Default for Held {
         Held {
             lanes: Lanes::default(),
             rows: [(0, 0, 0); LANES],
+            live: 0,
         }
     }
 }
 
 impl Held {
-    /// Adds the case of `row` (in group `at`, of agency `agency`); `true` when now full (a
-    /// full one takes nothing more: count it first).
+    /// Marks the case of `row` (in group `at`, of agency `agency`) to count.
     #[inline]
-    pub fn push(&mut self, cols: &Columns, row: usize, at: usize, agency: u32) -> bool {
-        let Some(slot) = self.rows.get_mut(self.lanes.len()) else {
-            return true;
-        };
-        *slot = (row as u32, at as u32, agency);
-        cols.push_lane(row, &mut self.lanes);
-        self.lanes.is_full()
+    pub fn mark(&mut self, row: usize, at: usize, agency: u32) {
+        let lane = row % LANES;
+        self.rows[lane] = (row as u32, at as u32, agency);
+        self.live |= 1 << lane;
+    }
+
+    /// Whether a case is marked.
+    pub fn any(&self) -> bool {
+        self.live != 0
+    }
+
+    /// The lanes take the cases of the block of rows `start..` (a multiple of [`LANES`]) from
+    /// `cols`, those marked to count; the marks are cleared.
+    pub fn fill(&mut self, cols: &Columns, start: usize) {
+        self.lanes.fill(&cols.block(start, self.live));
+        self.live = 0;
     }
 }
 
@@ -59,7 +70,8 @@ impl Partial {
         cols: &mut Columns,
         validity: &mut ValidityCache,
     ) {
-        if held.lanes.is_empty() {
+        if held.lanes.held() == 0 {
+            held.lanes.clear();
             return;
         }
         for (i, p) in bounds.iter().enumerate() {
