@@ -195,9 +195,9 @@ async fn latest(
                 continue;
             };
             let (key, run) = (key.clone(), run.clone());
-            match blocking(move || read(&key, &run, &path, &gz)).await? {
-                f @ (RawFile::Agencies(_) | RawFile::Catalog(_)) => return Ok(Some(f)),
-                _ => {}
+            let f = blocking(move || read(&key, &run, &path, &gz)).await?;
+            if let RawFile::Agencies(_) | RawFile::Catalog(_) = f {
+                return Ok(Some(f));
             }
         }
     }
