@@ -10,15 +10,16 @@
 
 use polars::prelude::*;
 use polars_arrow::array::{Array, BooleanArray, PrimitiveArray, Utf8ViewArray};
-use polars_arrow::bitmap::Bitmap;
 use polars_arrow::datatypes::ArrowDataType;
 
 use super::partial::{Partial, ABSENT};
 use crate::domain::agency::Transfer;
-use crate::domain::lanes::{Block, LANES};
 use crate::domain::rules::Case;
 use crate::error::{Error, Result};
 use crate::parquet::{ParquetFile, Strings};
+
+mod block;
+use block::{set, words};
 
 /// The string columns the count reads, in [`Decoded::strings`]' order.
 pub(super) const STRING_COLUMNS: [&str; 5] = [
@@ -349,29 +350,6 @@ pub(in crate::kpi) struct Columns<'a> {
     set: [Vec<u64>; 2],
 }
 
-/// The bits of `b` for `rows` rows, a word per [`LANES`] (all set when there is no bitmap).
-fn words(b: Option<&Bitmap>, rows: usize) -> Vec<u64> {
-    let n = rows.div_ceil(LANES);
-    let Some(b) = b else {
-        return vec![u64::MAX; n];
-    };
-    let chunks = b.chunks::<u64>();
-    let (last, partial) = (chunks.remainder(), chunks.remainder_len() > 0);
-    let mut w: Vec<u64> = chunks.collect();
-    if partial {
-        w.push(last);
-    }
-    w.resize(n, 0);
-    w
-}
-
-/// Where a flag is set: its value, where present.
-fn set(f: &BooleanArray, rows: usize) -> Vec<u64> {
-    let values = words(Some(f.values()), rows);
-    let valid = words(f.validity(), rows);
-    values.iter().zip(valid).map(|(v, p)| v & p).collect()
-}
-
 impl<'a> Columns<'a> {
     /// The columns of `d`, its strings but procedures interned in `partial`.
     pub(super) fn of(d: &'a Decoded, partial: &mut Partial) -> Result<Columns<'a>> {
@@ -428,24 +406,6 @@ impl<'a> Columns<'a> {
         }
     }
 
-    /// The cases of rows `start..` (`start` a multiple of [`LANES`]), up to [`LANES`] of
-    /// them, as [`Columns::case`] reads each; those of `live` to count. Of a chunk whose
-    /// cases count in no period, none.
-    pub(in crate::kpi) fn block(&self, start: usize, live: u64) -> Block<'_> {
-        let w = start / LANES;
-        let end = (start + LANES).min(self.agency.len());
-        let word = |v: &[u64]| v.get(w).copied().unwrap_or(0);
-        let rows = |v: &'a [i32]| v.get(start..end).unwrap_or(&[]);
-        let supplements = self.supplements.values().get(start..end).unwrap_or(&[]);
-        Block {
-            ints: std::array::from_fn(|k| (rows(self.ints[k]), word(&self.present[k]))),
-            supplements: (supplements, word(&self.present[7])),
-            paid_online: word(&self.set[0]),
-            digitized: word(&self.set[1]),
-            live: if self.counted { live } else { 0 },
-        }
-    }
-
     /// The case of row `i`: of a chunk whose cases count in no period, one of which nothing
     /// is known.
     pub(in crate::kpi) fn case(&self, i: usize) -> Case {
@@ -468,93 +428,4 @@ impl<'a> Columns<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_columns_decoded_are_the_columns_the_kpis_read() {
-        let mut decoded: Vec<&str> = STRING_COLUMNS
-            .iter()
-            .chain(&INT_COLUMNS)
-            .chain(&FLAG_COLUMNS)
-            .chain(&["supplement_requests", "transfers"])
-            .copied()
-            .collect();
-        let mut read = super::super::INPUT_COLUMNS.to_vec();
-        decoded.sort_unstable();
-        read.sort_unstable();
-        assert_eq!(decoded, read);
-        // Who holds a case: agency, field and their names.
-        let holders: Vec<&str> = HOLDER_STRINGS.iter().map(|k| STRING_COLUMNS[*k]).collect();
-        assert_eq!(
-            holders,
-            [
-                "agency_code",
-                "field_code",
-                "agency_name_text",
-                "field_name"
-            ]
-        );
-    }
-    use crate::domain::period::Period;
-    use crate::domain::period::{Convention, PeriodId};
-    use crate::kpi::attribution::Agencies;
-    use crate::kpi::partial::partial;
-    use crate::normalise::{Normaliser, PiiKey};
-
-    /// The cases of a small demo province, normalised as staging holds them.
-    fn demo_cases() -> DataFrame {
-        let d = crate::demo::generator::generate(7, 0.03);
-        let mut n = Normaliser::new(PiiKey::new(b"k"), "r");
-        n.add_records("raw/x", &d.cases);
-        n.finish().unwrap().cases
-    }
-
-    #[test]
-    fn cases_in_many_chunks_count_as_in_one() {
-        let cases = demo_cases();
-        let periods: Vec<Period> = ["2024-Q3", "2024-07", "2024"]
-            .map(|p| p.parse::<PeriodId>().unwrap().resolve(Convention::Decree09))
-            .to_vec();
-        let agencies = Agencies::default();
-        let counted = |df: &DataFrame| {
-            let t = partial(df, &periods, &agencies)
-                .unwrap()
-                .total(&periods)
-                .unwrap();
-            let (c, u) = t.frames();
-            (c.clone(), u.clone())
-        };
-        let mut one = cases.clone();
-        one.rechunk_mut();
-        // Three chunks of unequal length, as a slice of three row groups is read.
-        let h = cases.height();
-        let mut three = cases.slice(0, h / 5);
-        three
-            .vstack_mut(&cases.slice((h / 5) as i64, h / 2))
-            .unwrap();
-        three
-            .vstack_mut(&cases.slice((h / 5 + h / 2) as i64, h))
-            .unwrap();
-        assert_eq!(three.first_col_n_chunks(), 3);
-        // Columns chunked differently from each other.
-        let mut mixed = three.clone();
-        let status = mixed.column("status").unwrap().rechunk();
-        mixed.with_column(status).unwrap();
-
-        let (counts, used) = counted(&one);
-        let received: i64 = counts
-            .column("received_new#0")
-            .unwrap()
-            .i64()
-            .unwrap()
-            .sum()
-            .unwrap();
-        assert!(received > 100, "the demo quarter has cases: {received}");
-        for df in [&three, &mixed] {
-            let (c, u) = counted(df);
-            assert!(c.equals_missing(&counts), "{c}\n{counts}");
-            assert!(u.equals_missing(&used));
-        }
-    }
-}
+mod tests;
