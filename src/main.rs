@@ -37,8 +37,9 @@ fn main() -> ExitCode {
         }
     };
     // The command is done (every write awaited): what the process holds goes with it at
-    // once, rather than its threads handing their memory back page by page as they end.
+    // once, rather than its threads handing their memory back page by page as they end. The
+    // runtime is still shut down in full: its tasks' drops remove their scratch folders.
     motcua::memory::keep_freed_until_exit();
-    runtime.shutdown_background();
+    drop(runtime);
     code
 }

@@ -44,6 +44,7 @@ def demo_source(*args):
         except subprocess.TimeoutExpired:
             src.kill()
             src.wait()
+        shutil.rmtree(ready.parent, ignore_errors=True)  # the folder of the ready file
 
 
 @pytest.fixture(scope="session")
