@@ -73,26 +73,27 @@ def test_the_systemd_template_runs_each_province_nightly():
 def test_the_rendered_commands_run_three_provinces_into_one_root():
     """Each province's command as the units render it, with the fleet's pipeline file (its
     province, root and source pointed here), run as cron would: no --period."""
-    work = pathlib.Path(tempfile.mkdtemp(prefix="motcua-fleet-"))
-    root = work / "root"
-    example = (FLEET / "46.toml").read_text()
-    env = dict(os.environ, MOTCUA_SOURCE_TOKEN=TOKEN, MOTCUA_PII_KEY=PII_KEY)
-    with demo_source("--chaos", "off", "--scale", "0.02") as url:
+    with tempfile.TemporaryDirectory(prefix="motcua-fleet-") as scratch:
+        work = pathlib.Path(scratch)
+        root = work / "root"
+        example = (FLEET / "46.toml").read_text()
+        env = dict(os.environ, MOTCUA_SOURCE_TOKEN=TOKEN, MOTCUA_PII_KEY=PII_KEY)
+        with demo_source("--chaos", "off", "--scale", "0.02") as url:
+            for province in PROVINCES:
+                pipeline = example.replace('province = "46"', f'province = "{province}"')
+                pipeline = re.sub(r'^output = .*$', f'output = "{root}"', pipeline, flags=re.M)
+                pipeline = re.sub(r'^url = .*$', f'url = "{url}"', pipeline, flags=re.M)
+                assert pipeline.count(f'"{province}"') == 1 and str(root) in pipeline and url in pipeline
+                (work / f"{province}.toml").write_text(pipeline)
+                job, _ = render_cronjob(province)
+                k8s = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+                systemd = shlex.split(render_unit("motcua@.service", province)["Service"]["ExecStart"])
+                assert k8s[1:] == systemd[1:], "both run the same command"
+                cmd = [binary()] + [str(work / f"{province}.toml") if a == f"/etc/motcua/{province}.toml" else a
+                                    for a in systemd[1:]]
+                run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                assert run.returncode == 0, run.stderr
         for province in PROVINCES:
-            pipeline = example.replace('province = "46"', f'province = "{province}"')
-            pipeline = re.sub(r'^output = .*$', f'output = "{root}"', pipeline, flags=re.M)
-            pipeline = re.sub(r'^url = .*$', f'url = "{url}"', pipeline, flags=re.M)
-            assert pipeline.count(f'"{province}"') == 1 and str(root) in pipeline and url in pipeline
-            (work / f"{province}.toml").write_text(pipeline)
-            job, _ = render_cronjob(province)
-            k8s = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
-            systemd = shlex.split(render_unit("motcua@.service", province)["Service"]["ExecStart"])
-            assert k8s[1:] == systemd[1:], "both run the same command"
-            cmd = [binary()] + [str(work / f"{province}.toml") if a == f"/etc/motcua/{province}.toml" else a
-                                for a in systemd[1:]]
-            run = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            assert run.returncode == 0, run.stderr
-    for province in PROVINCES:
-        published = sorted(p.name for p in (root / "kpi" / "cases_by_level" / f"province={province}").iterdir())
-        assert len(published) == 2, published  # the current quarter and the previous one, as cron runs it
-        assert (root / "_state" / f"province={province}" / "cursor.json").exists()
+            published = sorted(p.name for p in (root / "kpi" / "cases_by_level" / f"province={province}").iterdir())
+            assert len(published) == 2, published  # the current quarter and the previous one, as cron runs it
+            assert (root / "_state" / f"province={province}" / "cursor.json").exists()

@@ -38,7 +38,8 @@ HIVE = ds.partitioning(pa.schema([("province", pa.string()), ("period", pa.strin
 
 @pytest.fixture(scope="module")
 def root():
-    root = pathlib.Path(tempfile.mkdtemp(prefix="motcua-provinces-")) / "root"
+    scratch = tempfile.TemporaryDirectory(prefix="motcua-provinces-")
+    root = pathlib.Path(scratch.name) / "root"
     env = dict(os.environ, MOTCUA_SOURCE_TOKEN=TOKEN, MOTCUA_PII_KEY=PII_KEY)
     for code, (seed, scale, letters) in PROVINCES.items():
         with demo_source("--chaos", "off", "--seed", str(seed), "--scale", str(scale),
@@ -48,7 +49,8 @@ def root():
                                   "--output", str(root), *periods],
                                  env=env, capture_output=True, text=True)
             assert run.returncode == 0, run.stderr
-    return root
+    yield root
+    scratch.cleanup()
 
 
 @pytest.fixture(scope="module")
