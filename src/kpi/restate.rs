@@ -143,21 +143,82 @@ pub fn check_all(
     as_was: &DataFrame,
     restated: &DataFrame,
 ) -> Result<IdentityCheck> {
-    let all = |df: &DataFrame| -> Result<DataFrame> {
+    // The `all` rows of a table, each as its measures. Read value by value: a polars filter
+    // on `level` broadcast a constant mask, which makes polars zero the 8 MiB it keeps for
+    // its first null or false array (see `rules::ratio`).
+    let all = |df: &DataFrame| -> Result<Vec<Vec<AnyValue<'static>>>> {
         let names: Vec<&str> = measure_names();
-        Ok(df
-            .clone()
-            .lazy()
-            .filter(col("level").eq(lit(Level::All.as_str())))
-            .select(names.iter().map(|n| col(*n)).collect::<Vec<_>>())
-            .collect()?)
+        let measures = names
+            .iter()
+            .map(|n| df.column(n))
+            .collect::<PolarsResult<Vec<_>>>()?;
+        let level = df.column("level")?.str()?;
+        let mut rows = vec![];
+        for (i, l) in level.iter().enumerate() {
+            if l == Some(Level::All.as_str()) {
+                rows.push(
+                    measures
+                        .iter()
+                        .map(|m| m.get(i).map(|v| v.into_static()))
+                        .collect::<PolarsResult<_>>()?,
+                );
+            }
+        }
+        Ok(rows)
     };
     let (a, r) = (all(as_was)?, all(restated)?);
     Ok(IdentityCheck {
         period: period.id.to_string(),
         table: "cases_by_level_restated".into(),
         identity: "restated all = as-was all".into(),
-        rows: r.height() as u64,
-        failures: u64::from(!(a.height() == 1 && a.equals_missing(&r))),
+        rows: r.len() as u64,
+        failures: u64::from(!(a.len() == 1 && a == r)),
     })
+}
+
+#[cfg(test)]
+mod all_row_tests {
+    use super::*;
+    use crate::domain::period::{Convention, PeriodId};
+
+    /// A `cases_by_level` of `levels`, every measure of row `i` being `i`, plus `bump` on the
+    /// `all` row's `resolved_early`.
+    fn table(levels: &[&str], bump: i64) -> DataFrame {
+        let mut cols = vec![Column::new("level".into(), levels)];
+        for n in measure_names() {
+            let v: Vec<i64> = (0..levels.len() as i64)
+                .map(|i| {
+                    let all = levels[i as usize] == "all";
+                    i + if all && n == "resolved_early" {
+                        bump
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            cols.push(Column::new(n.into(), v));
+        }
+        DataFrame::new(levels.len(), cols).unwrap()
+    }
+
+    #[test]
+    fn the_restated_all_row_must_equal_the_as_was_one() {
+        let period = "2024-Q3"
+            .parse::<PeriodId>()
+            .unwrap()
+            .resolve(Convention::Decree09);
+        let as_was = table(&["province", "district", "all"], 0);
+        let check = |restated: &DataFrame| check_all(&period, &as_was, restated).unwrap();
+        // Fewer levels, the same `all` row (the third in both): it holds.
+        let same = check(&table(&["province", "commune", "all"], 0));
+        assert_eq!((same.rows, same.failures), (1, 0));
+        // One measure of `all` differs: it fails.
+        let differs = check(&table(&["province", "commune", "all"], 1));
+        assert_eq!((differs.rows, differs.failures), (1, 1));
+        // No `all` row, or two: it fails.
+        let none = check(&table(&["province", "commune", "other"], 0));
+        assert_eq!((none.rows, none.failures), (0, 1));
+        let two = check(&table(&["province", "all", "all"], 0));
+        assert_eq!((two.rows, two.failures), (2, 1));
+    }
 }

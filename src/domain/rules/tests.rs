@@ -139,3 +139,21 @@ fn a_case_dated_only_after_l_counts_as_nothing_known() {
     }
     assert!(counted_once_moved > 5_000, "{counted_once_moved}");
 }
+
+#[test]
+fn a_ratio_is_null_where_its_denominator_is_0_or_either_is_null() {
+    let df = df!(
+        "num" => [Some(1i64), Some(0), Some(3), None, Some(2)],
+        "den" => [Some(2i64), Some(0), Some(0), Some(4), None],
+    )
+    .unwrap();
+    let got = df
+        .lazy()
+        .select([ratio(col("num"), col("den")).alias("r")])
+        .collect()
+        .unwrap();
+    let r = got.column("r").unwrap();
+    assert_eq!(r.dtype(), &DataType::Float64);
+    let r: Vec<Option<f64>> = r.f64().unwrap().iter().collect();
+    assert_eq!(r, [Some(0.5), None, None, None, None]);
+}
