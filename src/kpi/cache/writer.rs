@@ -52,6 +52,24 @@ pub(super) fn record(w: &mut Body, partition: &str, version: &str, kept: Vec<u8>
     Ok(())
 }
 
+thread_local! {
+    /// This thread's zstd context, made once: a new one for every record (a partition's
+    /// period) allocated and zeroed its tables each time.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `record` as one zstd frame (with its size) at [`LEVEL`].
+fn compress(record: &[u8]) -> Result<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|c| {
+        let c = match c {
+            Some(c) => c,
+            None => c.insert(zstd::bulk::Compressor::new(LEVEL).map_err(compressing)?),
+        };
+        c.compress(record).map_err(compressing)
+    })
+}
+
 fn compressing(e: std::io::Error) -> Error {
     Error::Internal(format!("compressing the KPI cache: {e}"))
 }
@@ -75,13 +93,9 @@ impl CacheWriter {
         let mut frames = vec![];
         for i in 0..partial.periods() {
             let kept = partial.kept_bytes(i);
-            let head = head(partition, version, &kept)?;
-            let mut z = zstd::stream::write::Encoder::new(vec![], LEVEL).map_err(compressing)?;
-            z.set_pledged_src_size(Some((head.len() + kept.len()) as u64))
-                .map_err(compressing)?;
-            z.write_all(&head).map_err(compressing)?;
-            z.write_all(&kept).map_err(compressing)?;
-            frames.push(z.finish().map_err(compressing)?);
+            let mut record = head(partition, version, &kept)?;
+            record.extend_from_slice(&kept);
+            frames.push(compress(&record)?);
         }
         Ok(Framed(frames))
     }
