@@ -174,9 +174,12 @@ pub async fn count_staging(
         writer: None,
         broken: false,
     };
+    let spare = scan::Spare::default();
+    let given = spare.clone();
     let summing = tokio::task::spawn_blocking(move || {
         for (p, framed) in counted_ones {
             total.add(&p);
+            given.give(p);
             if let Some(f) = framed {
                 next.push(f);
             }
@@ -193,6 +196,7 @@ pub async fn count_staging(
         todo,
         periods,
         agencies.clone(),
+        &spare,
         bar,
         frame,
         |_, p, framed| {

@@ -23,6 +23,13 @@ impl Used {
         }
     }
 
+    /// Empties it, keeping its room.
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.keys.clear();
+        self.counts.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
