@@ -1,8 +1,8 @@
 //! Reading the staging table for the KPIs: each partition asked for, once, counted on one of
-//! two long-lived threads, into a partial used before, a row group at a time — decoded straight to arrow
-//! (`parquet::arrays`: strings by their dictionary keys) and counted while in cache, so
-//! memory holds a row group per thread, never a whole partition — and handed on in path
-//! order.
+//! two threads kept for the count, into a partial used before ([`Spare`]), a row group at a
+//! time — decoded straight to arrow (`parquet::arrays`: strings by their dictionary keys) and
+//! counted while in cache, so memory holds a row group per thread, never a whole partition —
+//! and handed on in path order.
 //!
 //! A row group whose statistics show every case dated only after the periods' last day
 //! ([`rules::COUNTING_DATES`] each null or later) counts in no period: of it only who holds
