@@ -196,6 +196,11 @@ pub async fn count<E: Send + 'static>(
     while !counting.is_empty() {
         one_ends(&mut counting, &mut counted, &mut next).await?;
     }
+    // The threads end (each handing its free memory back) beside what follows, not before it.
+    drop(counting);
+    if let Some(w) = Arc::into_inner(workers) {
+        tokio::task::spawn_blocking(move || drop(w));
+    }
     Ok(())
 }
 
