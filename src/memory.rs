@@ -56,7 +56,7 @@ pub fn keep_freed_while_counting() {
     set_delay(COUNTING_DELAY_MS);
 }
 
-/// While records are read: keep freed pages a while, for reuse.
+/// While records are read (or, by `demo-source`, served): keep freed pages a while, for reuse.
 pub fn keep_freed() {
     set_delay(READING_DELAY_MS);
 }

@@ -2,19 +2,22 @@
 //! rejected with its reason and kept in `quality/rejects/`, never silently dropped and never
 //! counted.
 
+use std::borrow::Cow;
+
 use chrono::NaiveDate;
 
 use super::rules::{is_accepted, is_ended, REFUSED, WAITING};
 
 /// A case record after normalisation (trimmed, NFC, typed, dates read in Vietnam time).
-/// Instants are microseconds since the Unix epoch (UTC); `*_date` are local dates.
+/// Instants are microseconds since the Unix epoch (UTC); `*_date` are local dates. Its text
+/// is borrowed from the response body where it needed no change.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Case {
-    pub case_id: Option<String>,
-    pub agency_code: Option<String>,
+pub struct Case<'a> {
+    pub case_id: Option<Cow<'a, str>>,
+    pub agency_code: Option<Cow<'a, str>>,
     pub status: Option<i32>,
     /// The status as served, for reject details (`"11"`, `"abc"`).
-    pub status_text: Option<String>,
+    pub status_text: Option<Cow<'a, str>>,
     pub updated_at: Option<i64>,
     /// acc: local date of `NgayTiepNhan`.
     pub accepted_date: Option<NaiveDate>,
@@ -176,7 +179,7 @@ mod tests {
         Some(s.parse().unwrap())
     }
 
-    fn valid() -> Case {
+    fn valid() -> Case<'static> {
         Case {
             case_id: Some("HS".into()),
             agency_code: Some("A".into()),
@@ -192,7 +195,7 @@ mod tests {
     #[test]
     fn each_reject_rule_fires_in_kpi_md_order() {
         assert_eq!(reject(&valid()), None);
-        let cases: Vec<(Case, RejectReason)> = vec![
+        let cases: Vec<(Case<'static>, RejectReason)> = vec![
             (
                 Case {
                     case_id: None,

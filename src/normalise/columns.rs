@@ -1,26 +1,31 @@
 //! The typed column builder: one vector per staging column, filled record by record, then
 //! handed over as a frame in the order of [`crate::stage::schema::staging_schema`].
 
+use std::borrow::Cow;
+
 use chrono::NaiveDate;
 use polars::prelude::*;
+use polars_arrow::array::MutableBinaryViewArray;
 
+use super::pii::ApplicantKey;
 use crate::error::{Doing, Result};
 use crate::parquet::utc_micros;
 pub use crate::stage::schema::{transfers_column, StagedTransfer};
 
-/// One valid record, normalised: the values of one staging row.
+/// One valid record, normalised: the values of one staging row. Its text is borrowed from
+/// the response body where it needed no change.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct CaseRow {
-    pub case_id: Option<String>,
-    pub agency_code: Option<String>,
-    pub agency_name_text: Option<String>,
-    pub procedure_code: Option<String>,
-    pub procedure_name: Option<String>,
-    pub field_code: Option<String>,
-    pub field_name: Option<String>,
+pub struct CaseRow<'a> {
+    pub case_id: Option<Cow<'a, str>>,
+    pub agency_code: Option<Cow<'a, str>>,
+    pub agency_name_text: Option<Cow<'a, str>>,
+    pub procedure_code: Option<Cow<'a, str>>,
+    pub procedure_name: Option<Cow<'a, str>>,
+    pub field_code: Option<Cow<'a, str>>,
+    pub field_name: Option<Cow<'a, str>>,
     pub channel: Option<i32>,
     pub applicant_kind: Option<i32>,
-    pub applicant_key: Option<String>,
+    pub applicant_key: Option<ApplicantKey>,
     pub status: Option<i32>,
     pub submitted_at: Option<i64>,
     pub accepted_at: Option<i64>,
@@ -42,10 +47,15 @@ pub struct CaseRow {
     pub transfers: Vec<StagedTransfer>,
 }
 
+/// A text column, built in Arrow's layout as the records come: each value is copied once,
+/// from the body into the column (values of up to 12 bytes into the column's views).
+type Texts = MutableBinaryViewArray<str>;
+
 /// The staging columns of the records normalised so far, and their arrival order.
 #[derive(Default)]
 pub struct CaseColumns {
-    strings: [Vec<Option<String>>; 8],
+    strings: [Texts; 7],
+    applicant_key: Texts,
     ints: [Vec<Option<i32>>; 3],
     instants: [Vec<Option<i64>>; 8],
     supplement_requests: Vec<Option<i64>>,
@@ -55,7 +65,8 @@ pub struct CaseColumns {
     /// each row's.
     transfers: Vec<StagedTransfer>,
     transfer_counts: Vec<u32>,
-    source_run_id: Vec<Option<String>>,
+    /// The runs that pulled the rows, in order, and how many rows each (one run, mostly).
+    source_runs: Vec<(String, usize)>,
     order: Vec<i64>,
 }
 
@@ -84,11 +95,11 @@ impl CaseColumns {
             r.procedure_name,
             r.field_code,
             r.field_name,
-            r.applicant_key,
         ];
         for (v, x) in self.strings.iter_mut().zip(strings) {
             v.push(x);
         }
+        self.applicant_key.push(r.applicant_key);
         for (v, x) in self
             .ints
             .iter_mut()
@@ -125,7 +136,7 @@ impl CaseColumns {
         }
         self.transfer_counts.push(r.transfers.len() as u32);
         self.transfers.extend(r.transfers);
-        self.source_run_id.push(Some(run_id.to_string()));
+        add_run(&mut self.source_runs, run_id, 1);
         self.order.push(order);
     }
 
@@ -134,14 +145,14 @@ impl CaseColumns {
         fn all<T>(a: &mut [Vec<T>], n: usize) {
             a.iter_mut().for_each(|v| v.reserve(n));
         }
-        all(&mut self.strings, n);
+        self.strings.iter_mut().for_each(|v| v.reserve(n));
+        self.applicant_key.reserve(n);
         all(&mut self.ints, n);
         all(&mut self.instants, n);
         self.supplement_requests.reserve(n);
         all(&mut self.flags, n);
         all(&mut self.dates, n);
         self.transfer_counts.reserve(n);
-        self.source_run_id.reserve(n);
         self.order.reserve(n);
     }
 
@@ -152,7 +163,12 @@ impl CaseColumns {
                 x.extend(y);
             }
         }
-        all(&mut self.strings, other.strings);
+        // Text is not copied: the other column's buffers are taken over, its views shifted.
+        for (x, y) in self.strings.iter_mut().zip(other.strings) {
+            x.extend_from_array(&y.freeze());
+        }
+        self.applicant_key
+            .extend_from_array(&other.applicant_key.freeze());
         all(&mut self.ints, other.ints);
         all(&mut self.instants, other.instants);
         self.supplement_requests.extend(other.supplement_requests);
@@ -160,7 +176,9 @@ impl CaseColumns {
         all(&mut self.dates, other.dates);
         self.transfers.extend(other.transfers);
         self.transfer_counts.extend(other.transfer_counts);
-        self.source_run_id.extend(other.source_run_id);
+        for (run, rows) in &other.source_runs {
+            add_run(&mut self.source_runs, run, *rows);
+        }
         self.order
             .extend(other.order.into_iter().map(|i| i + offset));
     }
@@ -168,14 +186,15 @@ impl CaseColumns {
     /// The rows as a frame: the staging columns in file order, then `_order`.
     pub fn frame(self) -> Result<DataFrame> {
         let n = self.len();
-        let [case_id, agency_code, agency_name_text, procedure_code, procedure_name, field_code, field_name, applicant_key] =
+        let [case_id, agency_code, agency_name_text, procedure_code, procedure_name, field_code, field_name] =
             self.strings;
         let [channel, applicant_kind, status] = self.ints;
         let [submitted_at, accepted_at, due_at, extended_due_at, processed_at, returned_at, refused_at, updated_at] =
             self.instants;
         let [paid_online, digitized] = self.flags;
         let [submitted_date, accepted_date, refused_date, end_date, due_date] = self.dates;
-        let s = |name: &str, v: Vec<Option<String>>| Column::new(name.into(), v);
+        let s =
+            |name: &str, v: Texts| StringChunked::with_chunk(name.into(), v.freeze()).into_column();
         let i = |name: &str, v: Vec<Option<i32>>| Column::new(name.into(), v);
         let d = |name: &str, v: Vec<Option<i32>>| Column::new(name.into(), v).cast(&DataType::Date);
         let columns = vec![
@@ -188,7 +207,7 @@ impl CaseColumns {
             s("field_name", field_name),
             i("channel", channel),
             i("applicant_kind", applicant_kind),
-            s("applicant_key", applicant_key),
+            s("applicant_key", self.applicant_key),
             i("status", status),
             utc_micros("submitted_at", submitted_at),
             utc_micros("accepted_at", accepted_at),
@@ -207,11 +226,28 @@ impl CaseColumns {
             d("end_date", end_date)?,
             d("due_date", due_date)?,
             transfers_column(&self.transfers, &self.transfer_counts)?,
-            s("source_run_id", self.source_run_id),
+            runs_column(&self.source_runs),
             Column::new("_order".into(), self.order),
         ];
         DataFrame::new(n, columns).doing("building the staging frame")
     }
+}
+
+/// Adds `rows` rows pulled by `run` after those of `runs`.
+fn add_run(runs: &mut Vec<(String, usize)>, run: &str, rows: usize) {
+    match runs.last_mut() {
+        Some((last, n)) if last == run => *n += rows,
+        _ => runs.push((run.to_string(), rows)),
+    }
+}
+
+/// `source_run_id`: each run's id repeated for its rows (the id's bytes held once per run).
+fn runs_column(runs: &[(String, usize)]) -> Column {
+    let mut ids = Texts::with_capacity(runs.iter().map(|(_, rows)| rows).sum());
+    for (run, rows) in runs {
+        ids.extend_constant(*rows, Some(run.as_str()));
+    }
+    StringChunked::with_chunk("source_run_id".into(), ids.freeze()).into_column()
 }
 
 #[cfg(test)]
@@ -221,7 +257,7 @@ mod tests {
 
     #[test]
     fn the_frame_has_the_staging_schema_and_appends_keep_order() {
-        let row = |id: &str| CaseRow {
+        let row = |id: &'static str| CaseRow {
             case_id: Some(id.into()),
             status: Some(9),
             updated_at: Some(1_720_000_000_000_000),

@@ -14,6 +14,7 @@ pub mod pii;
 mod scratch;
 pub mod spill;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use polars::prelude::DataFrame;
@@ -27,8 +28,8 @@ pub use spill::{Batches, Spill, Spilled, BATCH_RECORDS};
 use crate::domain::reject::{reject, Case, RejectReason};
 use crate::error::Result;
 use crate::wire::{
-    local_date, records_of, scalar_enum, scalar_flag, scalar_instant, scalar_text, CasePage,
-    CaseRecord, Scalar, TransferRecord,
+    local_date, records_of, scalar_enum, scalar_flag, scalar_instant, scalar_str, scalar_text,
+    CasePage, CaseRecord, Scalar, TransferRecord,
 };
 
 /// One rejected record, for `quality/rejects/`.
@@ -205,7 +206,7 @@ impl Normaliser {
                 .entry(reason.code().to_string())
                 .or_default() += 1;
             self.rejects.push(Reject {
-                record_key: case.case_id,
+                record_key: case.case_id.map(Cow::into_owned),
                 reason,
                 detail,
                 raw_path: raw_path.to_string(),
@@ -291,16 +292,14 @@ fn transfers(
 }
 
 /// Reads one record: the terms the reject rules look at, and its staging row.
-fn read(mut rec: CaseRecord, key: &PiiKey) -> (Case, CaseRow) {
+fn read<'a>(mut rec: CaseRecord<'a>, key: &PiiKey) -> (Case<'a>, CaseRow<'a>) {
     let mut d = Dates::of(&mut rec);
     let (transfers, incomplete_transfer) = transfers(rec.transfers.take(), &mut d);
-    let (status, status_text) = match scalar_enum(rec.status) {
-        Ok(s) => (s, s.map(|s| s.to_string())),
-        Err(shown) => (None, Some(shown)),
-    };
+    let status_text = scalar_str(rec.status);
+    let status = status_text.as_deref().and_then(|s| s.parse::<i32>().ok());
     let case = Case {
-        case_id: scalar_text(rec.case_id),
-        agency_code: scalar_text(rec.agency),
+        case_id: scalar_str(rec.case_id),
+        agency_code: scalar_str(rec.agency),
         status,
         status_text,
         updated_at: d.updated,
@@ -315,15 +314,15 @@ fn read(mut rec: CaseRecord, key: &PiiKey) -> (Case, CaseRow) {
     let row = CaseRow {
         case_id: case.case_id.clone(),
         agency_code: case.agency_code.clone(),
-        agency_name_text: scalar_text(rec.agency_name),
-        procedure_code: scalar_text(rec.procedure),
-        procedure_name: scalar_text(rec.procedure_name),
-        field_code: scalar_text(rec.field),
-        field_name: scalar_text(rec.field_name),
+        agency_name_text: scalar_str(rec.agency_name),
+        procedure_code: scalar_str(rec.procedure),
+        procedure_name: scalar_str(rec.procedure_name),
+        field_code: scalar_str(rec.field),
+        field_name: scalar_str(rec.field_name),
         // An enum the source sends in no known shape counts as absent (channel: in person).
         channel: scalar_enum(rec.channel).unwrap_or(None),
         applicant_kind: scalar_enum(rec.applicant_kind).unwrap_or(None),
-        applicant_key: scalar_text(rec.id_number).map(|id| key.applicant_key(&id)),
+        applicant_key: scalar_str(rec.id_number).map(|id| key.applicant_key(&id)),
         status,
         submitted_at: d.submitted,
         accepted_at: d.accepted,

@@ -24,10 +24,41 @@ impl PiiKey {
         PiiKey(Hmac::<Sha256>::new(&block.into()))
     }
 
-    pub fn applicant_key(&self, id_number: &str) -> String {
+    /// The key of an ID number: 64 lowercase hex digits.
+    pub fn applicant_key(&self, id_number: &str) -> ApplicantKey {
         let mut mac = self.0.clone();
         mac.update(id_number.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        let mut hex = [0u8; 64];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(mac.finalize().into_bytes()) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 15)];
+        }
+        ApplicantKey(hex)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// An `applicant_key`, held without a heap allocation (one per record).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ApplicantKey([u8; 64]);
+
+impl ApplicantKey {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl AsRef<str> for ApplicantKey {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for ApplicantKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -46,6 +77,7 @@ mod tests {
         let a = PiiKey::new(b"k1").applicant_key("046090001234");
         assert_eq!(a, PiiKey::new(b"k1").applicant_key("046090001234"));
         assert_ne!(a, PiiKey::new(b"k2").applicant_key("046090001234"));
+        let a = a.as_str();
         assert_eq!(a.len(), 64);
         assert!(!a.contains("046090001234"));
         // The key block built by hand is HMAC's own, for short and long secrets alike.
@@ -53,7 +85,7 @@ mod tests {
             let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
             mac.update(b"046090001234");
             assert_eq!(
-                PiiKey::new(secret).applicant_key("046090001234"),
+                PiiKey::new(secret).applicant_key("046090001234").as_str(),
                 hex::encode(mac.finalize().into_bytes())
             );
         }

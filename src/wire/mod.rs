@@ -10,7 +10,8 @@ pub mod time;
 pub use envelope::{classify_body, classify_reading, records_of, BodyVerdict, Envelope};
 pub use record::{CasePage, CaseRecord, Supplement, TransferRecord};
 pub use scalar::{
-    enum_code, flag, instant, scalar_enum, scalar_flag, scalar_instant, scalar_text, text, Scalar,
+    enum_code, flag, instant, scalar_enum, scalar_flag, scalar_instant, scalar_str, scalar_text,
+    text, Scalar,
 };
 pub use time::{in_range, local_date, parse_date, parse_instant, source_timestamp};
 

@@ -92,24 +92,67 @@ pub fn text(v: Option<&Value>) -> Option<String> {
 
 /// [`text`] of a [`Scalar`].
 pub fn scalar_text(v: Option<Scalar>) -> Option<String> {
-    let s = match v? {
-        Scalar::Str(s) => nfc(s.trim()),
-        Scalar::Num(n) => n.to_string(),
-        Scalar::Bool(b) => b.to_string(),
-        Scalar::Other(json) => json,
+    scalar_str(v).map(Cow::into_owned)
+}
+
+/// [`scalar_text`], borrowed from the body when the text needs no change: trimmed already
+/// and in NFC (all ASCII codes, most names). Only the rest is copied, so a record's codes,
+/// enums, flags and dates are read without making a `String` of each.
+pub fn scalar_str(v: Option<Scalar<'_>>) -> Option<Cow<'_, str>> {
+    let s: Cow<str> = match v? {
+        Scalar::Str(Cow::Borrowed(s)) => {
+            let t = trim(s);
+            if is_nfc(t) {
+                Cow::Borrowed(t)
+            } else {
+                Cow::Owned(nfc(t))
+            }
+        }
+        Scalar::Str(Cow::Owned(s)) => Cow::Owned(nfc(trim(&s))),
+        Scalar::Num(n) => Cow::Owned(n.to_string()),
+        Scalar::Bool(b) => Cow::Owned(b.to_string()),
+        Scalar::Other(json) => Cow::Owned(json),
     };
-    let t = s.trim();
-    if t.len() == s.len() {
-        (!s.is_empty()).then_some(s)
-    } else {
-        (!t.is_empty()).then(|| t.to_string())
+    match s {
+        // Trimmed and in NFC: nothing changes.
+        Cow::Borrowed(t) => (!t.is_empty()).then_some(Cow::Borrowed(t)),
+        Cow::Owned(s) => {
+            let t = trim(&s);
+            if t.len() == s.len() {
+                (!s.is_empty()).then_some(Cow::Owned(s))
+            } else {
+                (!t.is_empty()).then(|| Cow::Owned(t.to_string()))
+            }
+        }
     }
 }
 
-/// `s` in Unicode NFC; text already in NFC (all ASCII codes and most names) is only copied.
-fn nfc(s: &str) -> String {
+/// `str::trim`, without looking at the characters when the text starts and ends with a
+/// printable ASCII one (as nearly every value does).
+fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(f), Some(l)) if f.is_ascii_graphic() && l.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
+/// Whether `s` is in NFC, looking characters up only when one may not be: text made only of
+/// characters below U+0300 (Latin-1, Latin Extended-A and -B) and of Latin Extended
+/// Additional (U+1E00–U+1EFF, Vietnamese letters with their tone marks) is in NFC, every such
+/// character being a starter that nothing before it composes with.
+fn is_nfc(s: &str) -> bool {
     use unicode_normalization::{is_nfc_quick, IsNormalized};
-    if s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes {
+    s.is_ascii() || s.chars().all(plain_starter) || is_nfc_quick(s.chars()) == IsNormalized::Yes
+}
+
+fn plain_starter(c: char) -> bool {
+    c < '\u{0300}' || ('\u{1E00}'..='\u{1EFF}').contains(&c)
+}
+
+/// `s` in Unicode NFC; text already in NFC is only copied.
+fn nfc(s: &str) -> String {
+    if is_nfc(s) {
         s.to_string()
     } else {
         s.nfc().collect()
@@ -122,9 +165,9 @@ pub fn enum_code(v: Option<&Value>) -> Result<Option<i32>, String> {
 }
 
 pub fn scalar_enum(v: Option<Scalar>) -> Result<Option<i32>, String> {
-    match scalar_text(v) {
+    match scalar_str(v) {
         None => Ok(None),
-        Some(s) => s.parse::<i32>().map(Some).map_err(|_| s),
+        Some(s) => s.parse::<i32>().map(Some).map_err(|_| s.into_owned()),
     }
 }
 
@@ -134,7 +177,7 @@ pub fn flag(v: Option<&Value>) -> Option<bool> {
 }
 
 pub fn scalar_flag(v: Option<Scalar>) -> Option<bool> {
-    match scalar_text(v)?.as_str() {
+    match scalar_str(v)?.as_ref() {
         "1" | "true" => Some(true),
         "0" | "false" => Some(false),
         _ => None,
@@ -148,10 +191,10 @@ pub fn instant(v: Option<&Value>) -> Result<Option<i64>, String> {
 }
 
 pub fn scalar_instant(v: Option<Scalar>) -> Result<Option<i64>, String> {
-    let Some(s) = scalar_text(v) else {
+    let Some(s) = scalar_str(v) else {
         return Ok(None);
     };
-    parse_instant(&s).map(Some).ok_or(s)
+    parse_instant(&s).map(Some).ok_or_else(|| s.into_owned())
 }
 
 #[cfg(test)]
@@ -182,6 +225,41 @@ mod tests {
             Err("32/07/2024".to_string())
         );
         assert_eq!(instant(Some(&json!(""))), Ok(None));
+    }
+
+    /// Every character [`is_nfc`] takes without looking it up is one Unicode calls a starter
+    /// in NFC, and text of them is NFC (`plain_starter`'s ranges, checked in full).
+    #[test]
+    fn plain_starters_are_nfc_starters() {
+        use unicode_normalization::char::canonical_combining_class;
+        use unicode_normalization::{is_nfc_quick, IsNormalized};
+        let plain: Vec<char> = (0u32..0x2000)
+            .filter_map(char::from_u32)
+            .filter(|c| plain_starter(*c))
+            .collect();
+        assert_eq!(plain.len(), 0x300 + 0x100);
+        for c in &plain {
+            assert_eq!(canonical_combining_class(*c), 0, "{c:?}");
+            assert_eq!(
+                is_nfc_quick(std::iter::once(*c)),
+                IsNormalized::Yes,
+                "{c:?}"
+            );
+        }
+        // Pairs of them compose to nothing else: NFC leaves them as they are.
+        for a in plain.iter().step_by(7) {
+            for b in plain.iter().step_by(5) {
+                let s: String = [*a, *b].into_iter().collect();
+                assert!(is_nfc(&s));
+                assert_eq!(s.nfc().collect::<String>(), s, "{s:?}");
+            }
+        }
+        assert_eq!(
+            scalar_text(Some(Scalar::Str("Chứng thực bản sao".into()))).as_deref(),
+            Some("Chứng thực bản sao")
+        );
+        // A decomposed letter is not taken so, and is composed.
+        assert!(!is_nfc("Chu\u{031b}ng"));
     }
 
     #[test]

@@ -7,12 +7,6 @@ use chrono_tz::Asia::Ho_Chi_Minh;
 
 /// Parses `yyyyMMddHHmmss`, `dd/MM/yyyy HH:mm:ss`, `dd/MM/yyyy` (local) or ISO 8601 with an offset.
 pub fn parse_instant(s: &str) -> Option<i64> {
-    let local = |ndt: NaiveDateTime| {
-        Ho_Chi_Minh
-            .from_local_datetime(&ndt)
-            .single()
-            .map(|t| t.timestamp_micros())
-    };
     let b = s.as_bytes();
     if b.len() == 14 && b.iter().all(u8::is_ascii_digit) {
         // yyyyMMddHHmmss
@@ -51,6 +45,26 @@ pub fn parse_instant(s: &str) -> Option<i64> {
             .map(|t| t.timestamp_micros());
     }
     None
+}
+
+/// Vietnam's offset from UTC, in microseconds: UTC+7 since 13 June 1975, unchanged since (the
+/// tz database's `Asia/Ho_Chi_Minh`).
+const OFFSET: i64 = 7 * 3_600_000_000;
+
+/// From 1976 on (in UTC and in local time alike), local time is UTC+7 and is converted
+/// without looking the offset up in the tz database (a tenth of a pull's normalising did).
+const FIXED_FROM: i64 = 189_302_400_000_000;
+
+/// A Vietnam-local date-time as an instant; `None` for a local time that did not exist.
+fn local(ndt: NaiveDateTime) -> Option<i64> {
+    let naive = ndt.and_utc().timestamp_micros();
+    if naive >= FIXED_FROM {
+        return Some(naive - OFFSET);
+    }
+    Ho_Chi_Minh
+        .from_local_datetime(&ndt)
+        .single()
+        .map(|t| t.timestamp_micros())
 }
 
 /// The number written by `digits`, all ASCII digits (parsed by hand: chrono's
@@ -104,6 +118,13 @@ fn utc(micros: i64) -> DateTime<Utc> {
 
 /// The Vietnam-local calendar date of an instant.
 pub fn local_date(micros: i64) -> NaiveDate {
+    if micros >= FIXED_FROM {
+        // Past chrono's range (never read from a source), the last date it has.
+        return micros
+            .checked_add(OFFSET)
+            .and_then(DateTime::<Utc>::from_timestamp_micros)
+            .map_or(NaiveDate::MAX, |t| t.date_naive());
+    }
     utc(micros).with_timezone(&Ho_Chi_Minh).date_naive()
 }
 
@@ -233,11 +254,36 @@ mod tests {
         }
     }
 
+    /// Read without the tz database from 1976 on, local times and local dates are what the
+    /// database gives, on either side of that line and of midnight.
+    #[test]
+    fn vietnam_time_without_the_database_is_the_databases() {
+        let by_db = |m: i64| utc(m).with_timezone(&Ho_Chi_Minh).date_naive();
+        let hour = 3_600_000_000_i64;
+        let mut m = FIXED_FROM - 400 * 24 * hour;
+        while m < FIXED_FROM + 400 * 24 * hour {
+            assert_eq!(local_date(m), by_db(m), "{m}");
+            let naive = DateTime::<Utc>::from_timestamp_micros(m)
+                .unwrap()
+                .naive_utc();
+            let db = Ho_Chi_Minh
+                .from_local_datetime(&naive)
+                .single()
+                .map(|t| t.timestamp_micros());
+            assert_eq!(local(naive), db, "{naive}");
+            m += hour / 2 + 17_000_000;
+        }
+        for m in [0, 1_720_000_000_000_000, 4_102_444_800_000_000] {
+            assert_eq!(local_date(m), by_db(m), "{m}");
+        }
+    }
+
     #[test]
     fn instants_out_of_range_never_panic() {
         assert!(!in_range(i64::MAX) && !in_range(i64::MIN));
         assert!(in_range(0));
         assert_eq!(source_timestamp(i64::MAX), source_timestamp(i64::MAX - 1));
         assert!(local_date(i64::MIN) < local_date(0));
+        assert_eq!(local_date(i64::MAX), NaiveDate::MAX);
     }
 }
