@@ -245,6 +245,9 @@ pub enum SourceError {
     Client(String),
     #[error("cannot land a raw response of {request}: {message}")]
     Landing { request: String, message: String },
+    /// The thread that reads the pulled pages stopped (its own error says why).
+    #[error("the pages of {request} could not be read: the thread reading them stopped")]
+    ReaderStopped { request: String },
 }
 
 impl SourceError {
@@ -252,7 +255,7 @@ impl SourceError {
         match self {
             SourceError::Unauthorized { .. } | SourceError::BadToken => 3,
             SourceError::BadUrl(_) | SourceError::Client(_) => 2,
-            SourceError::Landing { .. } => 1,
+            SourceError::Landing { .. } | SourceError::ReaderStopped { .. } => 1,
             _ => 4,
         }
     }

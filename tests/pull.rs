@@ -453,3 +453,76 @@ async fn an_html_page_served_with_200_is_retried() {
     assert_eq!(r.records().len(), 1);
     assert_eq!(source.stats.retries, 2);
 }
+
+/// Bodies judged by a thread of their own, as the pull's normalising thread judges them (read
+/// once: verdict, stamps, records): under busy answers, dropped connections, server errors and
+/// records updated while paging, every record is accounted for and the thread kept exactly the
+/// pages the pull counted. With the thread gone, the pull fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_judged_on_a_reading_thread_lose_nothing() {
+    use motcua::source::{stamps, Judging, Stamps};
+    use motcua::wire::record::Records;
+    use motcua::wire::{classify_reading, records_of, BodyVerdict};
+    let chaos = Chaos {
+        busy_every: 5,
+        drop_every: 7,
+        bad_gateway_every: 11,
+        update_every: 3,
+        ..Chaos::off()
+    };
+    let src = source_with(chaos).await;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = RawLog::new(Store::open(dir.path().to_str().unwrap(), "t").unwrap(), "t");
+    let mut source = Source::new(config(&src.url()), TOKEN).unwrap();
+    let (inbox, pages) = std::sync::mpsc::sync_channel::<Judging>(4);
+    let inbox = std::sync::Arc::new(inbox);
+    let reader = std::thread::spawn(move || {
+        let (mut kept, mut judged) = (vec![], 0);
+        for page in pages {
+            judged += 1;
+            let (verdict, records) = classify_reading::<Records>(&page.body);
+            let usable = matches!(verdict, BodyVerdict::Usable { .. });
+            let s = match &records {
+                Some(r) if usable => Stamps::of_cases(&r.0, page.bound),
+                None if usable => stamps(&page.body, page.bound),
+                _ => Stamps::default(),
+            };
+            page.reply.send((verdict, s)).unwrap();
+            if usable {
+                kept.push(records_of(&page.body));
+            }
+        }
+        (kept, judged)
+    });
+    source.judge_cases_by(std::sync::Arc::downgrade(&inbox));
+    let mut counted = 0usize;
+    source
+        .pull_cases(&raw, Window::ALL, |_| counted += 1)
+        .await
+        .unwrap();
+    raw.settle().await.unwrap();
+    drop(inbox);
+    let (kept, judged) = reader.join().unwrap();
+    assert_eq!(kept.len(), counted, "the pages kept are the pages counted");
+    assert!(judged > counted, "busy answers were judged and retried");
+    assert!(source.stats.retries > 0);
+    let p = Pulled {
+        records: kept.into_iter().flatten().collect(),
+        source,
+        elapsed: Duration::ZERO,
+    };
+    assert_nothing_lost(&src, &p);
+
+    // With the reader gone, a pull fails saying so (and does not hang).
+    let mut orphan = Source::new(config(&src.url()), TOKEN).unwrap();
+    let (gone, _) = std::sync::mpsc::sync_channel::<Judging>(1);
+    let gone = std::sync::Arc::new(gone);
+    orphan.judge_cases_by(std::sync::Arc::downgrade(&gone));
+    drop(gone);
+    let e = orphan
+        .pull_cases(&raw, Window::ALL, |_| ())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SourceError::ReaderStopped { .. }), "{e}");
+    src.stop();
+}

@@ -27,6 +27,7 @@ pub use spill::{Batches, Spill, Spilled, BATCH_RECORDS};
 
 use crate::domain::reject::{reject, Case, RejectReason};
 use crate::error::Result;
+use crate::wire::record::Records;
 use crate::wire::{
     local_date, records_of, scalar_enum, scalar_flag, scalar_instant, scalar_str, scalar_text,
     CasePage, CaseRecord, Scalar, TransferRecord,
@@ -171,11 +172,17 @@ impl Normaliser {
     /// is usable, normalises it, reading it once for both (a replay of `raw/` does so): typed,
     /// or as JSON trees when a record has an odd shape. Whether it was usable.
     pub fn add_if_usable(&mut self, raw_path: &str, body: &[u8]) -> bool {
-        let (verdict, records) =
-            crate::wire::classify_reading::<crate::wire::record::Records>(body);
+        let (verdict, records) = crate::wire::classify_reading::<Records>(body);
         if !matches!(verdict, crate::wire::BodyVerdict::Usable { .. }) {
             return false;
         }
+        self.add_read(raw_path, records, body);
+        true
+    }
+
+    /// Normalises a usable `/v1/hoso` body whose records were read already (`None`: a record
+    /// has a shape the typed reader does not take, so they are read again as JSON trees).
+    pub fn add_read(&mut self, raw_path: &str, records: Option<Records>, body: &[u8]) {
         match records {
             Some(records) => {
                 for (i, rec) in records.0.into_iter().enumerate() {
@@ -184,7 +191,6 @@ impl Normaliser {
             }
             None => self.add_records(raw_path, &records_of(body)),
         }
-        true
     }
 
     /// Normalises a usable `/v1/hoso` body: typed, or as JSON trees when a record has an odd

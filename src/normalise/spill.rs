@@ -244,6 +244,21 @@ impl Batches {
         self.flush_full()
     }
 
+    /// Normalises a usable `/v1/hoso` body whose records were read already (see
+    /// [`Normaliser::add_read`]).
+    pub fn add_read(
+        &mut self,
+        raw_path: &str,
+        records: Option<crate::wire::record::Records>,
+        body: &[u8],
+    ) -> Result<()> {
+        if self.normaliser.pending() == 0 {
+            self.normaliser.reserve(BATCH_RECORDS + 1024);
+        }
+        self.normaliser.add_read(raw_path, records, body);
+        self.flush_full()
+    }
+
     /// Appends a page normalised elsewhere (in arrival order).
     pub fn absorb(&mut self, other: Normaliser) -> Result<()> {
         if self.normaliser.pending() == 0 {

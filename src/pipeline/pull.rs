@@ -8,6 +8,8 @@
 //! stamped in the future by a clock error at the source stays in the tail, and the run record
 //! names how many and the most distant stamp).
 
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -19,10 +21,11 @@ use crate::error::{Doing, Error, Result, SourceError};
 use crate::normalise::{agencies, procedures, Agency, Batches, Procedure, Spilled};
 use crate::parquet::blocking;
 use crate::raw::RawLog;
-use crate::source::{PullStats, Response, Source, Window};
+use crate::source::{stamps, Judge, Judging, PullStats, Source, Stamps, Window};
 use crate::state::{self, Cursor};
 use crate::store::Store;
-use crate::wire::{parse_instant, source_timestamp, Endpoint};
+use crate::wire::record::Records;
+use crate::wire::{classify_reading, parse_instant, source_timestamp, BodyVerdict, Endpoint};
 
 /// What a pull brings: the catalogs, the normalised cases, and the cursor it started from.
 pub struct Pulled {
@@ -137,9 +140,11 @@ async fn cases(
     bound: i64,
 ) -> Result<Spilled> {
     let normalising = Normalising::start(Batches::new(settings.pii_key.clone(), &record.run_id)?)?;
+    source.judge_cases_by(normalising.judge());
     let started = Instant::now();
     source.progress = crate::progress::bar(None, "records", "pulling cases");
-    let mut hand_on = |page| normalising.send(page);
+    // Each page was judged, and kept, by the normalising thread as it came.
+    let mut hand_on = |_page| ();
     let main = Window {
         from: since,
         to: Some(bound),
@@ -156,9 +161,13 @@ async fn cases(
     let landed = raw.settle().await;
     let normalised = blocking(move || normalising.finish()).await;
     fill_counts(record, &source.stats, raw);
-    result?;
+    // A reading thread that stopped says why; the pull then only says that it stopped.
+    let spilled = match (result, normalised) {
+        (_, Err(e)) => return Err(e),
+        (Err(e), _) => return Err(e.into()),
+        (Ok(()), Ok(spilled)) => spilled,
+    };
     landed?;
-    let spilled = normalised?;
     let secs = started.elapsed().as_secs_f64();
     info!(
         pages = source.stats.pages,
@@ -171,23 +180,38 @@ async fn cases(
     Ok(spilled)
 }
 
-/// A thread normalising the pages it is sent, in order. Dropped before [`Normalising::finish`]
-/// (a run stopped by a signal or an error part way through the pull), it stops the thread
-/// and waits for it, so the records spilled so far, and their scratch folder, are removed
-/// before the run exits.
+/// A thread that judges the pages it is sent, in order, and normalises those it finds usable:
+/// each body is read once, its verdict and stamps sent back to the pull as soon as they are
+/// read (the next request pages on them), its records normalised while the next page is
+/// fetched. Dropped before [`Normalising::finish`] (a run stopped by a signal or an error part
+/// way through the pull), it stops the thread and waits for it, so the records spilled so far,
+/// and their scratch folder, are removed before the run exits.
 struct Normalising {
-    pages: Option<std::sync::mpsc::SyncSender<Response>>,
+    pages: Option<Arc<SyncSender<Judging>>>,
     thread: Option<std::thread::JoinHandle<Result<Spilled>>>,
 }
 
 impl Normalising {
     fn start(mut batches: Batches) -> Result<Normalising> {
-        let (pages, inbox) = std::sync::mpsc::sync_channel::<Response>(4);
+        let (pages, inbox) = std::sync::mpsc::sync_channel::<Judging>(4);
+        let pages = Arc::new(pages);
         let thread = std::thread::Builder::new()
             .name("motcua-normalise".into())
             .spawn(move || {
                 for page in inbox {
-                    batches.add_body(&page.raw_path, &page.body)?;
+                    let (verdict, records) = classify_reading::<Records>(&page.body);
+                    let usable = matches!(verdict, BodyVerdict::Usable { .. });
+                    let stamps = match (&records, usable) {
+                        (_, false) => Stamps::default(),
+                        (Some(r), true) => Stamps::of_cases(&r.0, page.bound),
+                        // An odd record: read as JSON trees.
+                        (None, true) => stamps(&page.body, page.bound),
+                    };
+                    // The pull may have stopped waiting (a signal): nothing to answer then.
+                    let _ = page.reply.send((verdict, stamps));
+                    if usable {
+                        batches.add_read(&page.raw_path, records, &page.body)?;
+                    }
                 }
                 batches.finish()
             })
@@ -198,12 +222,9 @@ impl Normalising {
         })
     }
 
-    /// Hands a page on. A send fails only when the thread stopped: its error is the one
-    /// [`Normalising::finish`] returns.
-    fn send(&self, page: Response) {
-        if let Some(p) = &self.pages {
-            let _ = p.send(page);
-        }
+    /// Where the pull sends its case bodies.
+    fn judge(&self) -> Judge {
+        self.pages.as_ref().map(Arc::downgrade).unwrap_or_default()
     }
 
     /// No more pages: waits for the thread and returns what it spilled.

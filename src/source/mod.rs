@@ -90,6 +90,23 @@ impl Response {
     }
 }
 
+/// A `/v1/hoso` body handed to another thread to be judged and read there, once: the pull's
+/// normalising thread reads a body for its verdict, the stamps the pull pages on, and its
+/// records in one pass (see [`Source::judge_cases_by`]).
+pub struct Judging {
+    pub raw_path: String,
+    pub body: Bytes,
+    /// The pull's upper bound (see [`Stamps`]).
+    pub bound: Option<i64>,
+    /// The body's verdict and, when usable, its stamps: sent back as soon as they are read,
+    /// before the records are normalised. A body judged usable has been taken by the reader.
+    pub reply: tokio::sync::oneshot::Sender<(BodyVerdict, Stamps)>,
+}
+
+/// Where case bodies go to be judged (see [`Judging`]): held weakly, so that the reader alone
+/// decides when its inbox closes (a reader stopped part way waits for no one).
+pub type Judge = std::sync::Weak<std::sync::mpsc::SyncSender<Judging>>;
+
 /// Counts of one pull, for the run record.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PullStats {
@@ -115,6 +132,8 @@ pub struct Source {
     backoff: Backoff,
     /// The pull's upper bound: no stamp at or after it moves the cursor.
     bound: Option<i64>,
+    /// Where case bodies are judged, when not here.
+    judge: Option<Judge>,
     pub stats: PullStats,
     /// Progress of the case pull (hidden unless on a terminal).
     pub progress: indicatif::ProgressBar,
@@ -157,6 +176,7 @@ impl Source {
             cfg,
             http,
             bound: None,
+            judge: None,
             stats: PullStats::default(),
             progress: indicatif::ProgressBar::hidden(),
         })
@@ -165,6 +185,13 @@ impl Source {
     /// Sets the pull's upper bound: stamps at or after it never move `cursor_after`.
     pub fn set_bound(&mut self, bound: i64) {
         self.bound = Some(bound);
+    }
+
+    /// From now on, `/v1/hoso` bodies are judged by `judge`, which reads each once and keeps
+    /// those it finds usable; the pages handed on by [`Source::pull_cases`] are then only for
+    /// counting.
+    pub fn judge_cases_by(&mut self, judge: Judge) {
+        self.judge = Some(judge);
     }
 
     /// GETs `endpoint` with `query`, retrying what a retry can cure; lands the body in `raw`
@@ -252,7 +279,29 @@ impl Source {
                     message: e.to_string(),
                 })?;
         self.stats.bytes += body.len() as u64;
-        Self::check_body(raw_path, body, request, self.bound)
+        match (&self.judge, endpoint) {
+            (Some(judge), Endpoint::Cases) => {
+                let (reply, judged) = tokio::sync::oneshot::channel();
+                let page = Judging {
+                    raw_path: raw_path.clone(),
+                    body: body.clone(),
+                    bound: self.bound,
+                    reply,
+                };
+                // The inbox is held only for the send, never across the wait.
+                let sent = judge
+                    .upgrade()
+                    .is_some_and(|inbox| inbox.send(page).is_ok());
+                let judged = if sent { judged.await.ok() } else { None };
+                let Some((verdict, stamps)) = judged else {
+                    return Err(SourceError::ReaderStopped {
+                        request: request.into(),
+                    });
+                };
+                Self::answer(raw_path, body, request, verdict, stamps)
+            }
+            _ => Self::check_body(raw_path, body, request, self.bound),
+        }
     }
 
     /// What the status calls for, as [`retry::classify_status`] decides.
@@ -285,22 +334,32 @@ impl Source {
         request: &str,
         bound: Option<i64>,
     ) -> Result<Result<Response, Transient>, SourceError> {
-        let request = request.to_string();
         let (verdict, data) = classify_reading::<Vec<Stamp>>(&body);
+        let stamps = match (&verdict, data) {
+            (BodyVerdict::Usable { .. }, Some(records)) => Stamps::of(records, bound),
+            // An odd record: read as JSON trees.
+            (BodyVerdict::Usable { .. }, None) => stamps(&body, bound),
+            _ => Stamps::default(),
+        };
+        Self::answer(raw_path, body, request, verdict, stamps)
+    }
+
+    /// What a body's verdict calls for: the response, a retry, or a failure.
+    fn answer(
+        raw_path: String,
+        body: Bytes,
+        request: &str,
+        verdict: BodyVerdict,
+        stamps: Stamps,
+    ) -> Result<Result<Response, Transient>, SourceError> {
+        let request = request.to_string();
         match verdict {
-            BodyVerdict::Usable { total } => {
-                let stamps = match data {
-                    Some(records) => Stamps::of(records, bound),
-                    // An odd record: read as JSON trees.
-                    None => stamps(&body, bound),
-                };
-                Ok(Ok(Response {
-                    raw_path,
-                    body,
-                    total,
-                    stamps,
-                }))
-            }
+            BodyVerdict::Usable { total } => Ok(Ok(Response {
+                raw_path,
+                body,
+                total,
+                stamps,
+            })),
             BodyVerdict::Retry(why) => Ok(Err(Transient::new(why))),
             BodyVerdict::Application { code, message } => Err(SourceError::Application {
                 request,

@@ -12,8 +12,8 @@ use super::{describe, Response, Source};
 use crate::error::SourceError;
 use crate::raw::RawLog;
 use crate::wire::{
-    instant, records_of, scalar_instant, scalar_text, source_timestamp, text, Endpoint, Envelope,
-    Scalar,
+    instant, records_of, scalar_instant, scalar_text, source_timestamp, text, CaseRecord, Endpoint,
+    Envelope, Scalar,
 };
 
 /// A window of `NgayCapNhat` to pull: from `from` (inclusive; everything when `None`) to `to`
@@ -74,6 +74,23 @@ impl Stamps {
             let t = scalar_instant(s.updated).ok().flatten();
             let beyond = bound.is_some_and(|b| t.is_some_and(|t| t >= b));
             out.add(beyond.then(|| scalar_text(s.key)).flatten(), t, bound);
+        }
+        out
+    }
+}
+
+impl Stamps {
+    /// The [`Stamps`] of case records read in full (by the pull's normalising thread).
+    pub fn of_cases(records: &[CaseRecord], bound: Option<i64>) -> Stamps {
+        let mut out = Stamps::default();
+        for r in records {
+            let t = scalar_instant(r.updated.clone()).ok().flatten();
+            let beyond = bound.is_some_and(|b| t.is_some_and(|t| t >= b));
+            out.add(
+                beyond.then(|| scalar_text(r.case_id.clone())).flatten(),
+                t,
+                bound,
+            );
         }
         out
     }
