@@ -425,7 +425,13 @@ fn json_logs_parse_line_by_line_and_carry_no_token_or_personal_data() {
         .into_iter()
         .filter(|f| f.contains("v1-hoso"))
     {
-        let body = motcua::raw::gunzip(&std::fs::read(out.join("raw").join(f)).unwrap()).unwrap();
+        let mut body = vec![];
+        motcua::raw::decompress_into(
+            &f,
+            &std::fs::read(out.join("raw").join(&f)).unwrap(),
+            &mut body,
+        )
+        .unwrap();
         let env: Value = serde_json::from_slice(&body).unwrap();
         for r in env["data"].as_array().into_iter().flatten() {
             for k in ["ChuHoSo", "SoGiayToChuHoSo", "SoDienThoai", "DiaChi"] {

@@ -28,7 +28,7 @@ enum RawFile {
     Cases(Box<Normaliser>),
 }
 
-/// Reads a raw file of run `run` at `path`: gunzip, judge the body as the pull did, and
+/// Reads a raw file of run `run` at `path`: decompress, judge the body as the pull did, and
 /// normalise a page of cases.
 fn read(key: &PiiKey, run: &str, path: &str, gz: &[u8]) -> Result<RawFile> {
     thread_local! {

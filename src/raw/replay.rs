@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::gunzip_into;
+use super::decompress_into;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::wire::Endpoint;
@@ -46,8 +46,8 @@ async fn in_order(store: &Store, prefix: &str) -> Result<Vec<String>> {
 /// A raw body decompressed into `body`, and the endpoint it answered (`None` for a file of no
 /// endpoint), not yet judged: a page of cases is judged as it is normalised
 /// ([`crate::normalise::Normaliser::add_if_usable`]), in one read.
-pub fn body_into(path: &str, gz: &[u8], body: &mut Vec<u8>) -> Result<Option<Endpoint>> {
-    gunzip_into(gz, body).map_err(|e| Error::Io {
+pub fn body_into(path: &str, compressed: &[u8], body: &mut Vec<u8>) -> Result<Option<Endpoint>> {
+    decompress_into(path, compressed, body).map_err(|e| Error::Io {
         what: format!("{path} is damaged"),
         source: std::io::Error::other(e.to_string()),
     })?;

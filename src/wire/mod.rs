@@ -58,7 +58,7 @@ impl Endpoint {
         }
     }
 
-    /// The endpoint whose body landed at `path` (`raw/run_id=…/v1-hoso/000007_….json.gz`).
+    /// The endpoint whose body landed at `path` (`raw/run_id=…/v1-hoso/000007_….json.zst`).
     pub fn of_raw_path(path: &str) -> Option<Endpoint> {
         let dir = path.rsplit('/').nth(1)?;
         Endpoint::ALL.into_iter().find(|e| e.raw_dir() == dir)
