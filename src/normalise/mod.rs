@@ -147,7 +147,7 @@ impl Normaliser {
     /// Adds the records of one `/v1/hoso` page (its `data` array), landed at `raw_path`.
     pub fn add_records(&mut self, raw_path: &str, records: &[Value]) {
         for (i, rec) in records.iter().enumerate() {
-            self.add_record(raw_path, i as i64, CaseRecord::of(rec));
+            self.add_record(raw_path, i as i64, &mut CaseRecord::of(rec));
         }
     }
 
@@ -160,9 +160,9 @@ impl Normaliser {
         if !page.succeeded() {
             return None;
         }
-        let records = page.data.unwrap_or_default().0;
+        let mut records = page.data.unwrap_or_default().0;
         let n = records.len();
-        for (i, rec) in records.into_iter().enumerate() {
+        for (i, rec) in records.iter_mut().enumerate() {
             self.add_record(raw_path, i as i64, rec);
         }
         Some(n)
@@ -184,8 +184,9 @@ impl Normaliser {
     /// has a shape the typed reader does not take, so they are read again as JSON trees).
     pub fn add_read(&mut self, raw_path: &str, records: Option<Records>, body: &[u8]) {
         match records {
-            Some(records) => {
-                for (i, rec) in records.0.into_iter().enumerate() {
+            Some(mut records) => {
+                // Read in place: a record is large, and is not moved to be read.
+                for (i, rec) in records.0.iter_mut().enumerate() {
                     self.add_record(raw_path, i as i64, rec);
                 }
             }
@@ -201,7 +202,7 @@ impl Normaliser {
         }
     }
 
-    fn add_record(&mut self, raw_path: &str, raw_index: i64, rec: CaseRecord) {
+    fn add_record<'a>(&mut self, raw_path: &str, raw_index: i64, rec: &mut CaseRecord<'a>) {
         self.stats.records += 1;
         let (case, row) = read(rec, &self.key);
         if let Some((reason, detail)) = reject(&case) {
@@ -298,14 +299,14 @@ fn transfers(
 }
 
 /// Reads one record: the terms the reject rules look at, and its staging row.
-fn read<'a>(mut rec: CaseRecord<'a>, key: &PiiKey) -> (Case<'a>, CaseRow<'a>) {
-    let mut d = Dates::of(&mut rec);
+fn read<'a>(rec: &mut CaseRecord<'a>, key: &PiiKey) -> (Case<'a>, CaseRow<'a>) {
+    let mut d = Dates::of(rec);
     let (transfers, incomplete_transfer) = transfers(rec.transfers.take(), &mut d);
-    let status_text = scalar_str(rec.status);
+    let status_text = scalar_str(rec.status.take());
     let status = status_text.as_deref().and_then(|s| s.parse::<i32>().ok());
     let case = Case {
-        case_id: scalar_str(rec.case_id),
-        agency_code: scalar_str(rec.agency),
+        case_id: scalar_str(rec.case_id.take()),
+        agency_code: scalar_str(rec.agency.take()),
         status,
         status_text,
         updated_at: d.updated,
@@ -320,15 +321,15 @@ fn read<'a>(mut rec: CaseRecord<'a>, key: &PiiKey) -> (Case<'a>, CaseRow<'a>) {
     let row = CaseRow {
         case_id: case.case_id.clone(),
         agency_code: case.agency_code.clone(),
-        agency_name_text: scalar_str(rec.agency_name),
-        procedure_code: scalar_str(rec.procedure),
-        procedure_name: scalar_str(rec.procedure_name),
-        field_code: scalar_str(rec.field),
-        field_name: scalar_str(rec.field_name),
+        agency_name_text: scalar_str(rec.agency_name.take()),
+        procedure_code: scalar_str(rec.procedure.take()),
+        procedure_name: scalar_str(rec.procedure_name.take()),
+        field_code: scalar_str(rec.field.take()),
+        field_name: scalar_str(rec.field_name.take()),
         // An enum the source sends in no known shape counts as absent (channel: in person).
-        channel: scalar_enum(rec.channel).unwrap_or(None),
-        applicant_kind: scalar_enum(rec.applicant_kind).unwrap_or(None),
-        applicant_key: scalar_str(rec.id_number).map(|id| key.applicant_key(&id)),
+        channel: scalar_enum(rec.channel.take()).unwrap_or(None),
+        applicant_kind: scalar_enum(rec.applicant_kind.take()).unwrap_or(None),
+        applicant_key: scalar_str(rec.id_number.take()).map(|id| key.applicant_key(&id)),
         status,
         submitted_at: d.submitted,
         accepted_at: d.accepted,
@@ -339,8 +340,8 @@ fn read<'a>(mut rec: CaseRecord<'a>, key: &PiiKey) -> (Case<'a>, CaseRow<'a>) {
         refused_at: d.refused,
         updated_at: d.updated,
         supplement_requests: d.supplements,
-        paid_online: scalar_flag(rec.paid_online),
-        digitized: scalar_flag(rec.digitized),
+        paid_online: scalar_flag(rec.paid_online.take()),
+        digitized: scalar_flag(rec.digitized.take()),
         submitted_date: case.submitted_date,
         accepted_date: case.accepted_date,
         refused_date: case.refused_date,

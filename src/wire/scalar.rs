@@ -143,11 +143,23 @@ fn trim(s: &str) -> &str {
 /// character being a starter that nothing before it composes with.
 fn is_nfc(s: &str) -> bool {
     use unicode_normalization::{is_nfc_quick, IsNormalized};
-    s.is_ascii() || s.chars().all(plain_starter) || is_nfc_quick(s.chars()) == IsNormalized::Yes
+    plain_text(s) || is_nfc_quick(s.chars()) == IsNormalized::Yes
 }
 
-fn plain_starter(c: char) -> bool {
-    c < '\u{0300}' || ('\u{1E00}'..='\u{1EFF}').contains(&c)
+/// Whether every character of `s` is below U+0300 or in U+1E00–U+1EFF, read from its UTF-8
+/// bytes: a lead byte C2–CB starts U+0080–U+02FF, E1 followed by B8–BB starts U+1E00–U+1EFF.
+fn plain_text(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while let Some(&lead) = b.get(i) {
+        i += match lead {
+            0x00..=0x7F => 1,
+            0xC2..=0xCB => 2,
+            0xE1 if matches!(b.get(i + 1), Some(0xB8..=0xBB)) => 3,
+            _ => return false,
+        };
+    }
+    true
 }
 
 /// `s` in Unicode NFC; text already in NFC is only copied.
@@ -165,6 +177,12 @@ pub fn enum_code(v: Option<&Value>) -> Result<Option<i32>, String> {
 }
 
 pub fn scalar_enum(v: Option<Scalar>) -> Result<Option<i32>, String> {
+    // A whole number is read as it is (its text would read the same).
+    if let Some(Scalar::Num(n)) = &v {
+        if let Some(i) = n.as_i64().and_then(|i| i32::try_from(i).ok()) {
+            return Ok(Some(i));
+        }
+    }
     match scalar_str(v) {
         None => Ok(None),
         Some(s) => s.parse::<i32>().map(Some).map_err(|_| s.into_owned()),
@@ -177,6 +195,14 @@ pub fn flag(v: Option<&Value>) -> Option<bool> {
 }
 
 pub fn scalar_flag(v: Option<Scalar>) -> Option<bool> {
+    // Read as they are (their text would read the same).
+    match &v {
+        Some(Scalar::Bool(b)) => return Some(*b),
+        Some(Scalar::Num(n)) if n.as_u64().is_some_and(|n| n <= 1) => {
+            return n.as_u64().map(|n| n == 1)
+        }
+        _ => {}
+    }
     match scalar_str(v)?.as_ref() {
         "1" | "true" => Some(true),
         "0" | "false" => Some(false),
@@ -219,6 +245,15 @@ mod tests {
         assert_eq!(flag(Some(&json!(1))), Some(true));
         assert_eq!(flag(Some(&json!("0"))), Some(false));
         assert_eq!(flag(Some(&json!(true))), Some(true));
+        assert_eq!(flag(Some(&json!(0))), Some(false));
+        assert_eq!(flag(Some(&json!(2))), None);
+        assert_eq!(flag(Some(&json!(1.0))), None);
+        assert_eq!(enum_code(Some(&json!(4.0))), Err("4.0".to_string()));
+        assert_eq!(
+            enum_code(Some(&json!(3_000_000_000u64))),
+            Err("3000000000".to_string())
+        );
+        assert_eq!(enum_code(Some(&json!(-2))), Ok(Some(-2)));
         assert_eq!(flag(Some(&json!("maybe"))), None);
         assert_eq!(
             instant(Some(&json!("32/07/2024"))),
@@ -233,6 +268,11 @@ mod tests {
     fn plain_starters_are_nfc_starters() {
         use unicode_normalization::char::canonical_combining_class;
         use unicode_normalization::{is_nfc_quick, IsNormalized};
+        let plain_starter = |c: char| c < '\u{0300}' || ('\u{1E00}'..='\u{1EFF}').contains(&c);
+        // Read from the bytes, the ranges are these, for every character.
+        for c in (0u32..0x11_0000).filter_map(char::from_u32) {
+            assert_eq!(plain_text(&c.to_string()), plain_starter(c), "{c:?}");
+        }
         let plain: Vec<char> = (0u32..0x2000)
             .filter_map(char::from_u32)
             .filter(|c| plain_starter(*c))
