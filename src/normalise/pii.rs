@@ -29,15 +29,11 @@ impl PiiKey {
         let mut mac = self.0.clone();
         mac.update(id_number.as_bytes());
         let mut hex = [0u8; 64];
-        for (pair, b) in hex.chunks_exact_mut(2).zip(mac.finalize().into_bytes()) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 15)];
-        }
+        // A SHA-256 digest is 32 bytes and its hex 64: the lengths agree, it cannot fail.
+        let _ = hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex);
         ApplicantKey(hex)
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// An `applicant_key`, held without a heap allocation (one per record).
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 
 from conftest import PII_KEY, ROOT, TOKEN, binary
 
