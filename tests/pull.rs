@@ -454,15 +454,14 @@ async fn an_html_page_served_with_200_is_retried() {
     assert_eq!(source.stats.retries, 2);
 }
 
-/// Bodies judged by a thread of their own, as the pull's normalising thread judges them (read
-/// once: verdict, stamps, records): under busy answers, dropped connections, server errors and
+/// Bodies judged by a thread of their own with `judge_page`, as the pull's normalising thread
+/// judges them (read once: verdict, stamps, records): under busy answers, dropped connections, server errors and
 /// records updated while paging, every record is accounted for and the thread kept exactly the
 /// pages the pull counted. With the thread gone, the pull fails saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_judged_on_a_reading_thread_lose_nothing() {
-    use motcua::source::{stamps, Judging, Stamps};
-    use motcua::wire::record::Records;
-    use motcua::wire::{classify_reading, records_of, BodyVerdict};
+    use motcua::source::{judge_page, Judging};
+    use motcua::wire::{records_of, BodyVerdict};
     let chaos = Chaos {
         busy_every: 5,
         drop_every: 7,
@@ -480,16 +479,16 @@ async fn bodies_judged_on_a_reading_thread_lose_nothing() {
         let (mut kept, mut judged) = (vec![], 0);
         for page in pages {
             judged += 1;
-            let (verdict, records) = classify_reading::<Records>(&page.body);
+            let (verdict, stamps, records) = judge_page(&page.body, page.bound);
             let usable = matches!(verdict, BodyVerdict::Usable { .. });
-            let s = match &records {
-                Some(r) if usable => Stamps::of_cases(&r.0, page.bound),
-                None if usable => stamps(&page.body, page.bound),
-                _ => Stamps::default(),
-            };
-            page.reply.send((verdict, s)).unwrap();
+            page.reply.send((verdict, stamps)).unwrap();
             if usable {
-                kept.push(records_of(&page.body));
+                // What the thread read equals what the body holds.
+                let trees = records_of(&page.body);
+                if let Some(r) = &records {
+                    assert_eq!(r.0.len(), trees.len());
+                }
+                kept.push(trees);
             }
         }
         (kept, judged)

@@ -21,11 +21,10 @@ use crate::error::{Doing, Error, Result, SourceError};
 use crate::normalise::{agencies, procedures, Agency, Batches, Procedure, Spilled};
 use crate::parquet::blocking;
 use crate::raw::RawLog;
-use crate::source::{stamps, Judge, Judging, PullStats, Source, Stamps, Window};
+use crate::source::{judge_page, Judge, Judging, PullStats, Source, Window};
 use crate::state::{self, Cursor};
 use crate::store::Store;
-use crate::wire::record::Records;
-use crate::wire::{classify_reading, parse_instant, source_timestamp, BodyVerdict, Endpoint};
+use crate::wire::{parse_instant, source_timestamp, BodyVerdict, Endpoint};
 
 /// What a pull brings: the catalogs, the normalised cases, and the cursor it started from.
 pub struct Pulled {
@@ -199,14 +198,8 @@ impl Normalising {
             .name("motcua-normalise".into())
             .spawn(move || {
                 for page in inbox {
-                    let (verdict, records) = classify_reading::<Records>(&page.body);
+                    let (verdict, stamps, records) = judge_page(&page.body, page.bound);
                     let usable = matches!(verdict, BodyVerdict::Usable { .. });
-                    let stamps = match (&records, usable) {
-                        (_, false) => Stamps::default(),
-                        (Some(r), true) => Stamps::of_cases(&r.0, page.bound),
-                        // An odd record: read as JSON trees.
-                        (None, true) => stamps(&page.body, page.bound),
-                    };
                     // The pull may have stopped waiting (a signal): nothing to answer then.
                     let _ = page.reply.send((verdict, stamps));
                     if usable {

@@ -29,7 +29,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde_json::Value;
 use tracing::warn;
 
-pub use paging::{stamps, Stamp, Stamps, Window};
+pub use paging::{judge_page, stamps, Stamp, Stamps, Window};
 pub use retry::{classify_status, Backoff, StatusVerdict};
 
 pub use crate::error::SourceError;

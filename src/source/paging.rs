@@ -11,6 +11,7 @@ use tracing::{debug, info};
 use super::{describe, Response, Source};
 use crate::error::SourceError;
 use crate::raw::RawLog;
+use crate::wire::record::Records;
 use crate::wire::{
     instant, records_of, scalar_instant, scalar_text, source_timestamp, text, CaseRecord, Endpoint,
     Envelope, Scalar,
@@ -94,6 +95,23 @@ impl Stamps {
         }
         out
     }
+}
+
+/// A `/v1/hoso` body read once, in full, for all a pull needs of it: its verdict
+/// ([`crate::wire::classify_body`]'s), the [`Stamps`] the next request pages on (when usable),
+/// and its records typed (`None` when a record has a shape the typed reader does not take: they
+/// are then read as JSON trees, stamps and records alike).
+pub fn judge_page(
+    body: &[u8],
+    bound: Option<i64>,
+) -> (crate::wire::BodyVerdict, Stamps, Option<Records<'_>>) {
+    let (verdict, records) = crate::wire::classify_reading::<Records>(body);
+    let stamps = match (&verdict, &records) {
+        (crate::wire::BodyVerdict::Usable { .. }, Some(r)) => Stamps::of_cases(&r.0, bound),
+        (crate::wire::BodyVerdict::Usable { .. }, None) => stamps(body, bound),
+        _ => Stamps::default(),
+    };
+    (verdict, stamps, records)
 }
 
 /// The [`Stamps`] of a body. Read typed, skipping every other field; as JSON trees if a record
@@ -280,6 +298,10 @@ mod tests {
         // Read with the envelope, in one pass, the stamps are the same.
         let (_, data) = crate::wire::classify_reading::<Vec<Stamp>>(body);
         assert_eq!(Stamps::of(data.unwrap(), bound), s);
+        // And read in full, records and all, as the pull's normalising thread reads them.
+        let (verdict, judged, records) = judge_page(body, bound);
+        assert!(matches!(verdict, crate::wire::BodyVerdict::Usable { .. }));
+        assert_eq!((judged, records.map(|r| r.0.len())), (s, Some(4)));
         // A record that is not an object leaves the one pass to the JSON trees: counted all the same.
         let odd = br#"{"error_code":"0","data":[{"MaHoSo":"A","NgayCapNhat":"20240701080000"},7]}"#;
         assert!(crate::wire::classify_reading::<Vec<Stamp>>(odd).1.is_none());
@@ -288,5 +310,11 @@ mod tests {
             (s.records, s.last),
             (2, crate::wire::parse_instant("20240701080000"))
         );
+        let (_, judged, records) = judge_page(odd, bound);
+        assert_eq!((judged, records.is_none()), (s, true));
+        // A body that is not usable has no stamps.
+        let (verdict, judged, _) = judge_page(br#"{"error_code":"1","data":[]}"#, bound);
+        assert!(matches!(verdict, crate::wire::BodyVerdict::Retry(_)));
+        assert_eq!(judged, Stamps::default());
     }
 }
