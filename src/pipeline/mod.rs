@@ -346,7 +346,12 @@ async fn pull_and_stage(
     crate::memory::return_freed();
     let (agencies, procedures, cases, cursor) = read;
     lock.ensure_held().await?;
-    stage(store, enc, record, cases, full_refresh.is_none()).await?;
+    let rebuild = full_refresh.is_none();
+    if rebuild || cases.stats.valid >= crate::memory::MANY_RECORDS {
+        crate::memory::keep_freed_while_staging_many();
+    }
+    stage(store, enc, record, cases, rebuild).await?;
+    crate::memory::return_freed();
     lap(record, "stage");
     if let Some(full) = full_refresh {
         pull::move_cursor(store, record, cursor.as_ref(), full).await?;

@@ -155,9 +155,22 @@ pub const EXTENSION: &str = "json.zst";
 /// against 5.2, and reads it back three times as fast.
 const ZSTD_LEVEL: i32 = 1;
 
-/// A body compressed as raw bodies land.
+/// A body compressed as raw bodies land, by this thread's compressor: a fresh one per body
+/// (what `zstd::bulk::compress` makes) allocated and cleared its tables for every page.
 pub fn compress(body: &[u8]) -> Result<Vec<u8>> {
-    zstd::bulk::compress(body, ZSTD_LEVEL).doing("compressing a raw response")
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR
+        .with_borrow_mut(|c| {
+            let c = match c {
+                Some(c) => c,
+                None => c.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+            };
+            c.compress(body)
+        })
+        .doing("compressing a raw response")
 }
 
 /// Decompresses the raw file at `path` into `out` (emptied first, its room kept): zstd for
@@ -179,6 +192,25 @@ fn unzstd_into(z: &[u8], out: &mut Vec<u8>) -> Result<()> {
         .flatten()
         .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
     out.reserve(stated.min(SIZE_HINT_MAX));
+    // One frame of the stated size (what `compress` writes) by this thread's decompressor, made
+    // once; anything else (no size stated, a size that lies, several frames) streamed.
+    thread_local! {
+        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    if stated > 0 && stated <= SIZE_HINT_MAX {
+        let whole = DECOMPRESSOR.with_borrow_mut(|d| {
+            let d = match d {
+                Some(d) => d,
+                None => d.insert(zstd::bulk::Decompressor::new().ok()?),
+            };
+            d.decompress_to_buffer(z, out).ok()
+        });
+        if whole == Some(stated) {
+            return Ok(());
+        }
+        out.clear();
+    }
     zstd::stream::read::Decoder::with_buffer(z)
         .and_then(|mut d| d.read_to_end(out))
         .doing("a raw file is not valid zstd")?;
@@ -272,6 +304,56 @@ mod tests {
         assert!(
             gunzip_into(&lying, &mut buf).is_err(),
             "a wrong stated size fails the check"
+        );
+    }
+
+    /// Every shape of zstd file reads back whole: one frame of a stated size (this thread's
+    /// decompressor, again and again), no size stated, two frames, and a frame whose stated
+    /// size lies; a torn frame is an error, never a short body.
+    #[test]
+    fn zstd_files_of_every_shape_read_back() {
+        let body: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let mut out = b"left over".to_vec();
+        for _ in 0..3 {
+            let z = compress(&body).unwrap();
+            unzstd_into(&z, &mut out).unwrap();
+            assert_eq!(out, body);
+        }
+        let mut streamed = zstd::stream::write::Encoder::new(vec![], 1).unwrap();
+        streamed.write_all(&body).unwrap();
+        let streamed = streamed.finish().unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&streamed).ok(),
+            Some(None)
+        );
+        unzstd_into(&streamed, &mut out).unwrap();
+        assert_eq!(out, body);
+        let mut two = compress(&body[..1000]).unwrap();
+        two.extend(compress(&body[1000..]).unwrap());
+        unzstd_into(&two, &mut out).unwrap();
+        assert_eq!(out, body, "two frames: both read");
+        // The size its header states (four bytes after the descriptor, and the window byte of
+        // a frame that is not one segment) made smaller, then larger, than the body: an error.
+        let z = compress(&body).unwrap();
+        let fhd = z[4];
+        assert_eq!(fhd >> 6, 2, "a four-byte content size");
+        let at = 5 + usize::from(fhd & 0x20 == 0);
+        for stated in [body.len() as u32 / 2, body.len() as u32 + 7, u32::MAX] {
+            let mut lying = z.clone();
+            lying[at..at + 4].copy_from_slice(&stated.to_le_bytes());
+            assert_eq!(
+                zstd::zstd_safe::get_frame_content_size(&lying).ok(),
+                Some(Some(u64::from(stated)))
+            );
+            assert!(unzstd_into(&lying, &mut out).is_err(), "stated {stated}");
+        }
+        let mut lying = z.clone();
+        lying.truncate(z.len() / 2);
+        assert!(
+            unzstd_into(&lying, &mut out).is_err(),
+            "a torn frame is an error"
         );
     }
 }
