@@ -386,10 +386,13 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
 
+    /// The pages a [`Seen`] was given: path and records.
+    type Pages = Arc<Mutex<Vec<(String, usize)>>>;
+
     /// A sink that notes the pages it is given (path, records), fails on the page at `fail_on`,
     /// and says whether it was finished.
     struct Seen {
-        pages: Arc<Mutex<Vec<(String, usize)>>>,
+        pages: Pages,
         fail_on: Option<&'static str>,
         ended: Arc<AtomicBool>,
     }
@@ -410,9 +413,7 @@ mod tests {
         }
     }
 
-    fn seen(
-        fail_on: Option<&'static str>,
-    ) -> (Seen, Arc<Mutex<Vec<(String, usize)>>>, Arc<AtomicBool>) {
+    fn seen(fail_on: Option<&'static str>) -> (Seen, Pages, Arc<AtomicBool>) {
         let (pages, ended) = (Arc::default(), Arc::new(AtomicBool::new(false)));
         let sink = Seen {
             pages: Arc::clone(&pages),
