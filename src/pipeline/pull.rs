@@ -1,6 +1,7 @@
 //! Step 2 of a run: read the cursor, pull agencies, catalog and the cases changed since the
-//! cursor minus the lookback — every body landing in `raw/` first, every page normalised on a
-//! thread of its own while the next is fetched — and, once staged, move the cursor.
+//! cursor minus the lookback — every body landing in `raw/` first, every page judged on a thread
+//! of its own and normalised on another while the next is fetched — and, once staged, move the
+//! cursor.
 //!
 //! The cases come in two windows: from the cursor minus the lookback up to the pull's fixed
 //! upper bound (the run's start minus the clock-skew allowance), which alone moves the cursor;
@@ -144,7 +145,7 @@ async fn cases(
     source.judge_cases_by(normalising.judge());
     let started = Instant::now();
     source.progress = crate::progress::bar(None, "records", "pulling cases");
-    // Each page was judged, and kept, by the normalising thread as it came.
+    // Each page was judged, and kept, by the judging thread as it came.
     let mut hand_on = |_page| ();
     let main = Window {
         from: since,

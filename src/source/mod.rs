@@ -91,7 +91,7 @@ impl Response {
 }
 
 /// A `/v1/hoso` body handed to another thread to be judged and read there, once: the pull's
-/// normalising thread reads a body for its verdict, the stamps the pull pages on, and its
+/// judging thread reads a body for its verdict, the stamps the pull pages on, and its
 /// records in one pass (see [`Source::judge_cases_by`]).
 pub struct Judging {
     pub raw_path: String,

@@ -81,7 +81,7 @@ impl Stamps {
 }
 
 impl Stamps {
-    /// The [`Stamps`] of case records read in full (by the pull's normalising thread).
+    /// The [`Stamps`] of case records read in full (by the pull's judging thread).
     pub fn of_cases(records: &[CaseRecord], bound: Option<i64>) -> Stamps {
         let mut out = Stamps::default();
         for r in records {
@@ -298,7 +298,7 @@ mod tests {
         // Read with the envelope, in one pass, the stamps are the same.
         let (_, data) = crate::wire::classify_reading::<Vec<Stamp>>(body);
         assert_eq!(Stamps::of(data.unwrap(), bound), s);
-        // And read in full, records and all, as the pull's normalising thread reads them.
+        // And read in full, records and all, as the pull's judging thread reads them.
         let (verdict, judged, records) = judge_page(body, bound);
         assert!(matches!(verdict, crate::wire::BodyVerdict::Usable { .. }));
         assert_eq!((judged, records.map(|r| r.0.len())), (s, Some(4)));
