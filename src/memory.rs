@@ -77,8 +77,8 @@ pub const MANY_RECORDS: u64 = 1_000_000;
 /// keep freed pages a while, for reuse; end it with [`return_freed`]. Each partition's merge
 /// frees and reallocates its keys, row groups and zstd contexts: given back at once, at ten
 /// million records a fifth of the merge's time went to faulting them in again (stage 33–36 s
-/// against 26–28 s, a third of the run's system time), for 100 MiB less at the peak (307–311
-/// against 408–412 MiB, within a replay's 512 MiB). A nightly run's merge of a few thousand
+/// against 26–28 s, a third of the run's system time), for 100 MiB less at the peak (300–304
+/// against 399–403 MiB, within a replay's 512 MiB). A nightly run's merge of a few thousand
 /// records gives them back at once, and stays within its 256 MiB.
 pub fn keep_freed_while_staging_many() {
     set_delay(READING_DELAY_MS);
