@@ -3,7 +3,8 @@
 //!
 //! 1. take the single-writer lock `_state/lock` (or wait for it, or exit naming its holder);
 //! 2. read the cursor; pull agencies, catalog and the cases changed since the cursor minus the
-//!    lookback ([`pull`]), landing every body in `raw/` — or, for `replay`, read those bodies
+//!    lookback ([`pull`]; each page judged and normalised on threads of their own, `reading`),
+//!    landing every body in `raw/` — or, for `replay`, read those bodies
 //!    back ([`replay`]);
 //! 3. reject (`quality/rejects/run_id=…`) and upsert the staging partitions `cases/` (only those the records fall in);
 //! 4. move the cursor — only now that the data is safely staged;
@@ -18,6 +19,7 @@
 pub mod compute;
 pub mod periods;
 pub mod pull;
+mod reading;
 pub mod record;
 pub mod replay;
 pub mod workers;
