@@ -123,7 +123,9 @@ impl<T: Send + 'static> Normalising<T> {
             _ => Err(Error::Internal("a normalising thread panicked".into())),
         }
     }
+}
 
+impl<T> Normalising<T> {
     /// Closes the inbox and waits for the judging thread, then (its pages handed on) for the
     /// normalising thread.
     fn stop(
@@ -140,9 +142,7 @@ impl<T: Send + 'static> Normalising<T> {
 
 impl<T> Drop for Normalising<T> {
     fn drop(&mut self) {
-        drop(self.pages.take());
-        let _ = self.judging.take().map(|t| t.join());
-        let _ = self.normalising.take().map(|t| t.join());
+        drop(self.stop());
     }
 }
 
