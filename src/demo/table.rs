@@ -26,6 +26,15 @@ pub trait Base: Send {
     fn key(&self, i: usize) -> Result<String>;
     /// The JSON of records `from..to`, in order.
     fn read(&self, from: usize, to: usize) -> Result<Vec<String>>;
+    /// Appends the JSON of records `from..to` to `out`, in order, each followed by a comma (a
+    /// page's body is made so, without a string per record).
+    fn write(&self, from: usize, to: usize, out: &mut String) -> Result<()> {
+        for json in self.read(from, to)? {
+            out.push_str(&json);
+            out.push(',');
+        }
+        Ok(())
+    }
 }
 
 /// One served record.
@@ -86,6 +95,35 @@ impl Base for MemBase {
 pub enum At {
     Base(usize),
     Tail(usize),
+}
+
+/// Served records where they are read from: a tail row, or base positions `from..to`.
+enum Run {
+    Tail(usize),
+    Base(usize, usize),
+}
+
+/// The records at `at` as runs: contiguous base positions together.
+fn runs(at: &[At]) -> impl Iterator<Item = Run> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let run = match *at.get(i)? {
+            At::Tail(j) => Run::Tail(j),
+            At::Base(x) => {
+                let n = at[i..]
+                    .iter()
+                    .enumerate()
+                    .take_while(|(k, a)| **a == At::Base(x + k))
+                    .count();
+                Run::Base(x, x + n)
+            }
+        };
+        i += match run {
+            Run::Tail(_) => 1,
+            Run::Base(from, to) => to - from,
+        };
+        Some(run)
+    })
 }
 
 /// The served table.
@@ -188,24 +226,28 @@ impl Table {
     /// The JSON of the records at `at`, in order: contiguous base positions read at once.
     pub fn read(&self, at: &[At]) -> Result<Vec<String>> {
         let mut out = Vec::with_capacity(at.len());
-        let mut i = 0;
-        while i < at.len() {
-            match at[i] {
-                At::Tail(j) => {
-                    out.push(self.tail[j].json.clone());
-                    i += 1;
-                }
-                At::Base(x) => {
-                    let mut end = i + 1;
-                    while end < at.len() && at[end] == At::Base(x + (end - i)) {
-                        end += 1;
-                    }
-                    out.extend(self.base.read(x, x + (end - i))?);
-                    i = end;
-                }
+        for run in runs(at) {
+            match run {
+                Run::Tail(j) => out.push(self.tail[j].json.clone()),
+                Run::Base(from, to) => out.extend(self.base.read(from, to)?),
             }
         }
         Ok(out)
+    }
+
+    /// Appends the JSON of the records at `at` to `out`, in order, each followed by a comma:
+    /// contiguous base positions written at once.
+    pub fn write(&self, at: &[At], out: &mut String) -> Result<()> {
+        for run in runs(at) {
+            match run {
+                Run::Tail(j) => {
+                    out.push_str(&self.tail[j].json);
+                    out.push(',');
+                }
+                Run::Base(from, to) => self.base.write(from, to, out)?,
+            }
+        }
+        Ok(())
     }
 
     /// Every served record, in order (for tests).
